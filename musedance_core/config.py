@@ -1,0 +1,229 @@
+"""Model configuration: one dataclass tree for the full SD1.5-sized model and the tiny test model.
+
+The spatial fields use diffusers' names and meanings, so `UNetConfig.diffusers_kwargs()` builds a
+`UNet2DConditionModel` whose state dict loads into `MuseDanceUNet` by name (and the reverse).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class UNetConfig:
+    """Denoising UNet (and ReferenceNet) layout plus the three temporal modules of every slot."""
+
+    in_channels: int = 4
+    out_channels: int = 4
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    down_block_types: tuple[str, ...] = (
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    )
+    up_block_types: tuple[str, ...] = (
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    )
+    layers_per_block: int = 2
+    # diffusers calls this `attention_head_dim` for SD1.x, but it is the number of heads (8).
+    num_attention_heads: int = 8
+    cross_attention_dim: int = 768
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-5
+    # Temporal modules (music, beat, motion).
+    music_dim: int = 768  # width of the AST tokens the music module attends to
+    beat_dim: int = 320  # width of the beat embedding tokens
+    beat_window: int = 2  # each frame attends to the beats of frames k-w..k+w
+    temporal_num_attention_heads: int = 8
+    temporal_max_seq_length: int = 64  # positional encodings cover K + M frames up to this
+    temporal_dropout: float = 0.05  # the paper's dropout on the temporal modules (training only)
+
+    def __post_init__(self) -> None:
+        self.block_out_channels = tuple(self.block_out_channels)
+        self.down_block_types = tuple(self.down_block_types)
+        self.up_block_types = tuple(self.up_block_types)
+        n = len(self.block_out_channels)
+        if len(self.down_block_types) != n or len(self.up_block_types) != n:
+            raise ValueError(
+                f"UNetConfig: down_block_types ({len(self.down_block_types)}) and up_block_types "
+                f"({len(self.up_block_types)}) must both have one entry per block_out_channels ({n})."
+            )
+        allowed_down = {"CrossAttnDownBlock2D", "DownBlock2D"}
+        allowed_up = {"CrossAttnUpBlock2D", "UpBlock2D"}
+        for kind in self.down_block_types:
+            if kind not in allowed_down:
+                raise ValueError(f"UNetConfig: down block type {kind!r} is not one of {sorted(allowed_down)}.")
+        for kind in self.up_block_types:
+            if kind not in allowed_up:
+                raise ValueError(f"UNetConfig: up block type {kind!r} is not one of {sorted(allowed_up)}.")
+        for ch in self.block_out_channels:
+            if ch % self.norm_num_groups or ch % self.num_attention_heads or ch % self.temporal_num_attention_heads:
+                raise ValueError(
+                    f"UNetConfig: every block width must be divisible by norm_num_groups "
+                    f"({self.norm_num_groups}) and by the head counts; {ch} is not."
+                )
+        if self.temporal_max_seq_length < 2:
+            raise ValueError("UNetConfig: temporal_max_seq_length must be at least 2.")
+
+    def diffusers_kwargs(self) -> dict[str, Any]:
+        """Arguments for diffusers' `UNet2DConditionModel` with the same spatial layout (the ReferenceNet)."""
+        return dict(
+            in_channels=self.in_channels,
+            out_channels=self.out_channels,
+            block_out_channels=self.block_out_channels,
+            down_block_types=self.down_block_types,
+            up_block_types=self.up_block_types,
+            layers_per_block=self.layers_per_block,
+            attention_head_dim=self.num_attention_heads,
+            cross_attention_dim=self.cross_attention_dim,
+            norm_num_groups=self.norm_num_groups,
+            norm_eps=self.norm_eps,
+        )
+
+
+@dataclass
+class VAEConfig:
+    """diffusers `AutoencoderKL` arguments (SD1.5 defaults)."""
+
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 4
+    norm_num_groups: int = 32
+    scaling_factor: float = 0.18215
+
+    def __post_init__(self) -> None:
+        self.block_out_channels = tuple(self.block_out_channels)
+
+    @property
+    def downscale(self) -> int:
+        """Pixels per latent cell along one side (8 for SD1.5)."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
+    def diffusers_kwargs(self) -> dict[str, Any]:
+        n = len(self.block_out_channels)
+        return dict(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * n,
+            up_block_types=("UpDecoderBlock2D",) * n,
+            block_out_channels=self.block_out_channels,
+            layers_per_block=self.layers_per_block,
+            latent_channels=self.latent_channels,
+            norm_num_groups=self.norm_num_groups,
+            scaling_factor=self.scaling_factor,
+        )
+
+
+@dataclass
+class MaskEncoderConfig:
+    """F_m: ControlNet-style hint encoder from the mask (1 channel, image size) to latent size."""
+
+    block_out_channels: tuple[int, ...] = (16, 32, 96, 256)
+
+    def __post_init__(self) -> None:
+        self.block_out_channels = tuple(self.block_out_channels)
+
+
+@dataclass
+class SchedulerConfig:
+    """DDIM settings of Stable Diffusion 1.5."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    steps_offset: int = 1
+    timestep_spacing: str = "leading"
+
+
+@dataclass
+class MuseDanceConfig:
+    """Everything needed to build a MuseDance model with random weights, and to check a checkpoint against."""
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    mask_encoder: MaskEncoderConfig = field(default_factory=MaskEncoderConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    text_length: int = 77
+    fps: float = 12.0
+    clip_length: int = 48  # K: frames generated per clip (4 s at 12 fps)
+    motion_frames: int = 2  # M: previous frames the motion module sees
+
+    def __post_init__(self) -> None:
+        if len(self.mask_encoder.block_out_channels) != len(self.vae.block_out_channels):
+            raise ValueError(
+                "MuseDanceConfig: the mask encoder must downsample as much as the VAE: give it "
+                f"{len(self.vae.block_out_channels)} widths, not {len(self.mask_encoder.block_out_channels)}."
+            )
+        if self.clip_length + self.motion_frames > self.unet.temporal_max_seq_length:
+            raise ValueError(
+                f"MuseDanceConfig: clip_length + motion_frames = {self.clip_length + self.motion_frames} "
+                f"exceeds unet.temporal_max_seq_length = {self.unet.temporal_max_seq_length}."
+            )
+        if self.vae.latent_channels != self.unet.in_channels:
+            raise ValueError("MuseDanceConfig: vae.latent_channels must equal unet.in_channels.")
+
+    @classmethod
+    def sd15(cls) -> "MuseDanceConfig":
+        """Full size: SD1.5 UNet, VAE and CLIP widths, AST-base music tokens, K=48, M=2."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> "MuseDanceConfig":
+        """A two-million-parameter model with the same structure, for tests and the demo."""
+        return cls(
+            unet=UNetConfig(
+                block_out_channels=(32, 64),
+                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+                layers_per_block=1,
+                num_attention_heads=2,
+                cross_attention_dim=32,
+                norm_num_groups=8,
+                music_dim=32,
+                beat_dim=16,
+                temporal_num_attention_heads=2,
+            ),
+            vae=VAEConfig(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8),
+            mask_encoder=MaskEncoderConfig(block_out_channels=(4, 8, 8, 8)),
+            clip_length=8,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MuseDanceConfig":
+        """Inverse of `to_dict`; unknown keys are an error so a typo cannot pass silently."""
+        sections = {"unet": UNetConfig, "vae": VAEConfig, "mask_encoder": MaskEncoderConfig, "scheduler": SchedulerConfig}
+        kwargs: dict[str, Any] = {}
+        top_fields = {f.name for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            if key not in top_fields:
+                raise ValueError(f"MuseDanceConfig: unknown key {key!r}; expected one of {sorted(top_fields)}.")
+            if key in sections:
+                section = sections[key]
+                names = {f.name for f in dataclasses.fields(section)}
+                unknown = set(value) - names
+                if unknown:
+                    raise ValueError(f"MuseDanceConfig.{key}: unknown keys {sorted(unknown)}.")
+                kwargs[key] = section(**value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "MuseDanceConfig":
+        return cls.from_dict(json.loads(text))

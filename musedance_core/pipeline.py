@@ -1,0 +1,407 @@
+"""The MuseDance sampler: reference image + music tokens + beats + motion prompt in, video frames out.
+
+Read `iter_clips` top to bottom for the whole data path:
+1. validate every input (a clear ValueError names the argument and what was expected);
+2. encode the reference once per video: VAE latent, plus F_m(mask) (paper eq. 1), through the
+   ReferenceNet at t=0; its self-attention inputs fill the reference bank, reused by every step of
+   every clip;
+3. for each clip of K frames: run the UNet at t=0 on the M motion-context frames (the last M frames of
+   the previous clip, or copies of the reference for the first clip) to get the hidden states the
+   motion modules prepend; then DDIM from noise, classifier-free guidance as one batched forward;
+   decode the clip with the VAE in chunks and hand its frames out.
+Only one clip of latents plus the M context latents is alive at any time, so memory does not grow with
+the length of the music.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from torch import nn
+
+from .config import MuseDanceConfig
+from .mask_encoder import build_mask_encoder, mask_condition
+from .reference import ReferenceBank, attach_reference_reader, attach_reference_writer
+from .temporal import UNKNOWN_BEAT, beat_windows
+from .unet import MotionContext, MuseDanceUNet
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+MAX_GUIDANCE = 30.0
+
+
+class GenerationStopped(RuntimeError):
+    """Raised when the step callback asks the sampler to stop; no frames are returned."""
+
+
+@dataclass
+class StepInfo:
+    """What the per-step callback sees. Return True from the callback to stop the run."""
+
+    clip_index: int
+    num_clips: int
+    step: int  # 0-based step within the clip
+    num_steps: int
+    frame_start: int  # index of the clip's first frame in the video
+    latents: torch.Tensor  # the clip's latents after this step, [B, K, C, h, w]
+    context_latents: torch.Tensor  # the motion context of this clip, [B, M, C, h, w]
+
+    @property
+    def progress(self) -> float:
+        """Fraction of all denoising steps of the video done, in (0, 1]."""
+        return (self.clip_index * self.num_steps + self.step + 1) / (self.num_clips * self.num_steps)
+
+
+@dataclass
+class ReferenceEncoding:
+    """A reference image encoded once: its VAE latent and the ReferenceNet tokens for every self-attention layer.
+
+    Several sampler runs (different music, seeds) can share one encoding.
+    """
+
+    latent: torch.Tensor  # E(I) of the reference, [1, C, h, w]
+    tokens: dict[str, torch.Tensor]  # ReferenceNet self-attention inputs, [1, N, C] per layer
+    height: int
+    width: int
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)} or a torch dtype, got {dtype!r}.")
+        return DTYPES[dtype]
+    if dtype not in DTYPES.values():
+        raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}.")
+    return dtype
+
+
+def _check_finite(name: str, tensor: torch.Tensor) -> None:
+    if not torch.is_tensor(tensor):
+        raise ValueError(f"{name} must be a torch tensor, got {type(tensor).__name__}.")
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} contains NaN or infinite values; check how it was produced.")
+
+
+def _check_unit_range(name: str, tensor: torch.Tensor) -> None:
+    lo, hi = float(tensor.min()), float(tensor.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(f"{name} values must lie in [0, 1]; got [{lo:.4g}, {hi:.4g}]. Nothing is clipped for you.")
+
+
+class MuseDancePipeline:
+    """Holds the models and samples videos; see the module docstring for the data path."""
+
+    def __init__(
+        self,
+        config: MuseDanceConfig,
+        unet: MuseDanceUNet,
+        reference_net: UNet2DConditionModel,
+        mask_encoder: nn.Module,
+        vae: AutoencoderKL,
+        scheduler: DDIMScheduler | None = None,
+    ) -> None:
+        self.config = config
+        self.unet = unet
+        self.reference_net = reference_net
+        self.mask_encoder = mask_encoder
+        self.vae = vae
+        self.scheduler = scheduler or self.default_scheduler(config)
+        self.bank = ReferenceBank()
+        attach_reference_writer(self.reference_net, self.bank)
+        attach_reference_reader(self.unet, self.bank)
+
+    @staticmethod
+    def default_scheduler(config: MuseDanceConfig) -> DDIMScheduler:
+        s = config.scheduler
+        return DDIMScheduler(
+            num_train_timesteps=s.num_train_timesteps,
+            beta_start=s.beta_start,
+            beta_end=s.beta_end,
+            beta_schedule=s.beta_schedule,
+            steps_offset=s.steps_offset,
+            timestep_spacing=s.timestep_spacing,
+            clip_sample=False,
+            set_alpha_to_one=False,
+            prediction_type="epsilon",
+        )
+
+    @classmethod
+    def from_config(cls, config: MuseDanceConfig, seed: int = 0) -> "MuseDancePipeline":
+        """Build every component from `config` with random weights (seeded); the temporal modules and F_m start as identity."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            unet = MuseDanceUNet(config.unet)
+            reference_net = UNet2DConditionModel(**config.unet.diffusers_kwargs())
+            mask_encoder = build_mask_encoder(config.mask_encoder, config.vae.latent_channels)
+            vae = AutoencoderKL(**config.vae.diffusers_kwargs())
+        pipe = cls(config, unet, reference_net, mask_encoder, vae)
+        return pipe.eval()
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"unet": self.unet, "reference_net": self.reference_net, "mask_encoder": self.mask_encoder, "vae": self.vae}
+
+    def eval(self) -> "MuseDancePipeline":
+        for m in self.modules().values():
+            m.eval().requires_grad_(False)
+        return self
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None) -> "MuseDancePipeline":
+        dtype = resolve_dtype(dtype) if dtype is not None else None
+        for m in self.modules().values():
+            m.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    # -- reference --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_reference(
+        self, reference_image: torch.Tensor, mask: torch.Tensor | None, text_embeds: torch.Tensor
+    ) -> ReferenceEncoding:
+        """Run the VAE, F_m and the ReferenceNet once on the reference (on the pipeline's device and dtype)."""
+        image = self._check_image(reference_image)
+        height, width = image.shape[1:3]
+        mask = self._check_mask(mask, height, width)
+        text = self._check_text("text_embeds", text_embeds)
+        device, dtype = self.device, self.dtype
+        pixels = image.permute(0, 3, 1, 2).to(device=device, dtype=dtype) * 2 - 1
+        latent = self.vae.encode(pixels).latent_dist.mode() * self.config.vae.scaling_factor
+        # Paper eq. (1): the ReferenceNet sees z_0 = E(I) + F_m(D).
+        mask_features = self.mask_encoder(mask_condition(mask).to(device=device, dtype=dtype))
+        self.bank.clear()
+        try:
+            self.reference_net(latent + mask_features, 0, encoder_hidden_states=text.to(device=device, dtype=dtype))
+            tokens = dict(self.bank.tokens)
+        finally:
+            self.bank.clear()
+        return ReferenceEncoding(latent=latent, tokens=tokens, height=height, width=width)
+
+    # -- sampling ---------------------------------------------------------------------------------
+    def __call__(self, **kwargs) -> torch.Tensor:
+        """Generate the whole video: float frames [F, H, W, 3] in [0, 1] on the CPU. Arguments as `iter_clips`."""
+        return torch.cat(list(self.iter_clips(**kwargs)), dim=0)
+
+    @torch.no_grad()
+    def iter_clips(
+        self,
+        *,
+        text_embeds: torch.Tensor,
+        music_tokens: torch.Tensor,
+        beats: torch.Tensor,
+        reference_image: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        reference: ReferenceEncoding | None = None,
+        negative_text_embeds: torch.Tensor | None = None,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 3.5,
+        eta: float = 0.0,
+        seed: int = 0,
+        clip_length: int | None = None,
+        motion_frames: int | None = None,
+        decode_chunk_size: int = 8,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | str | None = None,
+        callback: Callable[[StepInfo], bool | None] | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield the video clip by clip, each as float frames [K, H, W, 3] in [0, 1] on the CPU.
+
+        text_embeds: [1, T, D] or [T, D] CLIP hidden states of the motion prompt.
+        music_tokens: [F, L, music_dim] per-frame music tokens; beats: [F] of 0/1, one per frame.
+        Either reference_image ([H, W, 3] or [1, H, W, 3] in [0, 1], sides multiples of 8) with an
+        optional foreground mask ([H, W] in [0, 1]; None means the whole image is foreground), or a
+        `reference` from `encode_reference`.
+        guidance_scale 1 disables classifier-free guidance; above 1 the unconditional half has no
+        reference, negative (default zero) text, zero music tokens and unknown beats.
+        callback(StepInfo) runs after every denoising step; returning True raises GenerationStopped.
+        """
+        k = self.config.clip_length if clip_length is None else clip_length
+        m = self.config.motion_frames if motion_frames is None else motion_frames
+        num_frames = self._check_sampling_args(
+            music_tokens, beats, num_inference_steps, guidance_scale, eta, k, m, decode_chunk_size
+        )
+        text = self._check_text("text_embeds", text_embeds)
+        negative = (
+            torch.zeros_like(text) if negative_text_embeds is None
+            else self._check_text("negative_text_embeds", negative_text_embeds)
+        )
+        if reference is None:
+            if reference_image is None:
+                raise ValueError("give reference_image (and optionally mask), or a reference from encode_reference().")
+            image = self._check_image(reference_image)
+            self._check_mask(mask, image.shape[1], image.shape[2])
+        elif reference_image is not None:
+            raise ValueError("give either reference_image or reference, not both.")
+        if device is not None or dtype is not None:
+            self.to(device, dtype)
+        device, dtype = self.device, self.dtype
+        if reference is None:
+            reference = self.encode_reference(reference_image, mask, text)
+
+        do_cfg = guidance_scale > 1.0
+        rows = 2 if do_cfg else 1  # batch rows: [unconditional, conditional] or [conditional]
+        text_batch = torch.cat([negative, text]) if do_cfg else text
+        text_batch = text_batch.to(device=device, dtype=dtype)
+        music = music_tokens.reshape(1, num_frames, *music_tokens.shape[-2:]).to(device=device, dtype=dtype)
+        beat_vector = beats.reshape(1, num_frames).to(device)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        latent_shape = reference.latent.shape[1:]
+
+        def conditions(start: int, length: int, known: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            """Music tokens and beat windows for frames start..start+length-1, batched as the CFG rows."""
+            if known:
+                tokens = music[:, start : start + length]
+                windows = beat_windows(beat_vector, start, length, self.config.unet.beat_window)
+            else:  # the reference copies of the first clip's context sit at no time in the music
+                tokens = torch.zeros_like(music[:, :length])
+                windows = torch.full((1, length, 2 * self.config.unet.beat_window + 1), UNKNOWN_BEAT, device=device)
+            if do_cfg:
+                tokens = torch.cat([torch.zeros_like(tokens), tokens])
+                windows = torch.cat([torch.full_like(windows, UNKNOWN_BEAT), windows])
+            return tokens, windows
+
+        self.bank.clear()
+        self.bank.tokens = {name: t.to(device=device, dtype=dtype).repeat(rows, 1, 1) for name, t in reference.tokens.items()}
+        self.bank.keep = torch.tensor([False, True], device=device) if do_cfg else None
+        try:
+            # First clip: the motion context is M copies of the reference latent.
+            context_latents = reference.latent.to(device=device, dtype=torch.float32)[:, None].expand(1, m, *latent_shape)
+            context_known = False
+            clip_starts = list(range(0, num_frames, k))
+            for clip_index, start in enumerate(clip_starts):
+                length = min(k, num_frames - start)
+                context = self._motion_context(context_latents, text_batch, *conditions(start - m, m, context_known), rows) if m else None
+                music_c, beats_c = conditions(start, length, True)
+
+                self.scheduler.set_timesteps(num_inference_steps, device=device)
+                noise = torch.randn((1, length, *latent_shape), generator=generator, dtype=torch.float32)
+                latents = noise.to(device) * self.scheduler.init_noise_sigma
+                for step, t in enumerate(self.scheduler.timesteps):
+                    model_in = self.scheduler.scale_model_input(latents, t).to(dtype)
+                    model_in = model_in.expand(rows, *model_in.shape[1:])
+                    noise_pred = self.unet(model_in, t, text_batch, music_c, beats_c, motion_context=context).float()
+                    if do_cfg:
+                        uncond, cond = noise_pred.chunk(2)
+                        noise_pred = uncond + guidance_scale * (cond - uncond)
+                    latents = self.scheduler.step(noise_pred, t, latents, eta=eta, generator=generator).prev_sample
+                    if callback is not None and callback(
+                        StepInfo(clip_index, len(clip_starts), step, num_inference_steps, start, latents, context_latents)
+                    ):
+                        raise GenerationStopped(f"stopped by the callback at clip {clip_index + 1}, step {step + 1}.")
+                if m:
+                    context_latents = latents[:, -m:] if length >= m else torch.cat([context_latents, latents], 1)[:, -m:]
+                    context_known = length >= m
+                del context
+                yield self.decode(latents[0], decode_chunk_size)
+        finally:
+            self.bank.clear()
+
+    def _motion_context(
+        self, context_latents: torch.Tensor, text_batch: torch.Tensor, music: torch.Tensor, windows: torch.Tensor, rows: int
+    ) -> MotionContext:
+        """The hidden states entering each motion module for the M clean context frames (t = 0)."""
+        x = context_latents.to(self.dtype).expand(rows, *context_latents.shape[1:])
+        _, context = self.unet(x, 0, text_batch, music, windows, return_motion_context=True)
+        return context
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
+        """VAE-decode latents [F, C, h, w] a chunk of frames at a time -> float frames [F, H, W, 3] in [0, 1] on the CPU."""
+        frames = []
+        for chunk in latents.split(chunk_size):
+            pixels = self.vae.decode(chunk.to(self.dtype) / self.config.vae.scaling_factor).sample
+            frames.append((pixels.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+        return torch.cat(frames)
+
+    # -- input checks -----------------------------------------------------------------------------
+    def _check_image(self, image: torch.Tensor) -> torch.Tensor:
+        _check_finite("reference_image", image)
+        if image.ndim == 3:
+            image = image[None]
+        if image.ndim != 4 or image.shape[0] != 1:
+            raise ValueError(f"reference_image must be [H, W, 3] or [1, H, W, 3], got shape {tuple(image.shape)}.")
+        if image.shape[-1] != 3:
+            raise ValueError(
+                f"reference_image must have 3 channels (RGB, last axis), got {image.shape[-1]}; "
+                "drop the alpha channel or convert grayscale to RGB first."
+            )
+        height, width = image.shape[1:3]
+        step = self.config.vae.downscale
+        if height % step or width % step or height == 0 or width == 0:
+            raise ValueError(
+                f"reference_image sides must be positive multiples of {step}, got {height}x{width}; "
+                f"resize or crop to e.g. {max(step, height // step * step)}x{max(step, width // step * step)}."
+            )
+        _check_unit_range("reference_image", image)
+        return image.float()
+
+    def _check_mask(self, mask: torch.Tensor | None, height: int, width: int) -> torch.Tensor:
+        if mask is None:
+            return torch.ones(1, height, width)
+        _check_finite("mask", mask)
+        if mask.ndim == 2:
+            mask = mask[None]
+        if mask.ndim != 3 or mask.shape[0] != 1 or tuple(mask.shape[1:]) != (height, width):
+            raise ValueError(
+                f"mask must be [H, W] or [1, H, W] at the reference image's size {height}x{width}, "
+                f"got shape {tuple(mask.shape)}."
+            )
+        _check_unit_range("mask", mask)
+        return mask.float()
+
+    def _check_text(self, name: str, text: torch.Tensor) -> torch.Tensor:
+        _check_finite(name, text)
+        if text.ndim == 2:
+            text = text[None]
+        expected = (1, self.config.text_length, self.config.unet.cross_attention_dim)
+        if tuple(text.shape) != expected:
+            raise ValueError(f"{name} must have shape {list(expected)} (or without the batch axis), got {list(text.shape)}.")
+        return text
+
+    def _check_sampling_args(
+        self, music_tokens: torch.Tensor, beats: torch.Tensor, steps: int, guidance: float, eta: float,
+        clip_length: int, motion_frames: int, decode_chunk_size: int,
+    ) -> int:
+        _check_finite("beats", beats)
+        _check_finite("music_tokens", music_tokens)
+        if beats.ndim != 1 or beats.shape[0] < 1:
+            raise ValueError(f"beats must be a 1-D vector with one value per frame, got shape {tuple(beats.shape)}.")
+        if not bool(((beats == 0) | (beats == 1)).all()):
+            raise ValueError("beats must hold only 0 (no beat) and 1 (beat) per frame.")
+        num_frames = beats.shape[0]
+        music_dim = self.config.unet.music_dim
+        if music_tokens.ndim != 3 or music_tokens.shape[-1] != music_dim:
+            raise ValueError(
+                f"music_tokens must be [frames, tokens, {music_dim}], got shape {tuple(music_tokens.shape)}."
+            )
+        if music_tokens.shape[0] != num_frames:
+            raise ValueError(
+                f"music_tokens has {music_tokens.shape[0]} frames but beats has {num_frames}; "
+                "both must come from the same music at the same fps and duration."
+            )
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.config.scheduler.num_train_timesteps:
+            raise ValueError(
+                f"num_inference_steps must be an integer in [1, {self.config.scheduler.num_train_timesteps}], got {steps!r}."
+            )
+        if not isinstance(guidance, (int, float)) or not 1.0 <= float(guidance) <= MAX_GUIDANCE:
+            raise ValueError(f"guidance_scale must be in [1, {MAX_GUIDANCE:g}] (1 disables guidance), got {guidance!r}.")
+        if not 0.0 <= float(eta) <= 1.0:
+            raise ValueError(f"eta must be in [0, 1] (0 is deterministic DDIM), got {eta!r}.")
+        if clip_length < 1 or motion_frames < 0:
+            raise ValueError(f"clip_length must be >= 1 and motion_frames >= 0, got {clip_length} and {motion_frames}.")
+        max_len = self.config.unet.temporal_max_seq_length
+        if clip_length + motion_frames > max_len:
+            raise ValueError(
+                f"clip_length + motion_frames = {clip_length + motion_frames} exceeds the model's temporal "
+                f"positional encoding length {max_len}; use shorter clips."
+            )
+        if decode_chunk_size < 1:
+            raise ValueError(f"decode_chunk_size must be >= 1, got {decode_chunk_size}.")
+        return num_frames

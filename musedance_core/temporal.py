@@ -1,0 +1,185 @@
+"""The three temporal modules of every UNet slot (paper section 3.3), in the order they run.
+
+Shapes: the UNet folds frames into the batch, so every module takes hidden states [B*F, C, H, W]
+(b outer, f inner) and returns the same shape. Each module ends in a zero-initialised output
+projection and adds its result to its input, so a freshly built temporal stack is exactly the
+identity and an SD1.5 UNet keeps its behaviour until the modules are trained.
+
+1. `ConditionedTemporalModule` as the **music** module: each frame's spatial tokens cross-attend to
+   that frame's music tokens [B*F, L, music_dim], then every spatial position self-attends across the
+   F frames.
+2. The same class as the **beat** module: cross-attention to the frame's beat tokens (see
+   `BeatEncoder`), then temporal self-attention.
+3. `MotionModule`, an AnimateDiff temporal transformer (diffusers' `AnimateDiffTransformer3D`, so the
+   parameter names are those of diffusers' `MotionAdapter`) over concat(M context frames, F current
+   frames), keeping the last F.
+
+Every path here was checked to trace without graph breaks under `torch.compile(fullgraph=True)`
+(tests/test_compile.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.attention import FeedForward
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.embeddings import SinusoidalPositionalEmbedding
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+from torch import nn
+
+# Beat token ids: 0 = no beat on that frame, 1 = beat, 2 = unknown (outside the music, or dropped for
+# classifier-free guidance).
+NO_BEAT, BEAT, UNKNOWN_BEAT = 0, 1, 2
+
+
+def beat_windows(beats: torch.Tensor, start: int, length: int, window: int) -> torch.Tensor:
+    """Beat token ids [B, length, 2*window+1] for frames start..start+length-1 of a whole-song beat vector.
+
+    `beats` is [B, N] with values 0 or 1 for every frame of the music. Frame k's window holds the ids of
+    frames k-window..k+window; frames before the start or after the end of the music are UNKNOWN_BEAT.
+    Neighbours are taken from the whole song, not the clip, so clip boundaries see the true beats.
+    The sampler and the trainer both call this, so the two cannot drift.
+    """
+    if beats.ndim != 2:
+        raise ValueError(f"beat_windows: beats must be [batch, frames], got shape {tuple(beats.shape)}.")
+    total = beats.shape[1]
+    if start < 0 or length < 1 or start + length > total:
+        raise ValueError(f"beat_windows: frames {start}..{start + length - 1} are outside the {total} beat frames.")
+    padded = torch.full((beats.shape[0], total + 2 * window), UNKNOWN_BEAT, dtype=torch.long, device=beats.device)
+    padded[:, window : window + total] = beats.round().long()
+    # Frame start+i sits at padded index start+i+window; its window is padded[start+i : start+i+2w+1].
+    return padded[:, start : start + length + 2 * window].unfold(1, 2 * window + 1, 1)
+
+
+class BeatEncoder(nn.Module):
+    """The paper's lookup embedding of the binary beat vector, one token per frame in a small window.
+
+    With window w, frame k gets 2w+1 tokens: embedding(beat id of frame k+o) + offset_embedding(o). The
+    beat module's cross-attention then sees where the nearby beats fall relative to the frame (with
+    w=0 it is the paper's single per-frame embedding). Shared by every beat module of the UNet.
+    """
+
+    def __init__(self, dim: int, window: int) -> None:
+        super().__init__()
+        self.window = window
+        self.embedding = nn.Embedding(3, dim)
+        self.offset_embedding = nn.Embedding(2 * window + 1, dim)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """[B, F, 2w+1] beat ids -> [B*F, 2w+1, dim] tokens."""
+        if windows.shape[-1] != 2 * self.window + 1:
+            raise ValueError(
+                f"BeatEncoder: expected windows of {2 * self.window + 1} beat ids (window {self.window}), "
+                f"got {windows.shape[-1]}; build them with beat_windows()."
+            )
+        tokens = self.embedding(windows) + self.offset_embedding.weight
+        return tokens.flatten(0, 1)
+
+
+class ConditionedTemporalModule(nn.Module):
+    """Per-frame cross-attention to condition tokens, then self-attention across frames (music and beat modules)."""
+
+    def __init__(
+        self,
+        channels: int,
+        condition_dim: int,
+        num_heads: int,
+        norm_num_groups: int,
+        max_seq_length: int,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        head_dim = channels // num_heads
+        self.norm = nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
+        self.proj_in = nn.Linear(channels, channels)
+        self.cross_norm = nn.LayerNorm(channels)
+        self.cross_attn = Attention(
+            query_dim=channels,
+            cross_attention_dim=condition_dim,
+            heads=num_heads,
+            dim_head=head_dim,
+            dropout=dropout,
+            processor=AttnProcessor2_0(),
+        )
+        self.temporal_norm = nn.LayerNorm(channels)
+        self.pos_embed = SinusoidalPositionalEmbedding(channels, max_seq_length=max_seq_length)
+        self.temporal_attn = Attention(
+            query_dim=channels, heads=num_heads, dim_head=head_dim, dropout=dropout, processor=AttnProcessor2_0()
+        )
+        self.ff_norm = nn.LayerNorm(channels)
+        self.ff = FeedForward(channels, dropout=dropout, activation_fn="geglu")
+        self.proj_out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, hidden_states: torch.Tensor, condition: torch.Tensor, num_frames: int) -> torch.Tensor:
+        batch_frames, channels, height, width = hidden_states.shape
+        batch = batch_frames // num_frames
+        residual = hidden_states
+        h = self.norm(hidden_states)
+        h = h.permute(0, 2, 3, 1).reshape(batch_frames, height * width, channels)
+        h = self.proj_in(h)
+        # Each frame's tokens attend to that frame's condition tokens: [B*F, HW, C] x [B*F, L, D].
+        h = h + self.cross_attn(self.cross_norm(h), encoder_hidden_states=condition)
+        # (b f) n c -> (b n) f c: every spatial position attends across the frames.
+        h = h.reshape(batch, num_frames, height * width, channels).transpose(1, 2)
+        h = h.reshape(batch * height * width, num_frames, channels)
+        h = h + self.temporal_attn(self.pos_embed(self.temporal_norm(h)))
+        h = h + self.ff(self.ff_norm(h))
+        h = self.proj_out(h)
+        h = h.reshape(batch, height * width, num_frames, channels).transpose(1, 2)
+        h = h.reshape(batch_frames, height, width, channels).permute(0, 3, 1, 2)
+        return residual + h
+
+
+class MotionModule(AnimateDiffTransformer3D):
+    """AnimateDiff's temporal transformer, run over concat(M context frames, F current frames).
+
+    The context is the hidden states that entered this same module when the UNet ran on the M
+    previously generated frames (see `MuseDanceUNet`); the output keeps only the F current frames.
+    The positional encoding covers `max_seq_length` >= F + M frames.
+    """
+
+    def __init__(self, channels: int, num_heads: int, norm_num_groups: int, max_seq_length: int, dropout: float = 0.0):
+        super().__init__(
+            num_attention_heads=num_heads,
+            attention_head_dim=channels // num_heads,
+            in_channels=channels,
+            num_layers=1,
+            dropout=dropout,
+            norm_num_groups=norm_num_groups,
+            cross_attention_dim=None,
+            activation_fn="geglu",
+            attention_bias=False,
+            double_self_attention=True,
+            positional_embeddings="sinusoidal",
+            num_positional_embeddings=max_seq_length,
+        )
+        self.max_seq_length = max_seq_length
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(  # type: ignore[override]
+        self, hidden_states: torch.Tensor, num_frames: int, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if context is None:
+            return super().forward(hidden_states, num_frames=num_frames)
+        batch = hidden_states.shape[0] // num_frames
+        spatial = hidden_states.shape[1:]
+        context_frames = context.shape[0] // batch
+        if context_frames * batch != context.shape[0] or context.shape[1:] != spatial:
+            raise ValueError(
+                f"MotionModule: context {tuple(context.shape)} does not match {batch} videos of hidden "
+                f"states {tuple(spatial)}."
+            )
+        total = num_frames + context_frames
+        if total > self.max_seq_length:
+            raise ValueError(
+                f"MotionModule: {context_frames} context + {num_frames} frames exceed the positional "
+                f"encoding length {self.max_seq_length}."
+            )
+        joined = torch.cat(
+            [context.reshape(batch, context_frames, *spatial), hidden_states.reshape(batch, num_frames, *spatial)], dim=1
+        )
+        out = super().forward(joined.reshape(batch * total, *spatial), num_frames=total)
+        return out.reshape(batch, total, *spatial)[:, context_frames:].reshape(batch * num_frames, *spatial)
