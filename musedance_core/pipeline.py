@@ -149,8 +149,12 @@ class MuseDancePipeline:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None) -> "MuseDancePipeline":
         dtype = resolve_dtype(dtype) if dtype is not None else None
+        if (device is None or torch.device(device) == self.device) and dtype in (None, self.dtype):
+            return self
         for m in self.modules().values():
-            m.to(device=device, dtype=dtype)
+            # nn.Module.to: diffusers' ModelMixin.to warns on every dtype cast about from_pretrained,
+            # which does not apply to models built here.
+            nn.Module.to(m, device=device, dtype=dtype)
         return self
 
     @property

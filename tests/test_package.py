@@ -1,0 +1,80 @@
+"""The pack loads as ComfyUI loads it, the core library stays free of ComfyUI, and the deps stay clean."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMFY_MODULES = ("comfy", "folder_paths", "server", "execution", "nodes")
+FORBIDDEN_DEPENDENCIES = {"torchvision", "torchaudio"}
+
+
+def test_root_init_imports_outside_comfyui():
+    """ComfyUI imports a custom node folder as a package from its __init__.py; so do we here."""
+    name = "musedance_pack_under_test"
+    spec = importlib.util.spec_from_file_location(
+        name, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        assert isinstance(module.NODE_CLASS_MAPPINGS, dict)
+        assert isinstance(module.NODE_DISPLAY_NAME_MAPPINGS, dict)
+        assert set(module.NODE_DISPLAY_NAME_MAPPINGS) <= set(module.NODE_CLASS_MAPPINGS)
+        assert set(module.__all__) >= {"NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"}
+    finally:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
+
+
+def test_core_library_never_imports_comfyui():
+    """Import every musedance_core module in a fresh interpreter, recording any ComfyUI import attempt."""
+    script = f"""
+import importlib, pkgutil, sys
+attempts = []
+class Recorder:
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in {COMFY_MODULES!r}:
+            attempts.append(fullname)
+        return None
+sys.meta_path.insert(0, Recorder())
+import musedance_core
+names = [m.name for m in pkgutil.walk_packages(musedance_core.__path__, "musedance_core.")]
+for name in names:
+    importlib.import_module(name)
+loaded = [m for m in sys.modules if m.split(".")[0] in {COMFY_MODULES!r}]
+assert "musedance_core.video" in names and "musedance_core.demo" in names, names
+assert not attempts and not loaded, (attempts, loaded)
+print(len(names), "modules")
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def requirement_name(line: str) -> str:
+    return re.split(r"[\s<>=!~;\[]", line.strip(), maxsplit=1)[0].lower()
+
+
+def test_dependencies_have_no_torchvision_torchaudio_and_torch_is_unpinned():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    assert not FORBIDDEN_DEPENDENCIES & {requirement_name(d) for d in deps}
+    assert "torch" in project["dependencies"]  # bare name: the user's ComfyUI brings its own torch
+
+    lines = [l for l in (ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    names = {requirement_name(l) for l in lines}
+    assert not FORBIDDEN_DEPENDENCIES & names
+    assert all(l.strip() == "torch" for l in lines if requirement_name(l) == "torch")
+    assert {requirement_name(d) for d in project["dependencies"]} - {"torch"} <= names
+
+
+def test_pip_installs_only_the_core_library():
+    """Installing `nodes` as a top-level package would shadow ComfyUI's own `nodes` module."""
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert find["include"] == ["musedance_core*"]

@@ -1,0 +1,116 @@
+"""The sampler: determinism, shapes, clip-by-clip memory, one batched CFG forward, callbacks, dtypes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from musedance_core import GenerationStopped, MuseDancePipeline
+
+from helpers import randomize_temporal_outputs
+
+FAST = dict(num_inference_steps=2, guidance_scale=2.0)
+
+
+def _count_calls(module: torch.nn.Module, store: list) -> None:
+    module.register_forward_pre_hook(lambda mod, args, kwargs: store.append((args, kwargs)), with_kwargs=True)
+
+
+def test_deterministic_for_a_fixed_seed_with_right_shape_and_range(tiny_pipe, sample_inputs):
+    inputs = sample_inputs(frames=10)
+    a = tiny_pipe(**inputs, seed=3, **FAST)
+    b = tiny_pipe(**inputs, seed=3, **FAST)
+    c = tiny_pipe(**inputs, seed=4, **FAST)
+    assert a.shape == (10, 32, 32, 3)
+    assert a.dtype == torch.float32 and a.device.type == "cpu"
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("frames", [3, 8, 19, 41])
+def test_latents_held_are_one_clip_plus_the_motion_context_whatever_the_length(tiny_pipe, sample_inputs, frames):
+    k, m = tiny_pipe.config.clip_length, tiny_pipe.config.motion_frames
+    seen = []
+    out = tiny_pipe(**sample_inputs(frames=frames), num_inference_steps=2, guidance_scale=2.0,
+                    callback=lambda info: seen.append(info))
+    assert out.shape[0] == frames
+    assert len(seen) == math.ceil(frames / k) * 2
+    latent_side = 32 // tiny_pipe.config.vae.downscale
+    for info in seen:
+        assert info.latents.shape == (1, min(k, frames - info.frame_start), 4, latent_side, latent_side)
+        assert info.context_latents.shape == (1, m, 4, latent_side, latent_side)
+    assert [i.frame_start for i in seen[::2]] == list(range(0, frames, k))
+    assert seen[-1].progress == 1.0
+
+
+def test_clips_are_streamed_and_the_next_clip_is_conditioned_on_the_previous(tiny_config, sample_inputs):
+    pipe = MuseDancePipeline.from_config(tiny_config, seed=0)
+    randomize_temporal_outputs(pipe.unet)
+    inputs = sample_inputs(frames=12)
+    seen = []
+    clips = pipe.iter_clips(**inputs, **FAST, callback=lambda info: seen.append(info))
+    first = next(clips)
+    assert first.shape[0] == tiny_config.clip_length
+    assert {i.clip_index for i in seen} == {0}  # nothing of clip 2 has run yet
+    second = next(clips)
+    # The second clip's context is the last M latents of the first clip.
+    first_final = seen[1].latents
+    torch.testing.assert_close(seen[-1].context_latents, first_final[:, -tiny_config.motion_frames:])
+    # With the motion context removed, the second clip comes out differently.
+    no_context = torch.cat(list(pipe.iter_clips(**inputs, **FAST, motion_frames=0)))
+    assert (no_context[tiny_config.clip_length:] - second).abs().max() > 1e-4
+
+
+def test_reference_net_runs_once_per_video_and_cfg_is_one_batched_forward(tiny_pipe, sample_inputs):
+    ref_calls, unet_calls, decode_calls = [], [], []
+    _count_calls(tiny_pipe.reference_net, ref_calls)
+    _count_calls(tiny_pipe.unet, unet_calls)
+    original_decode = tiny_pipe.vae.decode
+    tiny_pipe.vae.decode = lambda z, *a, **kw: (decode_calls.append(z.shape[0]), original_decode(z, *a, **kw))[1]
+    frames, steps = 19, 3
+    tiny_pipe(**sample_inputs(frames=frames), num_inference_steps=steps, guidance_scale=2.0, decode_chunk_size=3)
+    clips = math.ceil(frames / tiny_pipe.config.clip_length)
+    assert len(ref_calls) == 1
+    # Per clip: one context pass plus one forward per step; each carries both CFG halves.
+    assert len(unet_calls) == clips * (1 + steps)
+    assert all(args[0].shape[0] == 2 for args, _ in unet_calls)
+    assert max(decode_calls) <= 3 and sum(decode_calls) == frames
+
+
+def test_guidance_one_runs_a_single_row(tiny_pipe, sample_inputs):
+    calls = []
+    _count_calls(tiny_pipe.unet, calls)
+    tiny_pipe(**sample_inputs(frames=4), num_inference_steps=2, guidance_scale=1.0)
+    assert all(args[0].shape[0] == 1 for args, _ in calls)
+
+
+def test_shared_reference_encoding_gives_the_same_video(tiny_pipe, sample_inputs):
+    inputs = sample_inputs(frames=6)
+    direct = tiny_pipe(**inputs, **FAST)
+    encoding = tiny_pipe.encode_reference(inputs.pop("reference_image"), inputs.pop("mask"), inputs["text_embeds"])
+    shared = tiny_pipe(reference=encoding, **inputs, **FAST)
+    torch.testing.assert_close(shared, direct)
+
+
+def test_callback_stops_the_run_and_leaves_no_reference_behind(tiny_pipe, sample_inputs):
+    seen = []
+
+    def stop_at_third(info):
+        seen.append(info.step)
+        return len(seen) == 3
+
+    with pytest.raises(GenerationStopped):
+        tiny_pipe(**sample_inputs(frames=20), num_inference_steps=2, guidance_scale=2.0, callback=stop_at_third)
+    assert len(seen) == 3
+    assert len(tiny_pipe.bank) == 0 and tiny_pipe.bank.keep is None
+
+
+@pytest.mark.parametrize("dtype", ["bf16", torch.float16])
+def test_half_precision_runs(tiny_config, sample_inputs, dtype):
+    pipe = MuseDancePipeline.from_config(tiny_config, seed=0)
+    frames = pipe(**sample_inputs(frames=4), num_inference_steps=2, guidance_scale=2.0, dtype=dtype, device="cpu")
+    assert pipe.unet.conv_in.weight.dtype != torch.float32
+    assert frames.dtype == torch.float32 and bool(torch.isfinite(frames).all())
