@@ -256,6 +256,8 @@ class MuseDancePipeline:
         music = music_tokens.reshape(1, num_frames, *music_tokens.shape[-2:]).to(device=device, dtype=dtype)
         beat_vector = beats.reshape(1, num_frames).to(device)
         generator = torch.Generator(device="cpu").manual_seed(seed)
+        # A scheduler of this run's own: self.scheduler is only the template, so runs share no state.
+        scheduler = type(self.scheduler).from_config(self.scheduler.config)
         latent_shape = reference.latent.shape[1:]
 
         def conditions(start: int, length: int, known: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,9 +273,8 @@ class MuseDancePipeline:
                 windows = torch.cat([torch.full_like(windows, UNKNOWN_BEAT), windows])
             return tokens, windows
 
-        self.bank.clear()
-        self.bank.tokens = {name: t.to(device=device, dtype=dtype).repeat(rows, 1, 1) for name, t in reference.tokens.items()}
-        self.bank.keep = torch.tensor([False, True], device=device) if do_cfg else None
+        tokens = {name: t.to(device=device, dtype=dtype) for name, t in reference.tokens.items()}
+        self.bank.fill(tokens, rows, keep=torch.tensor([False, True], device=device) if do_cfg else None)
         try:
             # First clip: the motion context is M copies of the reference latent.
             context_latents = reference.latent.to(device=device, dtype=torch.float32)[:, None].expand(1, m, *latent_shape)
@@ -284,17 +285,17 @@ class MuseDancePipeline:
                 context = self._motion_context(context_latents, text_batch, *conditions(start - m, m, context_known), rows) if m else None
                 music_c, beats_c = conditions(start, length, True)
 
-                self.scheduler.set_timesteps(num_inference_steps, device=device)
+                scheduler.set_timesteps(num_inference_steps, device=device)
                 noise = torch.randn((1, length, *latent_shape), generator=generator, dtype=torch.float32)
-                latents = noise.to(device) * self.scheduler.init_noise_sigma
-                for step, t in enumerate(self.scheduler.timesteps):
-                    model_in = self.scheduler.scale_model_input(latents, t).to(dtype)
+                latents = noise.to(device) * scheduler.init_noise_sigma
+                for step, t in enumerate(scheduler.timesteps):
+                    model_in = scheduler.scale_model_input(latents, t).to(dtype)
                     model_in = model_in.expand(rows, *model_in.shape[1:])
                     noise_pred = self.unet(model_in, t, text_batch, music_c, beats_c, motion_context=context).float()
                     if do_cfg:
                         uncond, cond = noise_pred.chunk(2)
                         noise_pred = uncond + guidance_scale * (cond - uncond)
-                    latents = self.scheduler.step(noise_pred, t, latents, eta=eta, generator=generator).prev_sample
+                    latents = scheduler.step(noise_pred, t, latents, eta=eta, generator=generator).prev_sample
                     if callback is not None and callback(
                         StepInfo(clip_index, len(clip_starts), step, num_inference_steps, start, latents, context_latents)
                     ):

@@ -39,15 +39,14 @@ class ReferenceBank:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def expand_batch(self, repeats: int) -> None:
-        """Tile the stored batch (e.g. to cover the unconditional and conditional halves of CFG)."""
-        self.tokens = {k: v.repeat(repeats, 1, 1) for k, v in self.tokens.items()}
+    def fill(self, tokens: dict[str, torch.Tensor], repeats: int = 1, keep: torch.Tensor | None = None) -> None:
+        """Load encoded reference tokens ([B, N, C] per layer), tiled `repeats` times along the batch.
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ReferenceBank":
-        self.tokens = {k: v.to(device=device, dtype=dtype) for k, v in self.tokens.items()}
-        if self.keep is not None:
-            self.keep = self.keep.to(device=device)
-        return self
+        For classifier-free guidance: `fill(tokens, 2, keep=torch.tensor([False, True]))` gives the
+        unconditional row no reference and the conditional row the reference, in one batch.
+        """
+        self.tokens = {name: t.repeat(repeats, 1, 1) for name, t in tokens.items()}
+        self.keep = keep
 
 
 def _attend(attn: Attention, query_input: torch.Tensor, kv_input: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -20,8 +20,7 @@ def test_unet_with_reference_and_motion_context_compiles_without_graph_breaks(ti
     randomize_temporal_outputs(pipe.unet)
     inputs = sample_inputs()
     encoding = pipe.encode_reference(inputs["reference_image"], inputs["mask"], inputs["text_embeds"])
-    pipe.bank.tokens = {k: v.repeat(2, 1, 1) for k, v in encoding.tokens.items()}
-    pipe.bank.keep = torch.tensor([False, True])
+    pipe.bank.fill(encoding.tokens, 2, keep=torch.tensor([False, True]))
     cfg = pipe.config.unet
     text = torch.randn(2, 77, cfg.cross_attention_dim)
     beats = beat_windows(torch.ones(2, 5), 0, 5, cfg.beat_window)

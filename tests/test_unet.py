@@ -105,3 +105,26 @@ def test_motion_module_positional_encoding_covers_64_frames():
         unet = MuseDanceUNet(config.unet)
     pe = unet.down_blocks[0].motion_modules[0].transformer_blocks[0].pos_embed.pe
     assert pe.shape[1] >= 64
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    config = MuseDanceConfig.tiny()
+    torch.manual_seed(0)
+    unet = MuseDanceUNet(config.unet).train()
+    randomize_temporal_outputs(unet)
+    for m in unet.modules():  # dropout would make the two passes differ
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    sample = torch.randn(1, 3, 4, 4, 4)
+    text, music, beats = _conditions(config, 1, 3)
+
+    def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
+        unet.zero_grad()
+        unet.gradient_checkpointing = checkpointing
+        unet(sample, 50, text, music, beats).square().mean().backward()
+        return {n: p.grad.clone() for n, p in unet.named_parameters() if p.grad is not None}
+
+    plain, checkpointed = grads(False), grads(True)
+    assert plain.keys() == checkpointed.keys() and len(plain) > 100
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5)
