@@ -15,6 +15,7 @@ the length of the music.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -114,17 +115,8 @@ class MuseDancePipeline:
 
     @staticmethod
     def default_scheduler(config: MuseDanceConfig) -> DDIMScheduler:
-        s = config.scheduler
         return DDIMScheduler(
-            num_train_timesteps=s.num_train_timesteps,
-            beta_start=s.beta_start,
-            beta_end=s.beta_end,
-            beta_schedule=s.beta_schedule,
-            steps_offset=s.steps_offset,
-            timestep_spacing=s.timestep_spacing,
-            clip_sample=False,
-            set_alpha_to_one=False,
-            prediction_type="epsilon",
+            **dataclasses.asdict(config.scheduler), clip_sample=False, set_alpha_to_one=False, prediction_type="epsilon"
         )
 
     @classmethod

@@ -80,12 +80,16 @@ def _check_self_attention(attn: Attention, hidden_states: torch.Tensor, encoder_
         )
 
 
-class ReferenceWriteProcessor:
-    """On the ReferenceNet: store this layer's input tokens, then do ordinary self-attention."""
+class _ReferenceProcessor:
+    """A self-attention processor bound to one layer name and a shared bank."""
 
     def __init__(self, name: str, bank: ReferenceBank) -> None:
         self.name = name
         self.bank = bank
+
+
+class ReferenceWriteProcessor(_ReferenceProcessor):
+    """On the ReferenceNet: store this layer's input tokens, then do ordinary self-attention."""
 
     def __call__(
         self,
@@ -102,17 +106,13 @@ class ReferenceWriteProcessor:
         return _attend(attn, hidden_states, hidden_states, None)
 
 
-class ReferenceReadProcessor:
+class ReferenceReadProcessor(_ReferenceProcessor):
     """On the denoising UNet: self-attention whose keys and values also include the reference tokens.
 
     Frames are folded into the batch ([B*F, N, C], b outer), so each video's reference tokens are
     repeated over its F frames. With an empty bank this is plain self-attention, so a UNet without a
     reference behaves exactly like Stable Diffusion.
     """
-
-    def __init__(self, name: str, bank: ReferenceBank) -> None:
-        self.name = name
-        self.bank = bank
 
     def __call__(
         self,
