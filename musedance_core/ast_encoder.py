@@ -1,27 +1,40 @@
 """Per-frame music tokens from a frozen Audio Spectrogram Transformer (AST).
 
-The music module (paper Sec. 3.2) cross-attends each frame to music embeddings. AST gives one
-sequence for a whole clip, so each video frame k takes the AST patch columns around its time
-k / fps (a window of +-`window` columns, as Hallo does with wav2vec frames t-2..t+2) plus the two
-global tokens. Sampler and trainer both call `frame_music_tokens`.
+The music module (paper Sec. 3.2) cross-attends each video frame to music embeddings. AST encodes
+10.24 s at a time, so a song is encoded in overlapping windows and stitched onto one grid of time
+columns (one per 100 ms). Video frame k, at time start_time + k / fps, then takes the columns
+around that time (+-`window` columns, as Hallo takes wav2vec frames t-2..t+2) plus the two global
+tokens. Sampler and trainer both call `MusicEncoder.encode` (or `frame_music_tokens`).
 
 AST token layout (transformers ASTModel): last_hidden_state[:, :2] are the CLS and distillation
 tokens; [:, 2:] are patch tokens flattened frequency-major, index = f * t_dim + t, over an
 (f_dim, t_dim) grid (12 x 101 for the default config). Time column j covers fbank frames
-[stride * j, stride * j + patch) of 10 ms each.
+[stride * j, stride * j + patch) of a 10 ms hop and 25 ms length, so its centre lies at
+(stride * j + (patch - 1) / 2) * 10 ms + 12.5 ms = 0.1 j + 0.0875 s by default.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import json
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
+from transformers.utils import logging as hf_logging
 
+SAMPLE_RATE = 16_000  # AST's rate; resample before encoding
 GLOBAL_TOKENS = 2  # CLS and distillation
-FBANK_HOP_S = 0.010  # fbank frame shift (Kaldi default, used by ASTFeatureExtractor)
-FBANK_WINDOW_S = 0.025  # fbank frame length
+FBANK_HOP = 160  # samples between fbank frames (10 ms), in both of the extractor's backends
+FBANK_WINDOW = 400  # samples per fbank frame (25 ms)
+AST_MODEL_TYPE = "audio-spectrogram-transformer"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+FOLDER_LAYOUT = "config.json, model.safetensors and preprocessor_config.json (Hugging Face layout)"
 
 
 def patch_grid(config: ASTConfig) -> tuple[int, int]:
@@ -31,11 +44,252 @@ def patch_grid(config: ASTConfig) -> tuple[int, int]:
     return f_dim, t_dim
 
 
-def column_times(config: ASTConfig) -> np.ndarray:
-    """Centre time in seconds of each AST time column: the middle of the fbank frames it covers."""
-    _, t_dim = patch_grid(config)
-    middle_frame = config.time_stride * np.arange(t_dim) + (config.patch_size - 1) / 2
-    return middle_frame * FBANK_HOP_S + FBANK_WINDOW_S / 2
+def column_times(config: ASTConfig, num_columns: int | None = None) -> np.ndarray:
+    """Centre time in seconds of each AST time column: the middle of the samples its fbank frames cover.
+
+    num_columns defaults to one window's t_dim; pass more for a stitched song, whose columns
+    continue the same 100 ms grid.
+    """
+    if num_columns is None:
+        num_columns = patch_grid(config)[1]
+    first_frame = config.time_stride * np.arange(num_columns)
+    middle_sample = FBANK_HOP * (first_frame + (config.patch_size - 1) / 2) + FBANK_WINDOW / 2
+    return middle_sample / SAMPLE_RATE
+
+
+def window_starts(num_columns: int, window_columns: int, hop_columns: int) -> list[int]:
+    """First column of each AST window covering a song of `num_columns` columns.
+
+    Windows start every `hop_columns`; the last one is aligned to the end of the song, so only
+    music shorter than one window is ever padded.
+    """
+    if num_columns <= window_columns:
+        return [0]
+    starts = list(range(0, num_columns - window_columns, hop_columns))
+    return starts + [num_columns - window_columns]
+
+
+@dataclass(frozen=True)
+class MusicEncoding:
+    """A whole song encoded by AST, stitched onto one grid of time columns (100 ms apart by default).
+
+    columns: [G, f_dim, d] patch tokens per column; global_tokens: [G, 2, d], the CLS and
+    distillation tokens of the window each column was taken from; times: [G] column centres in s,
+    column_seconds apart; duration: length of the music in s. Both tensors are on the model's
+    device, in its dtype. Each column comes from the window in which it lies most centrally (most
+    context on both sides).
+    """
+
+    columns: torch.Tensor
+    global_tokens: torch.Tensor
+    times: np.ndarray
+    column_seconds: float
+    duration: float
+
+    def frame_columns(self, fps: float, num_frames: int, start_time: float = 0.0) -> np.ndarray:
+        """Index [num_frames] of the column nearest to each frame time start_time + k / fps.
+
+        Frames before the first column centre or after the last one take that end column: the
+        last column is the last one made only of real music, never padding.
+        """
+        _check_frames(fps, num_frames, start_time, self.duration)
+        frame_times = start_time + np.arange(num_frames) / fps
+        nearest = np.floor((frame_times - self.times[0]) / self.column_seconds + 0.5).astype(np.int64)
+        return np.clip(nearest, 0, len(self.times) - 1)
+
+    def frame_tokens(self, fps: float, num_frames: int, *, start_time: float = 0.0, window: int = 2) -> torch.Tensor:
+        """Music tokens per video frame: [num_frames, L, d] with L = 2 + f_dim * (2 * window + 1).
+
+        For frame k: the global tokens, then all frequency rows of columns c - window .. c + window
+        (column-major), where c = frame_columns()[k]; columns past either end are clamped
+        (repeated), so every frame has the same L. Raises if a frame lies after the end of the music.
+        """
+        if not isinstance(window, (int, np.integer)) or window < 0:
+            raise ValueError(f"window must be a non-negative integer number of columns, got {window!r}.")
+        centre = self.frame_columns(fps, num_frames, start_time)
+        index = np.clip(centre[:, None] + np.arange(-window, window + 1), 0, len(self.times) - 1)
+        device = self.columns.device
+        picked = self.columns[torch.as_tensor(index, device=device)]  # [F, 2w+1, f_dim, d]
+        global_tokens = self.global_tokens[torch.as_tensor(centre, device=device)]  # [F, 2, d]
+        return torch.cat([global_tokens, picked.flatten(1, 2)], dim=1)
+
+
+class MusicEncoder:
+    """A frozen AST and its feature extractor: waveform at 16 kHz in, per-frame music tokens out.
+
+    Build it with `from_folder` for real weights, or from an ASTModel and ASTFeatureExtractor you
+    already hold (the model is put in eval mode with gradients off). Runs on the model's device in
+    its dtype. The fbank features come from the extractor on the CPU: its numpy path when torchaudio
+    is absent (as in this pack), its torchaudio path otherwise; they differ slightly, so cache
+    features made with one backend only.
+    """
+
+    def __init__(self, model: ASTModel, feature_extractor: ASTFeatureExtractor) -> None:
+        config = model.config
+        if feature_extractor.max_length != config.max_length:
+            raise ValueError(
+                f"feature extractor max_length {feature_extractor.max_length} does not match the AST "
+                f"model's max_length {config.max_length}; load both from the same AST folder."
+            )
+        if feature_extractor.num_mel_bins != config.num_mel_bins:
+            raise ValueError(
+                f"feature extractor has {feature_extractor.num_mel_bins} mel bins, the AST model expects "
+                f"{config.num_mel_bins}; load both from the same AST folder."
+            )
+        if feature_extractor.sampling_rate != SAMPLE_RATE:
+            raise ValueError(
+                f"feature extractor expects {feature_extractor.sampling_rate} Hz audio, but AST's fbank "
+                f"frames are defined at {SAMPLE_RATE} Hz; use an AST feature extractor for {SAMPLE_RATE} Hz."
+            )
+        self.model = model.eval().requires_grad_(False)
+        self.feature_extractor = feature_extractor
+
+    @classmethod
+    def from_folder(
+        cls, folder: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> MusicEncoder:
+        """Load an AST from a local folder in Hugging Face layout, never from a hub.
+
+        The folder holds config.json (model_type "audio-spectrogram-transformer"), model.safetensors
+        (or a sharded index, or pytorch_model.bin, which transformers reads with weights_only=True)
+        and preprocessor_config.json. An ASTForAudioClassification checkpoint (such as the AudioSet
+        one) loads too: its classifier head is ignored. device defaults to the CPU, dtype to float32.
+        """
+        folder = _check_ast_folder(folder)
+        with _quiet_transformers():
+            extractor = ASTFeatureExtractor.from_pretrained(str(folder), local_files_only=True)
+            try:
+                model, info = ASTModel.from_pretrained(
+                    str(folder),
+                    local_files_only=True,
+                    output_loading_info=True,
+                    ignore_mismatched_sizes=True,  # reported below, with the folder's name
+                )
+            except Exception as err:  # noqa: BLE001 - re-raised with the folder's name, cause chained
+                raise ValueError(f"could not load the AST weights in {folder}: {err}") from err
+        problems = [f"{key} (missing)" for key in sorted(info["missing_keys"])]
+        problems += [f"{key} (file {tuple(a)}, model {tuple(b)})" for key, a, b in sorted(info["mismatched_keys"])]
+        if problems:
+            raise ValueError(
+                f"the weights in {folder} do not fit the AST described by its config.json: "
+                f"{len(problems)} parameters differ, e.g. {', '.join(problems[:3])}; "
+                "the folder needs the weights saved with that config."
+            )
+        return cls(model.to(device=device or "cpu", dtype=dtype or torch.float32), extractor)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def fbank(self, waveform_16k: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Normalised log-mel fbank of the whole song: float32 [frames, num_mel_bins] on the CPU.
+
+        The extractor's own features, computed once for the song: every fbank frame depends only
+        on its own 25 ms of samples, so slicing this at multiples of the 10 ms hop gives exactly
+        what the extractor returns for each window's samples (tests/test_ast_encoder.py checks it).
+        """
+        wave = _mono(waveform_16k)
+        if wave.size < FBANK_WINDOW:
+            raise ValueError(f"the music has {wave.size} samples, fewer than one fbank frame ({FBANK_WINDOW}).")
+        whole_song = copy.copy(self.feature_extractor)
+        whole_song.max_length = 1 + (wave.size - FBANK_WINDOW) // FBANK_HOP  # no padding, no cut
+        features = whole_song(wave, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_values"][0]
+        return torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+
+    @torch.no_grad()
+    def encode_fbank(
+        self, features: torch.Tensor, duration: float, *, hop_seconds: float = 5.0, batch_size: int = 4
+    ) -> MusicEncoding:
+        """Run AST over overlapping windows of `fbank` features and stitch them (see MusicEncoding).
+
+        Windows of max_length fbank frames start every hop_seconds (rounded to whole columns) and
+        run batch_size at a time; the last window ends at the music's end. A smaller hop gives each
+        column more context on both sides and costs more windows.
+        """
+        config = self.model.config
+        f_dim, t_dim = patch_grid(config)
+        if features.ndim != 2 or features.shape[1] != config.num_mel_bins:
+            raise ValueError(
+                f"features must be fbank frames [frames, {config.num_mel_bins}] from MusicEncoder.fbank, "
+                f"got shape {tuple(features.shape)}."
+            )
+        num_columns = (features.shape[0] - config.patch_size) // config.time_stride + 1
+        if num_columns < 1:
+            raise ValueError(
+                f"the music gives {features.shape[0]} fbank frames, fewer than one AST patch "
+                f"({config.patch_size} frames, {column_times(config)[0] * 2:.3f} s); pass longer music."
+            )
+        column_s = config.time_stride * FBANK_HOP / SAMPLE_RATE
+        hop_columns = round(hop_seconds / column_s) if np.isfinite(hop_seconds) else 0
+        if not 1 <= hop_columns <= t_dim:
+            raise ValueError(
+                f"hop_seconds must lie between {column_s:g} and {t_dim * column_s:g} s (one column to "
+                f"one AST window), got {hop_seconds!r}."
+            )
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+
+        starts = window_starts(num_columns, t_dim, hop_columns)
+        # Each column is taken from the window whose centre is nearest, ties to the earlier one:
+        # window i owns columns owned[i]:owned[i + 1], cut just after the midpoints between centres.
+        centres = np.asarray(starts) + (t_dim - 1) / 2
+        owned = [0, *(np.floor((centres[:-1] + centres[1:]) / 2).astype(int) + 1).tolist(), num_columns]
+        length = max(features.shape[0], config.time_stride * starts[-1] + config.max_length)
+        padded = torch.full((length, features.shape[1]), self._padding_value(), dtype=torch.float32)
+        padded[: features.shape[0]] = features
+
+        empty = {"device": self.device, "dtype": self.dtype}
+        columns = torch.empty(num_columns, f_dim, config.hidden_size, **empty)
+        global_tokens = torch.empty(num_columns, GLOBAL_TOKENS, config.hidden_size, **empty)
+        for first in range(0, len(starts), batch_size):
+            batch_starts = starts[first : first + batch_size]
+            inputs = torch.stack([padded[config.time_stride * s :][: config.max_length] for s in batch_starts])
+            hidden = self.model(inputs.to(self.device, self.dtype)).last_hidden_state
+            grid = hidden[:, GLOBAL_TOKENS:].unflatten(1, (f_dim, t_dim)).transpose(1, 2)  # [B, t, f, d]
+            for i, start in enumerate(batch_starts):
+                lo, hi = owned[first + i], owned[first + i + 1]
+                columns[lo:hi] = grid[i, lo - start : hi - start]
+                global_tokens[lo:hi] = hidden[i, :GLOBAL_TOKENS]
+        times = column_times(config, num_columns)
+        return MusicEncoding(columns, global_tokens, times, column_s, float(duration))
+
+    def encode_music(
+        self, waveform_16k: np.ndarray | torch.Tensor, *, hop_seconds: float = 5.0, batch_size: int = 4
+    ) -> MusicEncoding:
+        """Encode a whole song once; call `frame_tokens` on the result for any fps, clip or window."""
+        wave = _mono(waveform_16k)
+        duration = wave.size / SAMPLE_RATE
+        return self.encode_fbank(self.fbank(wave), duration, hop_seconds=hop_seconds, batch_size=batch_size)
+
+    def encode(
+        self,
+        waveform_16k: np.ndarray | torch.Tensor,
+        fps: float,
+        num_frames: int,
+        *,
+        start_time: float = 0.0,
+        window: int = 2,
+        hop_seconds: float = 5.0,
+        batch_size: int = 4,
+    ) -> torch.Tensor:
+        """Music tokens [num_frames, L, d] for frames at start_time + k / fps (see MusicEncoding.frame_tokens).
+
+        waveform_16k: mono float audio at 16 kHz, any length. Raises before running AST if a frame
+        lies after the end of the music.
+        """
+        wave = _mono(waveform_16k)
+        _check_frames(fps, num_frames, start_time, wave.size / SAMPLE_RATE)
+        encoding = self.encode_music(wave, hop_seconds=hop_seconds, batch_size=batch_size)
+        return encoding.frame_tokens(fps, num_frames, start_time=start_time, window=window)
+
+    def _padding_value(self) -> float:
+        """What the extractor's padding becomes: it pads log-mel frames with 0, then normalises."""
+        extractor = self.feature_extractor
+        return float(extractor.normalize(np.zeros(1))[0]) if extractor.do_normalize else 0.0
 
 
 def frame_music_tokens(
@@ -46,90 +300,25 @@ def frame_music_tokens(
     num_frames: int,
     window: int = 2,
 ) -> torch.Tensor:
-    """Music tokens for each video frame: a float tensor [num_frames, L, hidden] on the model's device.
+    """Music tokens [num_frames, 2 + f_dim * (2 * window + 1), d] for frames at k / fps.
 
-    L = 2 + f_dim * (2 * window + 1): the CLS and distillation tokens, then all frequency rows of
-    the columns c - window .. c + window, where c is the column nearest to the frame's time.
-    Columns past either end of the grid are clamped (repeated), so every frame keeps the same L.
-    waveform_16k: mono float audio at the extractor's sampling rate (16 kHz), at most one AST
-    window long (10.24 s for the default config). The model is run frozen, without gradients.
+    Shorthand for MusicEncoder(model, feature_extractor).encode(...), which freezes the model.
     """
-    config = model.config
-    if feature_extractor.max_length != config.max_length:
-        raise ValueError(
-            f"feature extractor max_length {feature_extractor.max_length} does not match the AST "
-            f"model's max_length {config.max_length}; load both from the same AST folder."
-        )
-    if feature_extractor.num_mel_bins != config.num_mel_bins:
-        raise ValueError(
-            f"feature extractor has {feature_extractor.num_mel_bins} mel bins, the AST model expects "
-            f"{config.num_mel_bins}; load both from the same AST folder."
-        )
-    if not fps > 0 or not np.isfinite(fps):
-        raise ValueError(f"fps must be a positive number, got {fps!r}.")
-    if not isinstance(num_frames, (int, np.integer)) or num_frames <= 0:
-        raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}.")
-    if not isinstance(window, (int, np.integer)) or window < 0:
-        raise ValueError(f"window must be a non-negative integer, got {window!r}.")
-
-    wave = np.asarray(waveform_16k, dtype=np.float32)
-    if wave.ndim != 1 or not np.isfinite(wave).all():
-        raise ValueError(
-            f"waveform_16k must be finite mono audio [T], got shape {np.shape(waveform_16k)}; "
-            "downmix with waveform.mean(axis=0)."
-        )
-    rate = feature_extractor.sampling_rate
-    window_samples = round(FBANK_WINDOW_S * rate)
-    hop_samples = round(FBANK_HOP_S * rate)
-    if wave.size < window_samples:
-        raise ValueError(f"the music is shorter than one fbank frame ({FBANK_WINDOW_S} s).")
-    num_fbank_frames = 1 + (wave.size - window_samples) // hop_samples
-    if num_fbank_frames > config.max_length:
-        raise ValueError(
-            f"the music is {wave.size / rate:.2f} s long, but one AST window holds at most "
-            f"{config.max_length * FBANK_HOP_S:.2f} s; cut it shorter "
-            "(long-music window stitching is not implemented yet)."
-        )
-    duration = wave.size / rate
-    if (num_frames - 1) / fps > duration:
-        raise ValueError(
-            f"{num_frames} frames at {fps} fps last {(num_frames - 1) / fps:.2f} s, longer than the "
-            f"{duration:.2f} s of music; pass fewer frames or longer music."
-        )
-
-    columns = _frame_columns(config, fps, num_frames, window)  # [F, 2w+1]
-    features = feature_extractor(wave, sampling_rate=rate, return_tensors="pt")["input_values"]
-    parameter = next(model.parameters())
-    with torch.no_grad():
-        hidden = model(features.to(parameter.device, parameter.dtype)).last_hidden_state[0]
-    f_dim, t_dim = patch_grid(config)
-    global_tokens = hidden[:GLOBAL_TOKENS]  # [2, d]
-    grid = hidden[GLOBAL_TOKENS:].reshape(f_dim, t_dim, -1)  # frequency-major
-    picked = grid[:, torch.as_tensor(columns, device=grid.device)]  # [f_dim, F, 2w+1, d]
-    picked = picked.permute(1, 2, 0, 3).reshape(num_frames, -1, hidden.shape[-1])  # column-major
-    return torch.cat([global_tokens.expand(num_frames, -1, -1), picked], dim=1)
+    return MusicEncoder(model, feature_extractor).encode(waveform_16k, fps, num_frames, window=window)
 
 
-def _frame_columns(config: ASTConfig, fps: float, num_frames: int, window: int) -> np.ndarray:
-    """Indices [num_frames, 2w+1] of the AST time columns each frame attends to, clamped to the grid."""
-    centres = column_times(config)
-    times = np.arange(num_frames) / fps
-    nearest = np.abs(times[:, None] - centres[None]).argmin(axis=1)
-    offsets = np.arange(-window, window + 1)
-    return np.clip(nearest[:, None] + offsets[None], 0, len(centres) - 1)
-
-
-def tiny_ast(hidden_size: int, seed: int = 0) -> tuple[ASTModel, ASTFeatureExtractor]:
-    """A small randomly initialised AST (2 layers, 2 heads) and the default feature extractor.
+def tiny_ast(hidden_size: int, seed: int = 0, num_hidden_layers: int = 2) -> tuple[ASTModel, ASTFeatureExtractor]:
+    """A small randomly initialised AST (2 heads) and the default feature extractor.
 
     Built locally from a config, nothing read from disk or a hub: for the demo and the tests,
     where the token layout matters and the weights do not. The patch grid is the default one.
+    num_hidden_layers=0 leaves patch plus position embeddings, so each token sees only its patch.
     """
     if hidden_size <= 0 or hidden_size % 2:
         raise ValueError(f"hidden_size must be a positive even number (2 heads), got {hidden_size}.")
     config = ASTConfig(
         hidden_size=hidden_size,
-        num_hidden_layers=2,
+        num_hidden_layers=num_hidden_layers,
         num_attention_heads=2,
         intermediate_size=2 * hidden_size,
         num_mel_bins=128,
@@ -138,9 +327,105 @@ def tiny_ast(hidden_size: int, seed: int = 0) -> tuple[ASTModel, ASTFeatureExtra
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's RNG
         torch.manual_seed(seed)
         model = ASTModel(config).eval().requires_grad_(False)
-    with warnings.catch_warnings():
-        # Without torchaudio the extractor builds a numpy Kaldi mel bank whose 128 filters include
-        # empty ones at 257 FFT bins; transformers warns about it, harmlessly.
-        warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+        with torch.no_grad():  # ASTModel starts these at zero; random values make every position distinct
+            model.embeddings.position_embeddings.normal_(0.0, 0.02)
+            model.embeddings.cls_token.normal_(0.0, 0.02)
+            model.embeddings.distillation_token.normal_(0.0, 0.02)
+    with _quiet_transformers():
         extractor = ASTFeatureExtractor()
     return model, extractor
+
+
+def save_tiny_ast(folder: str | Path, hidden_size: int = 16, seed: int = 0, num_hidden_layers: int = 2) -> Path:
+    """Write a `tiny_ast` in the layout `MusicEncoder.from_folder` reads, as real AST folders are."""
+    folder = Path(folder)
+    model, extractor = tiny_ast(hidden_size, seed=seed, num_hidden_layers=num_hidden_layers)
+    with _quiet_transformers():
+        model.save_pretrained(folder)  # model.safetensors
+        extractor.save_pretrained(folder)
+    return folder
+
+
+def _check_ast_folder(folder: str | Path) -> Path:
+    """The folder as an absolute path, after checking it holds an AST in Hugging Face layout."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"AST folder {str(folder)!r} is not a local directory. Expected a folder with {FOLDER_LAYOUT}; "
+            "models are never downloaded, so download the AST once and pass its folder."
+        )
+    path = path.resolve()
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{path} is not an AST model folder: config.json is missing (expected {FOLDER_LAYOUT})."
+        )
+    try:
+        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise ValueError(f"{config_file} is not a valid JSON config ({err}); expected an AST config.json.") from err
+    if model_type != AST_MODEL_TYPE:
+        raise ValueError(
+            f"{config_file} describes a {model_type!r} model, not an AST (model_type {AST_MODEL_TYPE!r}); "
+            "pass the folder of an Audio Spectrogram Transformer."
+        )
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise FileNotFoundError(
+            f"{path} has no AST weights: expected one of {', '.join(WEIGHT_FILES)} beside config.json."
+        )
+    if not (path / "preprocessor_config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} has no preprocessor_config.json (the AST feature extractor's settings); "
+            "copy it from the same AST release as the weights."
+        )
+    return path
+
+
+def _check_frames(fps: float, num_frames: int, start_time: float, duration: float) -> None:
+    """Raise unless frames start_time + k / fps, k < num_frames, all lie within the music."""
+    if not isinstance(fps, (int, float, np.number)) or not np.isfinite(fps) or fps <= 0:
+        raise ValueError(f"fps must be a positive number, got {fps!r}.")
+    if not isinstance(num_frames, (int, np.integer)) or num_frames <= 0:
+        raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}.")
+    if not isinstance(start_time, (int, float, np.number)) or not np.isfinite(start_time) or start_time < 0:
+        raise ValueError(f"start_time must be a non-negative number of seconds, got {start_time!r}.")
+    last = start_time + (num_frames - 1) / fps
+    if last > duration + 1e-9:
+        raise ValueError(
+            f"frame {num_frames - 1} at {fps:g} fps from {start_time:g} s falls at {last:.3f} s, after the end "
+            f"of the {duration:.3f} s of music; pass fewer frames, an earlier start_time or longer music."
+        )
+
+
+def _mono(waveform: np.ndarray | torch.Tensor) -> np.ndarray:
+    """The waveform as a finite float32 numpy vector, or an error saying how to get one."""
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().to("cpu", torch.float32).numpy()
+    wave = np.asarray(waveform, dtype=np.float32)
+    if wave.ndim != 1 or not np.isfinite(wave).all():
+        raise ValueError(
+            f"the waveform must be finite mono audio [samples] at {SAMPLE_RATE} Hz, got shape "
+            f"{np.shape(waveform)}; downmix with waveform.mean(axis=0) and remove NaN/inf."
+        )
+    return wave
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports, progress bars and its warning about empty mel filters.
+
+    from_folder raises its own errors for what matters (missing or mismatched weights); the
+    classifier head of an AudioSet checkpoint is expected to go unused. Without torchaudio the
+    extractor's 128-filter Kaldi mel bank has empty filters at 257 FFT bins, harmlessly.
+    """
+    verbosity, progress = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if progress:
+            hf_logging.enable_progress_bar()
