@@ -245,7 +245,9 @@ class MuseDancePipeline:
         rows = 2 if do_cfg else 1  # batch rows: [unconditional, conditional] or [conditional]
         text_batch = torch.cat([negative, text]) if do_cfg else text
         text_batch = text_batch.to(device=device, dtype=dtype)
-        music = music_tokens.reshape(1, num_frames, *music_tokens.shape[-2:]).to(device=device, dtype=dtype)
+        # Music tokens stay where the caller keeps them (a whole song can be hundreds of MB); each
+        # clip's slice moves to the device when its turn comes.
+        music = music_tokens.reshape(1, num_frames, *music_tokens.shape[-2:])
         beat_vector = beats.reshape(1, num_frames).to(device)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         # A scheduler of this run's own: self.scheduler is only the template, so runs share no state.
@@ -255,10 +257,10 @@ class MuseDancePipeline:
         def conditions(start: int, length: int, known: bool) -> tuple[torch.Tensor, torch.Tensor]:
             """Music tokens and beat windows for frames start..start+length-1, batched as the CFG rows."""
             if known:
-                tokens = music[:, start : start + length]
+                tokens = music[:, start : start + length].to(device=device, dtype=dtype)
                 windows = beat_windows(beat_vector, start, length, self.config.unet.beat_window)
             else:  # the reference copies of the first clip's context sit at no time in the music
-                tokens = torch.zeros_like(music[:, :length])
+                tokens = torch.zeros((1, length, *music.shape[2:]), device=device, dtype=dtype)
                 windows = torch.full((1, length, 2 * self.config.unet.beat_window + 1), UNKNOWN_BEAT, device=device)
             if do_cfg:
                 tokens = torch.cat([torch.zeros_like(tokens), tokens])
