@@ -3,27 +3,28 @@
 The paper's beat module (Sec. 3.2) takes a binary vector b in {0, 1}^K, one entry per generated
 frame, with 1 where a beat falls. Sampler and trainer both build it here, from `analyze_beats`:
 
-1. Onset envelope: librosa's spectral flux of a log-mel spectrogram, at the analysis hop (512
-   samples, 32 ms at 16 kHz), not at the video fps, so beats keep their timing precision.
+1. Onset curves (`_onset_curves`) from a mel spectrogram at the analysis hop (512 samples, 32 ms at
+   16 kHz), not at the video fps, so beats keep their timing precision.
 2. Tempo: librosa's autocorrelation estimate (`librosa.feature.tempo`), then a metrical-level check
-   that fixes the octave errors of its 120-BPM prior (see `_choose_level`).
+   that fixes the octave errors of its 120-BPM prior (`_choose_level`).
 3. Beats: the dynamic programme of Ellis (2007), the algorithm of `librosa.beat.beat_track`, run at
-   that tempo (see `_track`).
+   that tempo (`_track`); weak beats at the edges are dropped (`_trim_edges`).
 4. Frames: each beat goes to the nearest video frame (`BeatAnalysis.vector`).
 
-Two details differ from librosa's defaults, for reasons measured on this project's 16 kHz audio:
+Where this departs from librosa's defaults, each time for a reason measured on 16 kHz test music:
+- The onset envelope uses a 2-hop window (1024 samples), reflect padding and no extra "centre"
+  shift. librosa's defaults (2048-sample window, shifted by n_fft / (2 * hop) frames) put beats 32
+  to 54 ms late on drum loops with noise, near the 70 ms tolerance of beat F-measure; this
+  envelope peaks on the onset frame (0 ms on the same loops, -10 ms on clicks in silence).
+- The beat programme is a numpy port, with two fixes at the ends of the music (see `_track`),
+  rather than a call to `librosa.beat.beat_track`: importing `librosa.beat` compiles a numba gufunc
+  declared `cache=False`, about 2 s at every process start. Elsewhere the port gives librosa's
+  beats (tests/test_beats.py checks it).
+- Beat strengths and the level check use spectral flux on a loudness scale, not in dB.
 
-- The envelope uses a 2-hop window (1024 samples) and no extra "centre" shift. librosa's defaults
-  (2048-sample window, shifted by n_fft / (2 * hop) frames) put beats 32 to 54 ms late on drum loops
-  with background noise, close to the 70 ms tolerance of beat F-measure; this envelope peaks on the
-  onset frame (0 ms on the same loops, -10 ms on clicks in silence).
-- The beat programme is a numpy port rather than a call to `librosa.beat.beat_track`: importing
-  `librosa.beat` compiles a numba gufunc declared `cache=False` (`__beat_local_score`), which cost
-  about 2 s at every process start. The port gives the same frames (tests/test_beats.py checks it).
-
-The librosa functions used here are numba-compiled with `cache=True`. numba writes that cache
-next to librosa (its `__pycache__`), or, when site-packages is read-only, in the user cache
-(`~/.cache/numba`); set NUMBA_CACHE_DIR to choose another place. This module sets no environment
+The librosa functions used here are numba-compiled with `cache=True`. numba writes that cache next
+to librosa (its `__pycache__`) or, when site-packages is read-only, in the user cache
+(`~/.cache/numba`); NUMBA_CACHE_DIR chooses another place. This module sets no environment
 variable. benchmarks/bench_beats.py measures the first call with and without a cache.
 """
 
@@ -57,10 +58,12 @@ BASELINE_SECONDS = 2.0  # moving-median window that removes the noise floor from
 class BeatAnalysis:
     """Beats of one piece of music, and the onset envelope they were found in.
 
-    times: float64 [B] beat times in seconds, ascending. tempo: BPM, from a straight-line fit of the
-    beat times (0.0 with fewer than two beats). onset_envelope: float32 [N] onset strength, one
-    value per hop (frame j at time j * hop_length / sample_rate). strengths: float32 [B], the onset
-    strength at each beat divided by the largest, in [0, 1]. Arrays are read-only.
+    times: float64 [B] beat times in seconds, ascending. tempo: average BPM, from a straight-line
+    fit of the beat times (0.0 with fewer than two beats). onset_envelope: float32 [N] onset
+    strength (log-mel spectral flux) that the beats were tracked in, one value per hop (frame j at
+    time j * hop_length / sample_rate). strengths: float32 [B], how loud each beat's onset is
+    (spectral flux on a loudness scale within one hop of the beat), divided by the largest, in
+    [0, 1]: downbeats and drum hits score higher than quiet beats. Arrays are read-only.
     """
 
     times: np.ndarray
@@ -72,7 +75,9 @@ class BeatAnalysis:
 
     def __post_init__(self) -> None:
         for name in ("times", "onset_envelope", "strengths"):
-            getattr(self, name).setflags(write=False)
+            array = np.array(getattr(self, name))  # a copy, so the caller's array stays writable
+            array.setflags(write=False)
+            object.__setattr__(self, name, array)
 
     @property
     def frame_rate(self) -> float:
@@ -84,7 +89,7 @@ class BeatAnalysis:
         return beat_vector(self.times, fps, num_frames)
 
     def strength_vector(self, fps: float, num_frames: int) -> np.ndarray:
-        """float32 [num_frames]: each beat's strength on its nearest frame, 0 elsewhere (the max where two share one)."""
+        """float32 [num_frames]: each beat's strength on its nearest frame, 0 elsewhere (max where two meet)."""
         return _place_on_frames(self.times, self.strengths, fps, num_frames)
 
 
@@ -101,9 +106,10 @@ def analyze_beats(
     """Find the beats, tempo and per-beat strengths of a piece of music.
 
     waveform: mono [T] or multi-channel [C, T] float audio (channels are averaged), any sample rate.
+    hop_length: samples between onset frames (beats are placed on this grid, 32 ms at 16 kHz).
     tightness: how strictly beats keep to the tempo (librosa's default, 100). start_bpm: centre of
-    the tempo prior. The metrical-level check halves or doubles the tempo only within
-    [min_bpm, max_bpm], so a tempo above max_bpm is reported at half speed.
+    the tempo prior. The metrical-level check halves or doubles the estimated tempo only into
+    [min_bpm, max_bpm]; a beat faster than max_bpm is reported at half speed.
     Silence (peak below -80 dBFS, or no onsets) and audio shorter than one analysis window
     (2 * hop_length samples) give an analysis with no beats and tempo 0, and a warning.
     Raises ValueError for an empty waveform, NaN or infinite samples, or bad parameters.
@@ -124,13 +130,14 @@ def analyze_beats(
 
     def empty(reason: str, envelope: np.ndarray) -> BeatAnalysis:
         warnings.warn(f"analyze_beats: {reason}; returning no beats (tempo 0, all-zero beat vectors).", stacklevel=3)
-        return BeatAnalysis(np.zeros(0), 0.0, envelope.astype(np.float32), hop_length, sample_rate, np.zeros(0, np.float32))
+        no_beats = np.zeros(0, np.float32)
+        return BeatAnalysis(np.zeros(0), 0.0, envelope.astype(np.float32), hop_length, sample_rate, no_beats)
 
     if wave.size < 2 * hop_length:
         return empty(
             f"the audio is {wave.size} samples ({wave.size / sample_rate:.3f} s), shorter than one analysis "
             f"window of {2 * hop_length} samples",
-            np.zeros(0),
+            np.zeros(1 + wave.size // hop_length),
         )
     if np.abs(wave).max() < SILENCE_PEAK:
         return empty(f"the audio is silent (peak below {SILENCE_PEAK:g})", np.zeros(1 + wave.size // hop_length))
@@ -139,8 +146,10 @@ def analyze_beats(
     if not envelope.any():
         return empty("the audio has no onsets", envelope)
     frame_rate = sample_rate / hop_length
-    tempo0 = float(librosa.feature.tempo(onset_envelope=envelope, sr=sample_rate, hop_length=hop_length, start_bpm=start_bpm)[0])
-    frames = _choose_level(envelope, accents, frame_rate, tempo0, tightness, min_bpm, max_bpm)
+    estimate = librosa.feature.tempo(
+        onset_envelope=envelope, sr=sample_rate, hop_length=hop_length, start_bpm=start_bpm
+    )
+    frames = _choose_level(envelope, accents, frame_rate, float(estimate[0]), tightness, min_bpm, max_bpm)
     frames = _trim_edges(frames, loudness, frame_rate)
 
     times = frames * (hop_length / sample_rate)
@@ -148,7 +157,9 @@ def analyze_beats(
     if strengths.size and strengths.max() > 0:
         strengths = strengths / strengths.max()
     tempo = 60.0 / np.polyfit(np.arange(times.size), times, 1)[0] if times.size >= 2 else 0.0
-    return BeatAnalysis(times.astype(np.float64), float(tempo), envelope, hop_length, sample_rate, strengths.astype(np.float32))
+    return BeatAnalysis(
+        times.astype(np.float64), float(tempo), envelope, hop_length, sample_rate, strengths.astype(np.float32)
+    )
 
 
 def beat_times(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -355,12 +366,17 @@ def _choose_level(
     hi-hats and quieter notes, so the beat is the fastest grid whose interleaved halves are equally
     accented below 2 kHz (`_balance` >= BALANCE_THRESHOLD):
     - the beats tracked at the estimated tempo are split into even and odd; if these halves are
-      unbalanced (one half is off-beats), the beats are tracked again at half the tempo;
+      unbalanced (one half is off-beats), the beats are tracked again at half the tempo, and
+      the halved grid is kept only if its own halves balance: a grid whose downbeats are louder than
+      its other beats also looks unbalanced, and halving it would give a bar-level grid;
     - otherwise the points halfway between beats are compared with the beats; if they balance (the
-      estimate skipped every other kick or snare), the beats are tracked again at double the tempo.
-    Halfway points, not a grid tracked at double tempo: the tracker may skip empty points, and then
-    that grid looks balanced. The decision uses only the audio; where `_balance` cannot tell, the
-    estimate stands.
+      estimate skipped every other kick or snare, or every other click of a metronome whose
+      downbeat is louder), the beats are tracked again at double the tempo.
+      Halfway points, not a grid tracked at double tempo: the tracker may skip empty points, and
+      then that grid looks balanced.
+    The decision uses only the audio; where `_balance` cannot tell, the estimate stands. Known
+    limit: downbeats some 12 dB louder than the other beats in every band below 2 kHz can still be
+    taken for a slower beat.
     """
     floor = np.median(_onset_near(accents, np.arange(accents.shape[1])), axis=1)
     frames = _track(envelope, frame_rate, tempo, tightness)
@@ -368,13 +384,12 @@ def _choose_level(
     halves = _balance(beats[:, 0::2], beats[:, 1::2], floor)
     if halves is None:
         return frames
-    if halves < BALANCE_THRESHOLD:
-        if tempo / 2 < min_bpm:
-            return frames
+    if halves < BALANCE_THRESHOLD and tempo / 2 >= min_bpm:
         slower = _track(envelope, frame_rate, tempo / 2, tightness)
         slower_beats = _onset_near(accents, slower)
         slower_halves = _balance(slower_beats[:, 0::2], slower_beats[:, 1::2], floor)
-        return slower if slower_halves is not None and slower_halves >= BALANCE_THRESHOLD else frames
+        if slower_halves is not None and slower_halves >= BALANCE_THRESHOLD:
+            return slower
     halfway = np.round((frames[:-1] + frames[1:]) / 2).astype(np.int64)
     between = _balance(beats, _onset_near(accents, halfway), floor)
     if between is not None and between >= BALANCE_THRESHOLD and 2 * tempo <= max_bpm:
