@@ -6,8 +6,9 @@
 
 Accuracy: mir_eval beat F-measure (70 ms window, beats counted from t = 0) of `analyze_beats` on the
 synthetic music of tests/test_beats.py (click tracks and drum loops with bass, chords and noise),
-every 10 BPM, next to librosa's `beat_track` with its defaults on the same audio; then a few further
-signals at the tempos in between (`further_accuracy`).
+every 10 BPM, next to librosa's `beat_track` with its defaults on the same audio; the timing error
+of the beats that F-measure matched, against the true beats, before and after the attack-time
+refinement (`_attack_times`); then a few further signals at the tempos in between (`further_accuracy`).
 Speed: `analyze_beats` on the demo's synthetic song (`musedance_core.demo.synth_music`, 120 BPM),
 warm, split into its stages; then the first call in fresh Python processes, with librosa's numba
 cache present, with an empty cache directory (the first run after installing), and again with the
@@ -118,21 +119,64 @@ def load_test_signals():
     return module
 
 
-def accuracy(seconds: float) -> tuple[dict, dict]:
-    """F-measure per case and tempo, for analyze_beats and for librosa.beat.beat_track with defaults."""
+def grid_frames(wave: np.ndarray) -> np.ndarray:
+    """The beat frames of `analyze_beats` before `_attack_times` (its steps 1 to 3, default settings).
+
+    Their times, frames * hop / sr, are the beat times on the 32 ms hop grid that `analyze_beats`
+    returned before the refinement: the "before" of the timing-error table.
+    """
+    wave = wave - wave.mean()
+    envelope, accents, loudness = beats._onset_curves(wave, SR, 512)
+    tempo = float(librosa.feature.tempo(onset_envelope=envelope, sr=SR, hop_length=512)[0])
+    frames = beats._choose_level(envelope, accents, SR / 512, tempo, 100.0, 50.0, 240.0)
+    return beats._trim_edges(frames, loudness, SR / 512)
+
+
+def matched_errors(truth: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """found - truth in seconds for the pairs that beat F-measure matches (70 ms window)."""
+    pairs = mir_eval.util.match_events(truth, found, 0.07)
+    return np.array([found[j] - truth[i] for i, j in pairs])
+
+
+def error_summary(errors: list[np.ndarray]) -> dict:
+    """Mean, median and largest absolute error in ms, and the mean signed error, over all tempos."""
+    ms = 1000.0 * np.concatenate(errors)
+    return {
+        "beats": int(ms.size),
+        "mean_abs_ms": round(float(np.abs(ms).mean()), 2),
+        "median_abs_ms": round(float(np.median(np.abs(ms))), 2),
+        "max_abs_ms": round(float(np.abs(ms).max()), 2),
+        "mean_signed_ms": round(float(ms.mean()), 2),
+    }
+
+
+def accuracy(seconds: float) -> tuple[dict, dict, dict]:
+    """Per case and tempo: F-measure of analyze_beats and of librosa.beat.beat_track with defaults;
+    per case: timing errors of analyze_beats and of its hop-grid frames (`grid_frames`)."""
     signals = load_test_signals()
     ours: dict[str, dict[int, float]] = {}
     librosa_default: dict[str, dict[int, float]] = {}
+    timing: dict[str, dict[str, dict]] = {}
     for case, make in signals.CASES.items():
         ours[case], librosa_default[case] = {}, {}
+        refined, grid = [], []
         for bpm in TEMPOS:
             wave, truth = make(bpm, seconds)
-            ours[case][bpm] = signals.f_measure(truth, beats.analyze_beats(wave, SR).times)
+            found = beats.analyze_beats(wave, SR).times
+            ours[case][bpm] = signals.f_measure(truth, found)
+            refined.append(matched_errors(truth, found))
+            grid.append(matched_errors(truth, grid_frames(wave) * (512 / SR)))
             _, found = librosa.beat.beat_track(y=wave, sr=SR, units="time")
             librosa_default[case][bpm] = signals.f_measure(truth, found)
+        timing[case] = {"hop_grid_before": error_summary(grid), "analyze_beats": error_summary(refined)}
         worst, worst_librosa = min(ours[case].values()), min(librosa_default[case].values())
-        print(f"  {case:32s} min F {worst:.3f} (librosa defaults: {worst_librosa:.3f})", flush=True)
-    return ours, librosa_default
+        print(
+            f"  {case:32s} min F {worst:.3f} (librosa defaults: {worst_librosa:.3f}); mean |error| "
+            f"{timing[case]['analyze_beats']['mean_abs_ms']:.2f} ms (hop grid: "
+            f"{timing[case]['hop_grid_before']['mean_abs_ms']:.2f} ms)",
+            flush=True,
+        )
+    return ours, librosa_default, timing
 
 
 def further_accuracy(seconds: float) -> dict:
@@ -157,6 +201,19 @@ def further_accuracy(seconds: float) -> dict:
             wave, truth = make(bpm)
             table[case][bpm] = signals.f_measure(truth, beats.analyze_beats(wave, SR).times)
     return table
+
+
+def error_table(timing: dict[str, dict[str, dict]]) -> str:
+    """Rows: cases; columns: mean / median / largest absolute error in ms, on the hop grid and refined."""
+    lines = [
+        "| case | beats | hop grid (before): mean / median / max | `analyze_beats`: mean / median / max |",
+        "|---|---:|---:|---:|",
+    ]
+    for case, row in timing.items():
+        grid, refined = row["hop_grid_before"], row["analyze_beats"]
+        cells = [f"{r['mean_abs_ms']:.2f} / {r['median_abs_ms']:.2f} / {r['max_abs_ms']:.2f}" for r in (grid, refined)]
+        lines.append(f"| {case} | {refined['beats']} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
 
 
 def markdown_table(table: dict[str, dict[int, float]]) -> str:
@@ -185,6 +242,7 @@ def song_timing(song_seconds: float, repeats: int) -> dict:
 
     analysis = beats.analyze_beats(song, SR)
     envelope, accents, _ = beats._onset_curves(song - song.mean(), SR, 512)
+    frames = grid_frames(song)
     tempo = float(librosa.feature.tempo(onset_envelope=envelope, sr=SR, hop_length=512)[0])
     frame_rate = SR / 512
     return {
@@ -199,6 +257,7 @@ def song_timing(song_seconds: float, repeats: int) -> dict:
         "beat_programme_and_level_check_s": median_time(
             lambda: beats._choose_level(envelope, accents, frame_rate, tempo, 100.0, 50.0, 240.0)
         ),
+        "attack_times_s": median_time(lambda: beats._attack_times(song, frames, 512, SR)),
         "vector_12fps_s": median_time(lambda: analysis.vector(12.0, int(song_seconds * 12))),
         "repeats": repeats,
     }
@@ -250,9 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"accuracy ({args.seconds:g} s clips, {TEMPOS[0]}..{TEMPOS[-1]} BPM):", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ours, librosa_default = accuracy(args.seconds)
+        ours, librosa_default, timing_errors = accuracy(args.seconds)
     table = markdown_table(ours)
-    print(table, flush=True)
+    errors = error_table(timing_errors)
+    print(f"{table}\n\ntiming error of matched beats (ms):\n{errors}", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         further = further_accuracy(args.seconds)
@@ -276,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             "metric": "mir_eval.beat.f_measure, 70 ms window, trim_beats(min_beat_time=0)",
             "clip_seconds": args.seconds,
             "analyze_beats": {case: {str(b): round(f, 4) for b, f in row.items()} for case, row in ours.items()},
+            "timing_error_of_matched_beats": timing_errors,
             "librosa_beat_track_defaults": {
                 case: {str(b): round(f, 4) for b, f in row.items()} for case, row in librosa_default.items()
             },
@@ -291,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
         f"mir_eval F-measure (70 ms window, beats counted from t = 0), {args.seconds:g} s clips made by "
         f"tests/test_beats.py; written by benchmarks/bench_beats.py on {info['date']} "
         f"({info['cpu']}, librosa {info['librosa']}).\n\n{table}\n\n"
+        f"Timing error of the beats matched above (found - true, all {len(TEMPOS)} tempos pooled), in ms: "
+        f"on the 32 ms hop grid of the beat programme (what `analyze_beats` returned before the "
+        f"attack-time refinement) and from `analyze_beats`:\n\n{errors}\n\n"
         f"librosa `beat_track` with its defaults, same audio:\n\n{markdown_table(librosa_default)}\n\n"
         f"Further signals with `analyze_beats` (the demo's song; metronomes with louder downbeats, "
         f"the +12 dB one past the documented limit of the metrical-level check):\n\n{further_table}\n"

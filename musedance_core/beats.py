@@ -9,7 +9,39 @@ frame, with 1 where a beat falls. Sampler and trainer both build it here, from `
    that fixes the octave errors of its 120-BPM prior (`_choose_level`).
 3. Beats: the dynamic programme of Ellis (2007), the algorithm of `librosa.beat.beat_track`, run at
    that tempo (`_track`); weak beats at the edges are dropped (`_trim_edges`).
-4. Frames: each beat goes to the nearest video frame (`BeatAnalysis.vector`).
+4. Attack times (`_attack_times`): each beat moves from its analysis frame to the start of the attack
+   near it, found in the waveform at one-sample resolution, where there is a clear one.
+5. Frames: each beat goes to the nearest video frame (`BeatAnalysis.vector`).
+
+Why step 4. Steps 1 to 3 place beats on the 32 ms hop grid, and the log-mel flux of a frame rises
+as soon as an onset enters its 64 ms window, so a frame's beat is up to a hop from the attack (clicks
+in silence: 0 to 27 ms early; drum loops: within 22 ms either way). At 30 fps a frame is 33 ms, so
+such a beat often went to the previous video frame. Tempo and programme stay on the hop grid (they
+need the wide window's smoothing); only the final times are refined, within SEARCH_HOPS (1.5) hops
+of the frame: one hop for the envelope's offset, half a hop more for the programme's own slips (the
+last beat of a 10 s loop at 143 BPM was 35 ms early).
+- The attack starts where the power of the waveform rises most: at the split point that maximises
+  the mean power in the ATTACK_SECONDS (20 ms) after it, weighted by a ramp falling from 1 at the
+  split to 0, over the mean power in the BEFORE_SECONDS (50 ms) before it. For a sound starting on
+  a steady background that ratio grows while the split point approaches the sound's first sample
+  and falls once part of the sound is behind it, so its maximum is the first sample of the attack:
+  where a listener, and beat annotations for mir_eval, put a percussive beat. Measured: clicks
+  within 0.1 ms, in silence or noise; drum loops with bass, chords and noise within 1 ms, down to
+  0 dB SNR. The 50 ms "before" window is a period of 20 Hz, so steady bass notes do not ripple
+  the ratio. The values are not critical (10 to 30 ms after, 50 to 80 ms before: worst loop error
+  1.4 ms; 30 ms before: 1.6 ms); what matters is the ramp (equal weights let the maximum of a
+  short click in noise wander up to 6 ms early) and the power of the waveform itself (that of the
+  analytic, Hilbert, signal is spread by the transform: up to 10 ms early).
+- A beat moves only to a clear onset: a ratio of at least CLEAR_ONSET_DB (6 dB, four times the
+  power) at a maximum inside the search range, not on its edge (there the rise goes on beyond it).
+  Otherwise it keeps its frame time: soft music (a tremolo pad, slow swells) has no attack to move
+  to, and noise must not pick the time. Measured: every beat of the drum loops moves at 10 dB SNR
+  (they score 9 dB and more), 96 % of them at 0 dB and a third at -5 dB, all to within 1 ms. Of
+  positions in white noise, a chord pad with 150 ms attacks, that pad with bass and noise, and a
+  tremolo chord, none qualify; in low-pass noise (one pole at 0.95) 1 to 2 in 100. Known limit:
+  rumble below about 25 Hz swells within tens of ms, and a third of its positions qualify (a
+  40 Hz high-pass cut that to 7 %, but left a fifth of the 0 dB loop beats unrefined).
+The windows are in seconds, the search radius in hops: the tracker's error is set by the hop.
 
 Where this departs from librosa's defaults, each time for a reason measured on 16 kHz test music:
 - The onset envelope uses a 2-hop window (1024 samples), reflect padding and no extra "centre"
@@ -52,18 +84,28 @@ BALANCE_THRESHOLD = 0.6
 # dropped: the programme extrapolates its grid into a silent or noisy lead-in and tail.
 EDGE_SUPPORT = 0.25
 BASELINE_SECONDS = 2.0  # moving-median window that removes the noise floor from onset curves
+# Attack times (`_attack_times`; the module docstring gives the measurements behind each value).
+ATTACK_SECONDS = 0.020  # power after a candidate onset (ramp-weighted) ...
+BEFORE_SECONDS = 0.050  # ... over the power before it
+CLEAR_ONSET_DB = 6.0  # the least rise (after / before) that moves a beat
+SEARCH_HOPS = 1.5  # how far from its analysis frame a beat's attack is looked for, in hops
 
 
 @dataclass(frozen=True, eq=False)
 class BeatAnalysis:
     """Beats of one piece of music, and the onset envelope they were found in.
 
-    times: float64 [B] beat times in seconds, ascending. tempo: average BPM, from a straight-line
-    fit of the beat times (0.0 with fewer than two beats). onset_envelope: float32 [N] onset
-    strength (log-mel spectral flux) that the beats were tracked in, one value per hop (frame j at
-    time j * hop_length / sample_rate). strengths: float32 [B], how loud each beat's onset is
-    (spectral flux on a loudness scale within one hop of the beat), divided by the largest, in
-    [0, 1]: downbeats and drum hits score higher than quiet beats. Arrays are read-only.
+    times: float64 [B] beat times in seconds, ascending: the start of the attack where a beat has a
+    clear onset, else its analysis frame's time (see the module docstring). tempo: average BPM,
+    from a straight-line fit of the beat times (0.0 with fewer than two beats). onset_envelope:
+    float32 [N] onset strength (log-mel spectral flux) that the beats were tracked in, one value per
+    hop. Frame j is at time j * hop_length / sample_rate, the centre of its analysis window; its
+    value is the rise from the window before, and the log rises as soon as an onset enters the
+    2-hop window, so an isolated onset peaks on a frame from 26 ms before it to 10 ms after it
+    (measured at 16 kHz; `times` do not inherit this).
+    strengths: float32 [B], how loud each beat's onset is (spectral flux on a loudness scale within
+    one hop of the beat's frame), divided by the largest, in [0, 1]: downbeats and drum hits score
+    higher than quiet beats. Arrays are read-only.
     """
 
     times: np.ndarray
@@ -106,7 +148,8 @@ def analyze_beats(
     """Find the beats, tempo and per-beat strengths of a piece of music.
 
     waveform: mono [T] or multi-channel [C, T] float audio (channels are averaged), any sample rate.
-    hop_length: samples between onset frames (beats are placed on this grid, 32 ms at 16 kHz).
+    hop_length: samples between onset frames (tempo and beat programme run on this grid, 32 ms at
+    16 kHz; beat times are then refined to the attack within 1.5 hops).
     tightness: how strictly beats keep to the tempo (librosa's default, 100). start_bpm: centre of
     the tempo prior. The metrical-level check halves or doubles the estimated tempo only into
     [min_bpm, max_bpm]; a beat faster than max_bpm is reported at half speed.
@@ -152,7 +195,7 @@ def analyze_beats(
     frames = _choose_level(envelope, accents, frame_rate, float(estimate[0]), tightness, min_bpm, max_bpm)
     frames = _trim_edges(frames, loudness, frame_rate)
 
-    times = frames * (hop_length / sample_rate)
+    times = _attack_times(wave, frames, hop_length, sample_rate)
     strengths = _onset_near(loudness[None], frames)[0]
     if strengths.size and strengths.max() > 0:
         strengths = strengths / strengths.max()
@@ -322,6 +365,146 @@ def _onset_near(curves: np.ndarray, frames: np.ndarray, radius: int = 1) -> np.n
     index = frames[:, None] + np.arange(-radius, radius + 1)
     inside = (index >= 0) & (index < curves.shape[-1])
     return (curves[:, np.clip(index, 0, curves.shape[-1] - 1)] * inside).sum(axis=-1)
+
+
+def _attack_times(wave: np.ndarray, frames: np.ndarray, hop_length: int, sample_rate: int) -> np.ndarray:
+    """float64 [B] beat times in seconds: each beat frame's nearest clear attack, or the frame's time.
+
+    Every sample within `radius` of a beat's frame is a candidate onset, scored by its rise: the
+    ramp-weighted mean power over the ATTACK_SECONDS after it divided by the mean power over the
+    BEFORE_SECONDS before it. The best candidate is kept if its rise reaches CLEAR_ONSET_DB and it
+    is not on the edge of the candidates (the module docstring says why, with measurements).
+    Candidates whose windows would reach outside the audio are skipped, so the start of a clip is
+    not taken for an attack. The radius is SEARCH_HOPS hops, or less than half the gap between
+    the two closest beat frames where that is smaller, so that beats keep their order.
+    """
+    times = frames * (hop_length / sample_rate)
+    radius = int(SEARCH_HOPS * hop_length)
+    if frames.size > 1:
+        radius = min(radius, (int(np.diff(frames).min()) * hop_length - 1) // 2)
+    for start in range(0, frames.size, 256):  # blocks of beats: tens of MB at most, for any length
+        block = slice(start, start + 256)
+        attacks = _clear_attacks(wave, frames[block] * hop_length, radius, sample_rate)
+        times[block] = np.where(attacks >= 0, attacks / sample_rate, times[block])
+    return times
+
+
+def _clear_attacks(wave: np.ndarray, centres: np.ndarray, radius: int, sample_rate: int) -> np.ndarray:
+    """int64 [B]: the sample where the clear attack within `radius` of each centre starts, -1 if none.
+
+    The rule is `_attack_times`'; this is its arithmetic, on prefix sums of the power.
+    """
+    after = max(1, int(round(ATTACK_SECONDS * sample_rate)))
+    before = max(1, int(round(BEFORE_SECONDS * sample_rate)))
+    width = 2 * radius + 1
+    candidates = centres[:, None] + np.arange(-radius, radius + 1)  # onset samples [B, width]
+
+    # Per beat, the power from `before` samples ahead of its first candidate to `after` past its
+    # last, and prefix sums of power and of power times n (the column): column i of a prefix sum
+    # holds the sum over columns before i. Candidate k splits the stretch at column before + k.
+    index = np.clip(candidates[:, :1] + np.arange(-before, 2 * radius + after + 1), 0, wave.size - 1)
+    power = wave[index].astype(np.float64) ** 2
+    zeros = np.zeros((centres.size, 1))
+    cumulative = np.concatenate([zeros, np.cumsum(power, axis=1)], axis=1)
+    moment = np.concatenate([zeros, np.cumsum(power * np.arange(power.shape[1]), axis=1)], axis=1)
+    split = np.arange(before, before + width)
+    power_before = (cumulative[:, before : before + width] - cumulative[:, :width]) / before
+    # After the split, power weighted by a ramp from 1 at the split down to 0 `after` samples later,
+    # so that the first milliseconds count most: with equal weights, a click shorter than the window
+    # scored alike from every split up to (window - click) ahead of it, and in noise the maximum
+    # wandered up to 6 ms early. Weighted sum: total - sum((n - split) power[n]) / after.
+    total = cumulative[:, before + after : before + after + width] - cumulative[:, before : before + width]
+    spread = moment[:, before + after : before + after + width] - moment[:, before : before + width] - split * total
+    power_after = (total - spread / after) / ((after + 1) / 2)
+    # A floor 60 dB under the loudest stretch of this beat's candidates, so that an attack out of
+    # digital silence has a finite (high) rise and an all-zero stretch a rise of 1 (0 dB).
+    floor = 1e-6 * power_after.max(axis=1, keepdims=True) + 1e-20
+    rise = (power_after + floor) / (power_before + floor)
+    inside = (candidates >= before) & (candidates + after <= wave.size)
+    rise[~inside] = 0.0
+
+    best = rise.argmax(axis=1)
+    rows = np.arange(centres.size)
+    interior = (best > 0) & (best < width - 1)
+    interior &= inside[rows, np.maximum(best - 1, 0)] & inside[rows, np.minimum(best + 1, width - 1)]
+    clear = interior & (rise[rows, best] >= 10 ** (CLEAR_ONSET_DB / 10))
+    return np.where(clear, candidates[rows, best], -1)
+    after = max(1, int(round(ATTACK_SECONDS * sample_rate)))
+    before = max(1, int(round(BEFORE_SECONDS * sample_rate)))
+    radius = int(SEARCH_HOPS * hop_length)
+    if frames.size > 1:
+        radius = min(radius, (int(np.diff(frames).min()) * hop_length - 1) // 2)
+    width = 2 * radius + 1
+    candidates = frames[:, None] * hop_length + np.arange(-radius, radius + 1)  # onset samples [B, width]
+
+    # Per beat, the power from `before` samples ahead of its first candidate to `after` past its
+    # last, and prefix sums of power and of power times n (the column): column i of a prefix sum
+    # holds the sum over columns before i. Candidate k splits the stretch at column before + k.
+    index = np.clip(candidates[:, :1] + np.arange(-before, 2 * radius + after + 1), 0, wave.size - 1)
+    power = wave[index].astype(np.float64) ** 2
+    zeros = np.zeros((frames.size, 1))
+    cumulative = np.concatenate([zeros, np.cumsum(power, axis=1)], axis=1)
+    moment = np.concatenate([zeros, np.cumsum(power * np.arange(power.shape[1]), axis=1)], axis=1)
+    split = np.arange(before, before + width)
+    power_before = (cumulative[:, before : before + width] - cumulative[:, :width]) / before
+    # After the split, power weighted by a ramp from 1 at the split down to 0 `after` samples later,
+    # so that the first milliseconds count most: with equal weights, a click shorter than the window
+    # scored alike from every split up to (window - click) ahead of it, and in noise the maximum
+    # wandered up to 6 ms early. Weighted sum: total - sum((n - split) power[n]) / after.
+    total = cumulative[:, before + after : before + after + width] - cumulative[:, before : before + width]
+    spread = moment[:, before + after : before + after + width] - moment[:, before : before + width] - split * total
+    power_after = (total - spread / after) / ((after + 1) / 2)
+    # A floor 60 dB under the loudest stretch of this beat's candidates, so that an attack out of
+    # digital silence has a finite (high) rise and an all-zero stretch a rise of 1 (0 dB).
+    floor = 1e-6 * power_after.max(axis=1, keepdims=True) + 1e-20
+    rise = (power_after + floor) / (power_before + floor)
+    inside = (candidates >= before) & (candidates + after <= wave.size)
+    rise[~inside] = 0.0
+
+    best = rise.argmax(axis=1)
+    rows = np.arange(frames.size)
+    interior = (best > 0) & (best < width - 1)
+    interior &= inside[rows, np.maximum(best - 1, 0)] & inside[rows, np.minimum(best + 1, width - 1)]
+    clear = interior & (rise[rows, best] >= 10 ** (CLEAR_ONSET_DB / 10))
+    times[clear] = candidates[rows, best][clear] / sample_rate
+    return times
+    after = max(1, int(round(ATTACK_SECONDS * sample_rate)))
+    before = max(1, int(round(BEFORE_SECONDS * sample_rate)))
+    radius = int(SEARCH_HOPS * hop_length)
+    if frames.size > 1:
+        radius = min(radius, (int(np.diff(frames).min()) * hop_length - 1) // 2)
+    candidates = frames[:, None] * hop_length + np.arange(-radius, radius + 1)  # onset samples [B, C]
+
+    # Power from `before` samples ahead of the first candidate to `after` past the last, and prefix
+    # sums of it and of it times the sample index n: column i holds the sum over the first i samples.
+    index = candidates[:, :1] + np.arange(-before, 2 * radius + after + 1)
+    power = wave.astype(np.float64)[np.clip(index, 0, wave.size - 1)] ** 2
+    start = np.zeros((frames.size, 1))
+    cumulative = np.concatenate([start, np.cumsum(power, axis=1)], axis=1)
+    moment = np.concatenate([start, np.cumsum(power * np.arange(power.shape[1]), axis=1)], axis=1)
+    split = before + np.arange(2 * radius + 1)  # column of each candidate
+    power_before = (cumulative[:, split] - cumulative[:, split - before]) / before
+    # After the split, power weighted by a ramp from 1 at the split to 0 `after` samples later, so
+    # that the first milliseconds count most: with equal weights a click shorter than the window
+    # scored alike from every split up to (window - click) before it, and in noise the maximum
+    # wandered up to 6 ms early. Weighted sum: sum (1 - (n - split) / after) power[n].
+    total = cumulative[:, split + after] - cumulative[:, split]
+    first_moment = moment[:, split + after] - moment[:, split] - split * total
+    power_after = (total - first_moment / after) / ((after + 1) / 2)
+    # A floor 60 dB under the loudest stretch of this beat's candidates, so that an attack out of
+    # digital silence scores a finite (high) ratio and an all-zero stretch scores 0 dB.
+    floor = 1e-6 * power_after.max(axis=1, keepdims=True) + 1e-20
+    rise_db = 10 * np.log10((power_after + floor) / (power_before + floor))
+    inside = (candidates >= before) & (candidates + after <= wave.size)
+    rise_db[~inside] = -np.inf
+
+    best = rise_db.argmax(axis=1)
+    rows = np.arange(frames.size)
+    interior = (best > 0) & (best < 2 * radius)
+    interior &= inside[rows, np.maximum(best - 1, 0)] & inside[rows, np.minimum(best + 1, 2 * radius)]
+    clear = interior & (rise_db[rows, best] >= CLEAR_ONSET_DB)
+    times[clear] = candidates[rows, best][clear] / sample_rate
+    return times
 
 
 def _balance(first: np.ndarray, second: np.ndarray, floor: np.ndarray) -> float | None:
