@@ -13,49 +13,21 @@ output then says. Prints a summary and writes it, with the machine, to a JSON fi
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
-import os
-import platform
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
 from musedance_core.ast_encoder import FBANK_HOP, SAMPLE_RATE, MusicEncoder, patch_grid, window_starts
 from musedance_core.demo import synth_music
+from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def machine() -> dict:
-    """What the figures were measured on."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "numpy": np.__version__,
-        "torchaudio_installed": importlib.util.find_spec("torchaudio") is not None,
-        "platform": platform.platform(),
-        "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()],  # other work on a shared machine
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -75,7 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    info = machine()
+    info = machine("torch", "transformers", "numpy")
+    info["torch_threads"] = torch.get_num_threads()
+    info["torchaudio_installed"] = importlib.util.find_spec("torchaudio") is not None
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads), "
           f"transformers {info['transformers']}, python {info['python']}", flush=True)
 

@@ -20,11 +20,9 @@ JSON file and the accuracy table to a Markdown file.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -34,13 +32,12 @@ from pathlib import Path
 
 import librosa
 import mir_eval
-import numba
 import numpy as np
-import scipy
-import torch
 
 from musedance_core import beats
 from musedance_core.demo import synth_music
+
+from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16_000
@@ -84,31 +81,6 @@ t3 = time.perf_counter()
 print(json.dumps({"onset_first_call_s": t1 - t0, "beat_track_first_call_s": t2 - t1,
                   "beat_track_second_call_s": t3 - t2}))
 """
-
-
-def machine() -> dict:
-    """What the figures were measured on."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "librosa": librosa.__version__,
-        "numba": numba.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "mir_eval": mir_eval.__version__,
-        "platform": platform.platform(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def load_test_signals():
@@ -302,7 +274,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    info = machine()
+    info = machine("torch", "librosa", "numba", "numpy", "scipy", "mir_eval")
     print(f"machine: {info['cpu']}, {info['cores']} cores, python {info['python']}, librosa {info['librosa']}, "
           f"numba {info['numba']}, torch {info['torch']}", flush=True)
 
