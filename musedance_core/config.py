@@ -132,6 +132,26 @@ class MaskEncoderConfig:
 
 
 @dataclass
+class TextEncoderConfig:
+    """transformers `CLIPTextConfig` arguments; the defaults are SD1.5's CLIP ViT-L/14 text tower."""
+
+    vocab_size: int = 49408
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    max_position_embeddings: int = 77
+    hidden_act: str = "quick_gelu"
+    projection_dim: int = 768
+
+    def transformers_kwargs(self) -> dict[str, Any]:
+        # CLIP's special tokens: <|startoftext|> and <|endoftext|> are the last two ids of its vocabulary.
+        return dict(
+            dataclasses.asdict(self), bos_token_id=self.vocab_size - 2, eos_token_id=self.vocab_size - 1, pad_token_id=1
+        )
+
+
+@dataclass
 class SchedulerConfig:
     """DDIM settings of Stable Diffusion 1.5."""
 
@@ -150,6 +170,7 @@ class MuseDanceConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     vae: VAEConfig = field(default_factory=VAEConfig)
     mask_encoder: MaskEncoderConfig = field(default_factory=MaskEncoderConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     text_length: int = 77
     fps: float = 12.0
@@ -169,6 +190,13 @@ class MuseDanceConfig:
             )
         if self.vae.latent_channels != self.unet.in_channels:
             raise ValueError("MuseDanceConfig: vae.latent_channels must equal unet.in_channels.")
+        if self.text_encoder.hidden_size != self.unet.cross_attention_dim:
+            raise ValueError(
+                f"MuseDanceConfig: text_encoder.hidden_size ({self.text_encoder.hidden_size}) must equal "
+                f"unet.cross_attention_dim ({self.unet.cross_attention_dim}): the UNet attends to the text states."
+            )
+        if self.text_encoder.max_position_embeddings != self.text_length:
+            raise ValueError("MuseDanceConfig: text_encoder.max_position_embeddings must equal text_length.")
 
     @classmethod
     def sd15(cls) -> "MuseDanceConfig":
@@ -193,6 +221,10 @@ class MuseDanceConfig:
             ),
             vae=VAEConfig(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=8),
             mask_encoder=MaskEncoderConfig(block_out_channels=(4, 8, 8, 8)),
+            # The full CLIP vocabulary, so the real SD1 tokenizer (ComfyUI's) works with the tiny model.
+            text_encoder=TextEncoderConfig(
+                hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, projection_dim=32
+            ),
             clip_length=8,
         )
 
@@ -205,7 +237,13 @@ class MuseDanceConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MuseDanceConfig":
         """Inverse of `to_dict`; unknown keys are an error so a typo cannot pass silently."""
-        sections = {"unet": UNetConfig, "vae": VAEConfig, "mask_encoder": MaskEncoderConfig, "scheduler": SchedulerConfig}
+        sections = {
+            "unet": UNetConfig,
+            "vae": VAEConfig,
+            "mask_encoder": MaskEncoderConfig,
+            "text_encoder": TextEncoderConfig,
+            "scheduler": SchedulerConfig,
+        }
         kwargs: dict[str, Any] = {}
         top_fields = {f.name for f in dataclasses.fields(cls)}
         for key, value in data.items():

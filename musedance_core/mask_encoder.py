@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import torch
 from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
+from torch import nn
 
 from .config import MaskEncoderConfig
 
 
-def build_mask_encoder(config: MaskEncoderConfig, latent_channels: int) -> ControlNetConditioningEmbedding:
+class MaskEncoder(ControlNetConditioningEmbedding):
+    """diffusers' hint encoder with 1 input channel; `init_weights` re-applies its zero last conv."""
+
+    def init_weights(self) -> None:
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+
+def build_mask_encoder(config: MaskEncoderConfig, latent_channels: int) -> MaskEncoder:
     """F_m: [B, 1, H, W] mask -> [B, latent_channels, H / 2^(n-1), W / 2^(n-1)] with n widths."""
-    return ControlNetConditioningEmbedding(
+    return MaskEncoder(
         conditioning_embedding_channels=latent_channels,
         conditioning_channels=1,
         block_out_channels=config.block_out_channels,

@@ -22,11 +22,13 @@ from typing import Callable, Iterator
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from torch import nn
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from .config import MuseDanceConfig
 from .mask_encoder import build_mask_encoder, mask_condition
 from .reference import ReferenceBank, attach_reference_reader, attach_reference_writer
 from .temporal import UNKNOWN_BEAT, beat_windows
+from .text_encoder import TOKENIZER_HELP, build_text_encoder, encode_prompt
 from .unet import MotionContext, MuseDanceUNet
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -102,12 +104,17 @@ class MuseDancePipeline:
         mask_encoder: nn.Module,
         vae: AutoencoderKL,
         scheduler: DDIMScheduler | None = None,
+        text_encoder: CLIPTextModel | None = None,
+        tokenizer: CLIPTokenizer | None = None,
     ) -> None:
         self.config = config
         self.unet = unet
         self.reference_net = reference_net
         self.mask_encoder = mask_encoder
         self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.load_report = None  # set by musedance_core.loading.load_pipeline
         self.scheduler = scheduler or self.default_scheduler(config)
         self.bank = ReferenceBank()
         attach_reference_writer(self.reference_net, self.bank)
@@ -120,19 +127,39 @@ class MuseDancePipeline:
         )
 
     @classmethod
-    def from_config(cls, config: MuseDanceConfig, seed: int = 0) -> "MuseDancePipeline":
-        """Build every component from `config` with random weights (seeded); the temporal modules and F_m start as identity."""
+    def from_config(cls, config: MuseDanceConfig, seed: int = 0, text_encoder: bool = False) -> "MuseDancePipeline":
+        """Build every component from `config` with random weights (seeded); the temporal modules and F_m start as identity.
+
+        text_encoder: also build a random CLIP text encoder (no tokenizer: set `pipe.tokenizer` to encode prompts).
+        To load real weights use `musedance_core.loading.load_pipeline`.
+        """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             unet = MuseDanceUNet(config.unet)
             reference_net = UNet2DConditionModel(**config.unet.diffusers_kwargs())
             mask_encoder = build_mask_encoder(config.mask_encoder, config.vae.latent_channels)
             vae = AutoencoderKL(**config.vae.diffusers_kwargs())
-        pipe = cls(config, unet, reference_net, mask_encoder, vae)
+            clip = build_text_encoder(config.text_encoder) if text_encoder else None
+        pipe = cls(config, unet, reference_net, mask_encoder, vae, text_encoder=clip)
         return pipe.eval()
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"unet": self.unet, "reference_net": self.reference_net, "mask_encoder": self.mask_encoder, "vae": self.vae}
+        """The models by checkpoint component name (the text encoder only when there is one)."""
+        modules = {"unet": self.unet, "reference_net": self.reference_net, "mask_encoder": self.mask_encoder, "vae": self.vae}
+        if self.text_encoder is not None:
+            modules["text_encoder"] = self.text_encoder
+        return modules
+
+    def encode_prompt(self, prompt: str | list[str]) -> torch.Tensor:
+        """CLIP hidden states [B, 77, D] of the motion prompt(s), ready for `text_embeds`."""
+        if self.text_encoder is None:
+            raise ValueError(
+                "this pipeline has no text encoder: load an SD1.5 base checkpoint or a self-contained MuseDance "
+                "checkpoint, or pass text_embeds directly."
+            )
+        if self.tokenizer is None:
+            raise ValueError(f"this pipeline has no tokenizer, so it cannot encode a prompt. {TOKENIZER_HELP}")
+        return encode_prompt(self.tokenizer, self.text_encoder, prompt, self.config.text_length)
 
     def eval(self) -> "MuseDancePipeline":
         for m in self.modules().values():

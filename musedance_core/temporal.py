@@ -109,6 +109,10 @@ class ConditionedTemporalModule(nn.Module):
         self.ff_norm = nn.LayerNorm(channels)
         self.ff = FeedForward(channels, dropout=dropout, activation_fn="geglu")
         self.proj_out = nn.Linear(channels, channels)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Zero the output projection: a fresh module adds nothing (also used when loading builds it empty)."""
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
@@ -156,6 +160,10 @@ class MotionModule(AnimateDiffTransformer3D):
             num_positional_embeddings=max_seq_length,
         )
         self.max_seq_length = max_seq_length
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Zero the output projection (AnimateDiff's zero-initialised proj_out): a fresh module is the identity."""
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
