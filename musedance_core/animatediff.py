@@ -75,8 +75,9 @@ def _extend_table(file_table: torch.Tensor, own_table: torch.Tensor, filename: s
     """The model's table [1, max_len, C] with its first rows replaced by the file's [1, L, C]."""
     if file_table.shape[-1] != own_table.shape[-1]:
         raise WeightsFileError(
-            f"{filename}: a positional table is {file_table.shape[-1]} wide where the model's is "
-            f"{own_table.shape[-1]}; the motion module was made for another UNet (SDXL?)."
+            f"{filename}: motion-module weights have other shapes than the model expects (a positional table "
+            f"{file_table.shape[-1]} wide, the model's {own_table.shape[-1]}); the motion module was made for a "
+            "UNet of another size (SDXL?)."
         )
     rows = min(file_table.shape[1], own_table.shape[1])
     table = own_table.detach().clone()

@@ -79,7 +79,7 @@ def tokenizer_from_files(files: dict[str, str]) -> CLIPTokenizer:
         vocab = json.loads(files["vocab.json"])
     except json.JSONDecodeError as err:
         raise TokenizerNotFound(f"vocab.json is not valid JSON ({err}). {TOKENIZER_HELP}") from err
-    merges = [line for line in files["merges.txt"].splitlines() if line and not line.startswith("#version")]
+    merges = [tuple(line.split()) for line in files["merges.txt"].splitlines() if line and not line.startswith("#version")]
     if "vocab" in inspect.signature(CLIPTokenizer.__init__).parameters:  # transformers >= 5
         tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
     else:  # transformers 4.x reads the two files by path
