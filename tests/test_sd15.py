@@ -154,3 +154,27 @@ def test_an_animatediff_file_given_as_base_is_refused(tmp_path):
     )
     with pytest.raises(WeightsFileError, match="AnimateDiff motion module.*animatediff_models"):
         load_pipeline(base=path, config=MuseDanceConfig.tiny())
+
+
+def test_missing_tokenizer_files_say_where_to_put_them(source, tmp_path):
+    from musedance_core.text_encoder import TokenizerNotFound
+
+    path = source.write(tmp_path)
+    empty = tmp_path / "tokenizer"
+    empty.mkdir()
+    (empty / "vocab.json").write_text("{}")
+    with pytest.raises(TokenizerNotFound, match="merges.txt missing.*models/musedance/tokenizer.*sd1_tokenizer"):
+        load_pipeline(base=path, config=source.config, tokenizer=empty)
+    pipe = load_pipeline(base=path, config=source.config)  # no tokenizer anywhere: loads, but cannot encode text
+    assert pipe.tokenizer is None and any("vocab.json" in note for note in pipe.load_report.notes)
+    with pytest.raises(ValueError, match="no tokenizer.*vocab.json"):
+        pipe.encode_prompt("a person dancing")
+
+
+def test_a_diffusers_layout_folder_gives_the_tokenizer(source, tmp_path, tokenizer_dir):
+    import shutil
+
+    root = tmp_path / "stable-diffusion-v1-5"
+    shutil.copytree(tokenizer_dir, root / "tokenizer")
+    pipe = load_pipeline(base=source.write(tmp_path), config=source.config, tokenizer=root)
+    assert pipe.encode_prompt("a cat").shape == (1, 77, source.config.unet.cross_attention_dim)
