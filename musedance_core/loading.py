@@ -94,6 +94,9 @@ def load_pipeline(
         if role in opened and (role == "checkpoint" or opened[role].metadata.get("format") == "musedance"):
             infos[role] = read_checkpoint_info(opened[role])
     config = _choose_config(config, infos)
+    report = LoadReport()
+    # Before any weight is read, so that a bad tokenizer folder fails fast.
+    tok = _find_tokenizer(tokenizer, infos, report) if with_text_encoder else None
     sources: list[_Source] = []  # lowest priority first
     if "base" in opened:
         sources.append(_MuseDanceSource(opened["base"], infos["base"]) if "base" in infos
@@ -112,7 +115,6 @@ def load_pipeline(
         }
         if with_text_encoder:
             modules["text_encoder"] = build_text_encoder(config.text_encoder)
-    report = LoadReport()
     for part in PARTS:
         if part == "text_encoder" and not with_text_encoder:
             continue
@@ -133,10 +135,9 @@ def load_pipeline(
     _complete(modules, report, device, dtype, seed)
 
     text_encoder = modules.get("text_encoder")
-    tok = _find_tokenizer(tokenizer, infos, report) if text_encoder is not None else None
     pipe = MuseDancePipeline(
         config, modules["unet"], modules["reference_net"], modules["mask_encoder"], modules["vae"],
-        text_encoder=text_encoder, tokenizer=tok,
+        text_encoder=text_encoder, tokenizer=tok if text_encoder is not None else None,
     )
     pipe.load_report = report
     return pipe.eval()
