@@ -5,5 +5,10 @@ The model code lives in `musedance_core`, which never imports ComfyUI.
 """
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from .nodes.model_folders import register_model_folders
+
+# Inside ComfyUI: list models/musedance, models/audio_encoders, ... in the loaders; without ComfyUI
+# (no folder_paths to import) this does nothing, so the pack still imports.
+register_model_folders()
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -5,21 +5,36 @@
     frames = pipe(reference_image=..., mask=..., text_embeds=..., music_tokens=..., beats=...)
 
 Real weights: `load_pipeline(checkpoint, base=..., motion_module=..., tokenizer=...)` (local files only).
+
+The names below are imported on first use, so importing the package (as ComfyUI does at start-up,
+through the node pack) does not load torch, diffusers or transformers.
 """
 
-from .checkpoint import save_checkpoint
-from .config import MuseDanceConfig
-from .loading import load_pipeline
-from .pipeline import GenerationStopped, MuseDancePipeline, ReferenceEncoding, StepInfo
-from .weights import WeightsFileError
+from __future__ import annotations
 
-__all__ = [
-    "MuseDanceConfig",
-    "MuseDancePipeline",
-    "GenerationStopped",
-    "ReferenceEncoding",
-    "StepInfo",
-    "load_pipeline",
-    "save_checkpoint",
-    "WeightsFileError",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "MuseDanceConfig": "config",
+    "MuseDancePipeline": "pipeline",
+    "GenerationStopped": "pipeline",
+    "ReferenceEncoding": "pipeline",
+    "StepInfo": "pipeline",
+    "load_pipeline": "loading",
+    "save_checkpoint": "checkpoint",
+    "WeightsFileError": "weights",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'musedance_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -30,7 +30,8 @@ from torch import nn
 from .config import MuseDanceConfig
 from .text_encoder import match_text_encoder_names
 from .unet import is_temporal_parameter
-from .weights import SAFETENSORS_SUFFIXES, WeightsFileError, WeightsMapping, open_weights
+from .model_folders import SAFETENSORS_SUFFIXES
+from .weights import WeightsFileError, WeightsMapping, open_weights
 
 FORMAT_NAME = "musedance"
 FORMAT_VERSION = 1

@@ -16,7 +16,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from .weights import SAFETENSORS_SUFFIXES, WEIGHT_SUFFIXES
+# Weight file types (musedance_core.weights reads them); defined here so that listing model folders
+# needs no torch.
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
+TOKENIZER_FILES = ("vocab.json", "merges.txt")  # CLIP's BPE tokenizer (musedance_core.text_encoder)
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,8 @@ MODEL_KINDS: dict[str, ModelKind] = {
     for kind in (
         ModelKind(
             "musedance",
-            "MuseDance checkpoints (.safetensors); a tokenizer/ folder with CLIP's vocab.json and merges.txt may sit beside them",
+            "MuseDance checkpoints (.safetensors); a tokenizer/ folder with CLIP's vocab.json and merges.txt "
+            "may sit beside them",
             SAFETENSORS_SUFFIXES,  # what checkpoint.read_checkpoint_info accepts
         ),
         ModelKind("checkpoints", "Stable Diffusion 1.5 single-file checkpoints", WEIGHT_SUFFIXES),
@@ -86,7 +92,8 @@ class ModelFolders:
         return cls({kind: [Path(models_dir) / kind] for kind in MODEL_KINDS})
 
     def __repr__(self) -> str:
-        return f"ModelFolders({ {kind: [str(r) for r in roots] for kind, roots in self._roots.items()} })"
+        roots = {kind: [str(root) for root in roots] for kind, roots in self._roots.items()}
+        return f"ModelFolders({roots})"
 
     def roots(self, kind: str) -> list[Path]:
         """The folders searched for `kind`, in order."""
@@ -179,16 +186,20 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _is_model(path: Path, spec: ModelKind) -> bool:
-    if spec.is_folder_kind:
-        return path.is_dir() and (path / spec.marker).is_file()
-    return path.is_file()
+    try:
+        if spec.is_folder_kind:
+            return path.is_dir() and (path / spec.marker).is_file()
+        return path.is_file()
+    except OSError:  # a name too long for the file system, for one
+        return False
 
 
 def _walk(root: Path, spec: ModelKind, real_roots: list[str]) -> Iterator[Path]:
     """The models under `root`: files of the kind's suffixes, or folders holding its marker (not descended into).
 
     Linked folders are followed while they stay inside the kind's folders; each real folder is
-    visited once, so link loops end. Hidden folders (.git, .cache) are skipped.
+    visited once (by its first name in sorted order), so link loops end. Hidden folders (.git,
+    .cache) are skipped.
     """
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):

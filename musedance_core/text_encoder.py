@@ -17,8 +17,8 @@ import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from .config import TextEncoderConfig
+from .model_folders import TOKENIZER_FILES
 
-TOKENIZER_FILES = ("vocab.json", "merges.txt")
 TOKENIZER_HELP = (
     "MuseDance needs the CLIP tokenizer files vocab.json and merges.txt of Stable Diffusion 1.5: copy the "
     "tokenizer/ folder of a diffusers SD1.5 model into models/musedance/tokenizer/ (inside ComfyUI, its own "

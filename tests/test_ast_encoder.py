@@ -385,3 +385,17 @@ def test_tiny_ast_is_seeded_and_leaves_the_global_rng_alone():
     for weight in ("embeddings.patch_embeddings.projection.weight", "embeddings.position_embeddings"):
         assert torch.equal(a.state_dict()[weight], b.state_dict()[weight])
         assert not torch.equal(a.state_dict()[weight], c.state_dict()[weight])
+
+
+def test_an_ast_folder_in_models_audio_encoders_is_found_and_loaded(tmp_path):
+    """The way the node pack finds an AST: by name inside models/audio_encoders, then from_folder."""
+    from musedance_core.model_folders import ModelFolders
+
+    saved = save_tiny_ast(tmp_path / "models" / "audio_encoders" / "MIT" / "ast-tiny", hidden_size=16)
+    folders = ModelFolders.from_models_dir(tmp_path / "models")
+    assert folders.list("audio_encoders") == ["MIT/ast-tiny"]
+    encoder = MusicEncoder.from_folder(folders.resolve("audio_encoders", "MIT/ast-tiny"))
+    reference, _ = tiny_ast(16)
+    loaded = encoder.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in reference.state_dict().items())
+    assert saved.resolve() == folders.resolve("audio_encoders", "MIT/ast-tiny")

@@ -33,6 +33,21 @@ def test_root_init_imports_outside_comfyui():
             del sys.modules[key]
 
 
+def test_loading_the_pack_does_not_load_the_model_libraries():
+    """ComfyUI imports every pack at start-up; diffusers and transformers load only when a node runs."""
+    script = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("pack", {str(ROOT / "__init__.py")!r}, submodule_search_locations=[{str(ROOT)!r}])
+module = importlib.util.module_from_spec(spec)
+sys.modules["pack"] = module
+spec.loader.exec_module(module)
+heavy = [m for m in ("diffusers", "transformers", "librosa", "av") if m in sys.modules]
+assert not heavy, heavy
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_core_library_never_imports_comfyui():
     """Import every musedance_core module in a fresh interpreter, recording any ComfyUI import attempt."""
     script = f"""
