@@ -37,7 +37,7 @@ from .model_folders import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
 _ST_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
 }
 
 
@@ -74,6 +74,9 @@ class SafetensorsFile:
     def keys(self) -> list[str]:
         return list(self._entries)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
     def shape(self, name: str) -> tuple[int, ...]:
         return self._entries[name][1]
 
@@ -94,9 +97,11 @@ class SafetensorsFile:
 
 
 def _to_target(tensor: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None) -> torch.Tensor:
-    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
-        tensor = tensor.to(dtype)
-    return tensor.to(device)
+    """Cast floating tensors to `dtype` and move to `device` (moved first to an accelerator, which casts faster)."""
+    cast = dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype
+    if torch.device(device).type != "cpu":
+        tensor = tensor.to(device)
+    return tensor.to(dtype) if cast else tensor
 
 
 class WeightsMapping(Mapping):
@@ -119,7 +124,7 @@ class WeightsMapping(Mapping):
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if isinstance(self.source, SafetensorsFile):
-            if name not in self.source._entries:
+            if name not in self.source:
                 raise KeyError(name)
             return self.source.read(name, self.device, self.dtype)
         return _to_target(self.source[name], self.device, self.dtype)
@@ -131,7 +136,7 @@ class WeightsMapping(Mapping):
         return len(self.source.keys())
 
     def __contains__(self, name: object) -> bool:
-        return name in (self.source._entries if isinstance(self.source, SafetensorsFile) else self.source)
+        return name in self.source
 
     def shape(self, name: str) -> tuple[int, ...]:
         if isinstance(self.source, SafetensorsFile):
