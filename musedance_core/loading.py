@@ -183,7 +183,8 @@ class _Source:
         raise NotImplementedError
 
     def release(self) -> None:
-        """Drop any converted tensors kept between parts."""
+        """Drop what is kept between parts (converted tensors, the file's staging buffer)."""
+        self.weights.release()
 
 
 class _MuseDanceSource(_Source):
@@ -229,6 +230,7 @@ class _SD15Source(_Source):
 
     def release(self) -> None:
         self._unet = None
+        super().release()
 
 
 class _MotionSource(_Source):

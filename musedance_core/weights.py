@@ -13,8 +13,9 @@
 Why not `safetensors.torch.load_file` or `safe_open(...).get_tensor`: both map the whole file, and on
 Linux every page a cast touches stays resident until the file is closed, so loading an fp32 file as
 fp16 would peak at the file plus the fp16 copy. `SafetensorsFile.read` reads each tensor's bytes
-with `os.pread` into a buffer of its own, casts it and moves it to the target device, so the peak is
-the loaded weights plus one tensor. The safetensors library still validates every file first.
+itself (into the tensor's own memory, or into one reused staging buffer when it must be cast or
+moved), so the peak is the loaded weights plus about one tensor (benchmarks/bench_loading.py). The
+safetensors library still validates every file first.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class SafetensorsFile:
             header_size = int.from_bytes(f.read(8), "little")
             header = json.loads(f.read(header_size))
         self._start = 8 + header_size
+        self._staging: torch.Tensor | None = None
         header.pop("__metadata__", None)
         self._entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
         for name, entry in header.items():
@@ -84,16 +86,36 @@ class SafetensorsFile:
         return self._entries[name][0]
 
     def read(self, name: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> torch.Tensor:
-        """One tensor, read from disk into its own memory, cast to `dtype` (floating tensors only) on `device`."""
+        """One tensor, read from disk, cast to `dtype` (floating tensors only) and placed on `device`.
+
+        A tensor that stays as it is on the CPU is read straight into its own memory. One that is cast
+        or moved is read into a staging buffer reused for every such tensor: allocating and freeing a
+        transient buffer per tensor would leave the freed memory resident in the C allocator.
+        """
         file_dtype, shape, begin, end = self._entries[name]
-        buffer = torch.empty(end - begin, dtype=torch.uint8)
+        size = end - begin
+        cast = dtype is not None and file_dtype.is_floating_point and file_dtype != dtype
+        staged = cast or torch.device(device).type != "cpu"
+        if staged:
+            if self._staging is None or self._staging.numel() < size:
+                self._staging = torch.empty(size, dtype=torch.uint8)
+            buffer = self._staging[:size]
+        else:
+            buffer = torch.empty(size, dtype=torch.uint8)
         with open(self.path, "rb") as f:
             f.seek(self._start + begin)
             got = f.readinto(memoryview(buffer.numpy()))
-        if got != end - begin:
+        if got != size:
             raise WeightsFileError(f"{self.path.name} ended early while reading {name!r}; copy the file again.")
         tensor = buffer.view(file_dtype).reshape(shape)
-        return _to_target(tensor, device, dtype)
+        if not staged:
+            return tensor
+        # Both produce a new tensor, so nothing returned refers to the staging buffer.
+        return tensor.to(device=device, dtype=dtype if cast else file_dtype, copy=True)
+
+    def release(self) -> None:
+        """Free the staging buffer (reading again allocates a new one)."""
+        self._staging = None
 
 
 def _to_target(tensor: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None) -> torch.Tensor:
@@ -143,8 +165,10 @@ class WeightsMapping(Mapping):
             return self.source.shape(name)
         return tuple(self.source[name].shape)
 
-    def with_target(self, device: torch.device | str, dtype: torch.dtype | None) -> "WeightsMapping":
-        return WeightsMapping(self.source, self.path, device, dtype)
+    def release(self) -> None:
+        """Free the reader's staging buffer, if any."""
+        if isinstance(self.source, SafetensorsFile):
+            self.source.release()
 
 
 def open_weights(path: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> WeightsMapping:
@@ -239,7 +263,8 @@ def assign_weights(module: nn.Module, state_dict: Mapping[str, torch.Tensor], wh
 def initialise_missing(module: nn.Module, device: torch.device | str, dtype: torch.dtype, seed: int = 0) -> list[str]:
     """Give every parameter still on the meta device its module's own initial value; return their names.
 
-    Each layer holding such parameters gets its `reset_parameters()` (in float32, then cast), then every
+    Each layer holding such parameters gets its `reset_parameters()` (in the target dtype, so no float32
+    copy is made and freed), then every
     module that defines `init_weights()` (the temporal modules and F_m, whose output layers start at
     zero) applies it, so the result starts exactly as the constructor would have built it: the temporal
     stack and F_m are identities. A module that a file provided only in part is an error.
@@ -260,12 +285,11 @@ def initialise_missing(module: nn.Module, device: torch.device | str, dtype: tor
                     "give a checkpoint that contains them."
                 )
             for n, p in meta:
-                sub.register_parameter(n, nn.Parameter(torch.empty(p.shape, device=device), requires_grad=p.requires_grad))
+                sub.register_parameter(
+                    n, nn.Parameter(torch.empty(p.shape, device=device, dtype=dtype), requires_grad=p.requires_grad)
+                )
             sub.reset_parameters()
-            for n, _ in meta:
-                param = getattr(sub, n)
-                param.data = param.data.to(dtype)
-                fresh.add(id(param))
+            fresh.update(id(getattr(sub, n)) for n, _ in meta)
     for owner in module.modules():
         if hasattr(owner, "init_weights"):
             mine = [id(p) in fresh for p in owner.parameters()]

@@ -154,3 +154,12 @@ def test_a_module_given_only_in_part_is_an_error(tmp_path):
     assign_weights(module, {"proj_out.weight": torch.ones(32, 32)}, "motion", tmp_path / "f.safetensors")
     with pytest.raises(WeightsFileError, match="only in part"):
         initialise_missing(module, "cpu", torch.float32)
+
+
+def test_cast_tensors_never_share_the_staging_buffer(tmp_path, tensors):
+    path = L.write_safetensors(tmp_path / "w.safetensors", {"x": torch.randn(64), "y": torch.randn(8, 8)})
+    weights = open_weights(path, dtype=torch.bfloat16)
+    x, y = weights["x"], weights["y"]  # both read through the same staging buffer
+    assert x.untyped_storage().data_ptr() != y.untyped_storage().data_ptr()
+    reference = open_weights(path)
+    assert torch.equal(x, reference["x"].bfloat16()) and torch.equal(y, reference["y"].bfloat16())
