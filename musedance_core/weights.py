@@ -108,10 +108,9 @@ class SafetensorsFile:
         if got != size:
             raise WeightsFileError(f"{self.path.name} ended early while reading {name!r}; copy the file again.")
         tensor = buffer.view(file_dtype).reshape(shape)
-        if not staged:
-            return tensor
-        # Both produce a new tensor, so nothing returned refers to the staging buffer.
-        return tensor.to(device=device, dtype=dtype if cast else file_dtype, copy=True)
+        # A staged tensor is cast or moved, either of which makes a new tensor: nothing returned
+        # refers to the staging buffer.
+        return _to_target(tensor, device, dtype) if staged else tensor
 
     def release(self) -> None:
         """Free the staging buffer (reading again allocates a new one)."""
