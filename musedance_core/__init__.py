@@ -24,6 +24,10 @@ _EXPORTS = {
     "load_pipeline": "loading",
     "save_checkpoint": "checkpoint",
     "WeightsFileError": "weights",
+    "foreground_mask": "masks",
+    "MaskRefinement": "masks",
+    "MaskWarning": "masks",
+    "fit_image": "framing",
 }
 __all__ = list(_EXPORTS)
 

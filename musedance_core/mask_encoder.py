@@ -1,15 +1,15 @@
-"""F_m, the foreground-mask encoder, and the one function that turns a mask into its input.
+"""F_m, the foreground-mask encoder (a small conv net that adds the mask to the reference latent).
 
 The paper (section 3.2, equation 1) encodes the DensePose mask D_i of the reference frame I_i with a
 small conv net and adds it to that frame's clean latent: z_0 = E(I_i) + F_m(D_i). z_0 is the latent
 the ReferenceNet sees, so the mask tells the ReferenceNet which reference features are the dancer.
 F_m is diffusers' ControlNet hint encoder (3x3 convs, stride-2 downsampling to latent size, last conv
-zero-initialised), so an untrained F_m adds exactly nothing.
+zero-initialised), so an untrained F_m adds exactly nothing. Its input comes from
+`masks.mask_condition`, the one function the sampler and the trainer share.
 """
 
 from __future__ import annotations
 
-import torch
 from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
 from torch import nn
 
@@ -31,15 +31,3 @@ def build_mask_encoder(config: MaskEncoderConfig, latent_channels: int) -> MaskE
         conditioning_channels=1,
         block_out_channels=config.block_out_channels,
     )
-
-
-def mask_condition(mask: torch.Tensor) -> torch.Tensor:
-    """F_m's input: a foreground mask [H, W] or [B, H, W] in [0, 1] as a float [B, 1, H, W].
-
-    The sampler and the trainer both call this, so training and inference feed F_m identically.
-    """
-    if mask.ndim == 2:
-        mask = mask[None]
-    if mask.ndim != 3:
-        raise ValueError(f"mask must be [H, W] or [B, H, W], got shape {tuple(mask.shape)}.")
-    return mask[:, None].float()

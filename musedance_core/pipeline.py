@@ -25,7 +25,8 @@ from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .config import MuseDanceConfig
-from .mask_encoder import build_mask_encoder, mask_condition
+from .mask_encoder import build_mask_encoder
+from .masks import mask_condition
 from .reference import ReferenceBank, attach_reference_reader, attach_reference_writer
 from .temporal import UNKNOWN_BEAT, beat_windows
 from .text_encoder import TOKENIZER_HELP, build_text_encoder, encode_prompt
@@ -192,13 +193,13 @@ class MuseDancePipeline:
         """Run the VAE, F_m and the ReferenceNet once on the reference (on the pipeline's device and dtype)."""
         image = self._check_image(reference_image)
         height, width = image.shape[1:3]
-        mask = self._check_mask(mask, height, width)
+        condition = mask_condition(mask, height, width)
         text = self._check_text("text_embeds", text_embeds)
         device, dtype = self.device, self.dtype
         pixels = image.permute(0, 3, 1, 2).to(device=device, dtype=dtype) * 2 - 1
         latent = self.vae.encode(pixels).latent_dist.mode() * self.config.vae.scaling_factor
         # Paper eq. (1): the ReferenceNet sees z_0 = E(I) + F_m(D).
-        mask_features = self.mask_encoder(mask_condition(mask).to(device=device, dtype=dtype))
+        mask_features = self.mask_encoder(condition.to(device=device, dtype=dtype))
         self.bank.clear()
         try:
             self.reference_net(latent + mask_features, 0, encoder_hidden_states=text.to(device=device, dtype=dtype))
@@ -259,7 +260,7 @@ class MuseDancePipeline:
             if reference_image is None:
                 raise ValueError("give reference_image (and optionally mask), or a reference from encode_reference().")
             image = self._check_image(reference_image)
-            self._check_mask(mask, image.shape[1], image.shape[2])
+            mask_condition(mask, image.shape[1], image.shape[2])
         elif reference_image is not None:
             raise ValueError("give either reference_image or reference, not both.")
         if device is not None or dtype is not None:
@@ -367,20 +368,6 @@ class MuseDancePipeline:
             )
         _check_unit_range("reference_image", image)
         return image.float()
-
-    def _check_mask(self, mask: torch.Tensor | None, height: int, width: int) -> torch.Tensor:
-        if mask is None:
-            return torch.ones(1, height, width)
-        _check_finite("mask", mask)
-        if mask.ndim == 2:
-            mask = mask[None]
-        if mask.ndim != 3 or mask.shape[0] != 1 or tuple(mask.shape[1:]) != (height, width):
-            raise ValueError(
-                f"mask must be [H, W] or [1, H, W] at the reference image's size {height}x{width}, "
-                f"got shape {tuple(mask.shape)}."
-            )
-        _check_unit_range("mask", mask)
-        return mask.float()
 
     def _check_text(self, name: str, text: torch.Tensor) -> torch.Tensor:
         _check_finite(name, text)
