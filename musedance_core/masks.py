@@ -192,13 +192,17 @@ def foreground_mask(
         from .grabcut import automatic_mask
 
         source, m = "automatic", automatic_mask(rgb)
-    m, _ = as_masks(m)
-    if m.shape[0] != rgb.shape[0]:
-        if m.shape[0] != 1:
-            raise ValueError(f"{m.shape[0]} masks for {rgb.shape[0]} images; give one mask, or one per image.")
-        m = m.expand(rgb.shape[0], -1, -1)
-    m, coverage = check_coverage(refine_mask(m, refinement))
+    m, coverage = check_coverage(refine_mask(_one_per_image(as_masks(m)[0], rgb.shape[0]), refinement))
     return MaskResult(mask=m if batched else m[0], source=source, coverage=coverage)
+
+
+def _one_per_image(masks: torch.Tensor, count: int) -> torch.Tensor:
+    """[B, H, W] masks for `count` images: one mask serves them all, otherwise the counts must match."""
+    if masks.shape[0] == count:
+        return masks
+    if masks.shape[0] != 1:
+        raise ValueError(f"{masks.shape[0]} masks for {count} images; give one mask, or one per image.")
+    return masks.expand(count, -1, -1)
 
 
 def mask_overlay(image: Any, mask: Any, colour: tuple[float, float, float] = (1.0, 0.25, 0.1), opacity: float = 0.45) -> torch.Tensor:
@@ -207,10 +211,7 @@ def mask_overlay(image: Any, mask: Any, colour: tuple[float, float, float] = (1.
     m, _ = as_masks(mask)
     if m.shape[1:] != rgb.shape[1:3]:
         m = resize(m, *rgb.shape[1:3])
-    if m.shape[0] != rgb.shape[0]:
-        m = m.expand(rgb.shape[0], -1, -1) if m.shape[0] == 1 else None
-        if m is None:
-            raise ValueError(f"{as_masks(mask)[0].shape[0]} masks for {rgb.shape[0]} images.")
+    m = _one_per_image(m, rgb.shape[0])
     tint = torch.tensor(colour, dtype=torch.float32)
     alpha = (m * opacity)[..., None]
     out = rgb * (1 - alpha) + tint * alpha
