@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,3 +42,17 @@ def sample_inputs(tiny_config: MuseDanceConfig):
         )
 
     return make
+
+
+@pytest.fixture(scope="module")
+def pack():
+    """The node pack imported as ComfyUI imports it: the checkout's __init__.py as a package."""
+    name = "musedance_pack_nodes_under_test"
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    yield module
+    for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        del sys.modules[key]

@@ -1,0 +1,219 @@
+"""Music nodes: Load Music, Beat Extract (with a plot), Load AST and AST Music Encode.
+
+Beats and music tokens come out per video frame, for one fps and one stretch of the song
+(start, duration); the sampler checks that both describe the same frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import comfy
+from .model_folders import comfy_model_folders
+
+CATEGORY = "MuseDance/music"
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
+FPS = ("FLOAT", {"default": 12.0, "min": 1.0, "max": 60.0, "step": 1.0,
+                 "tooltip": "Video frames per second (MuseDance was trained at 12)."})
+START = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 36000.0, "step": 0.1,
+                   "tooltip": "Where in the music the video starts, in seconds."})
+DURATION = ("FLOAT", {"default": 4.0, "min": 0.0, "max": 36000.0, "step": 0.1,
+                      "tooltip": "Seconds of video to make; frames = duration x fps."})
+
+
+@dataclass(frozen=True)
+class FrameSpan:
+    """Which video frames a beat vector or token tensor describes: frame k sits at start + k / fps."""
+
+    fps: float
+    start: float
+    num_frames: int
+
+
+@dataclass(frozen=True)
+class FrameBeats:
+    span: FrameSpan
+    vector: torch.Tensor  # float [F] of 0/1
+    tempo: float
+
+
+@dataclass(frozen=True)
+class FrameMusic:
+    span: FrameSpan
+    tokens: torch.Tensor  # [F, L, d] on the CPU
+
+
+def frame_span(audio: dict, fps: float, start: float, duration: float) -> FrameSpan:
+    """Frames for `duration` seconds from `start`, refused when the music is shorter or duration is 0."""
+    length = audio["waveform"].shape[-1] / audio["sample_rate"]
+    if not duration > 0:
+        raise ValueError(f"duration must be more than 0 seconds; the music is {length:.2f} s long "
+                         f"(for all of it from {start:g} s, use {max(length - start, 0):.2f}).")
+    if start + duration > length + 1e-6:
+        raise ValueError(f"start {start:g} s + duration {duration:g} s runs past the end of the music "
+                         f"({length:.2f} s); shorten the duration to at most {max(length - start, 0):.2f} s.")
+    return FrameSpan(float(fps), float(start), max(1, round(duration * fps)))
+
+
+class LoadMusic:
+    """An audio file from ComfyUI's input folder -> AUDIO (for ComfyUI versions without their own loader)."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("AUDIO",)
+    DESCRIPTION = "Reads a music file (wav, flac, mp3, ogg, m4a) from ComfyUI's input folder."
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        folder = comfy.input_folder()
+        files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES) if folder.is_dir() else []
+        return {"required": {"audio": (files, {"audio_upload": True, "tooltip": "A file in ComfyUI's input folder."})}}
+
+    def run(self, audio: str):
+        from ..musedance_core.audio import decode_audio_file
+
+        path = _input_file(audio)
+        wave, rate = decode_audio_file(path)
+        return ({"waveform": torch.from_numpy(wave)[None], "sample_rate": int(rate)},)  # [1, C, T]
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, audio: str):
+        try:
+            _input_file(audio)
+        except ValueError as error:
+            return str(error)
+        return True
+
+
+def _input_file(name: str):
+    """A file directly inside ComfyUI's input folder; names that try to leave it are refused."""
+    folder = comfy.input_folder().resolve()
+    path = (folder / name).resolve()
+    if path.parent != folder or "/" in name or "\\" in name:
+        raise ValueError(f"audio must be a file name inside ComfyUI's input folder, got {name!r}.")
+    if not path.is_file():
+        raise ValueError(f"no file {name!r} in ComfyUI's input folder; upload it with the node's button.")
+    return path
+
+
+class BeatExtract:
+    """AUDIO -> the per-frame beat vector, the tempo and a plot of the music with its beats."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("MUSEDANCE_BEATS", "FLOAT", "IMAGE")
+    RETURN_NAMES = ("beats", "tempo", "plot")
+    OUTPUT_TOOLTIPS = ("One 0/1 flag per video frame.", "Beats per minute.",
+                       "The waveform, the onset strength and the beats (red lines) of the chosen stretch.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {"audio": ("AUDIO",), "fps": FPS, "start_time": START, "duration": DURATION}}
+
+    def run(self, audio: dict, fps: float, start_time: float, duration: float):
+        from ..musedance_core.audio import load_music
+        from ..musedance_core.beats import analyze_beats, beat_vector
+
+        span = frame_span(audio, fps, start_time, duration)
+        music = load_music(audio)  # the whole song: the beat tracker needs context around the stretch
+        analysis = analyze_beats(music.waveform, music.sample_rate)
+        vector = beat_vector(analysis.times - span.start, span.fps, span.num_frames)
+        plot = beat_plot(music.waveform, music.sample_rate, analysis, span)
+        return (FrameBeats(span, torch.from_numpy(vector), float(analysis.tempo)), float(analysis.tempo), plot)
+
+
+def beat_plot(wave: np.ndarray, rate: int, analysis, span: FrameSpan, width: int = 768, height: int = 192) -> torch.Tensor:
+    """IMAGE [1, H, W, 3]: waveform (grey), onset strength (blue) and beats (red) over the stretch."""
+    image = np.full((height, width, 3), 0.12, dtype=np.float32)
+    first, last = span.start, span.start + span.num_frames / span.fps
+    edges = np.linspace(first * rate, last * rate, width + 1).astype(int).clip(0, len(wave))
+    mid = height // 2
+    peak = max(float(np.abs(wave[edges[0] : edges[-1]]).max(initial=0.0)), 1e-6)
+    for x in range(width):
+        chunk = wave[edges[x] : max(edges[x + 1], edges[x] + 1)]
+        if chunk.size:
+            top = mid - int(chunk.max() / peak * (mid - 4))
+            bottom = mid - int(chunk.min() / peak * (mid - 4))
+            image[max(top, 0) : min(bottom + 1, height), x] = 0.55
+    envelope = analysis.onset_envelope
+    times = np.arange(envelope.size) / analysis.frame_rate
+    xs = np.linspace(first, last, width)
+    curve = np.interp(xs, times, envelope) / max(float(envelope.max(initial=0.0)), 1e-6)
+    rows = (height - 2 - curve * (height - 4)).astype(int).clip(0, height - 1)
+    image[rows, np.arange(width)] = (0.3, 0.6, 1.0)
+    for t in analysis.times:
+        if first <= t < last:
+            image[:, int((t - first) / (last - first) * (width - 1))] = (1.0, 0.2, 0.2)
+    return torch.from_numpy(image)[None]
+
+
+class LoadAST:
+    """An Audio Spectrogram Transformer folder from models/audio_encoders (Hugging Face layout)."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("MUSEDANCE_AST",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {"ast_model": (comfy_model_folders().list("audio_encoders"), {
+            "tooltip": "A folder in models/audio_encoders with config.json, model.safetensors and "
+                       "preprocessor_config.json (e.g. the AudioSet AST)."})}}
+
+    def run(self, ast_model: str):
+        from ..musedance_core.ast_encoder import MusicEncoder
+
+        return (MusicEncoder.from_folder(comfy_model_folders().resolve("audio_encoders", ast_model)),)
+
+
+class ASTMusicEncode:
+    """AUDIO -> per-frame music tokens for the sampler, at the chosen fps, start and duration."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("MUSEDANCE_MUSIC",)
+    RETURN_NAMES = ("music",)
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {"ast": ("MUSEDANCE_AST",), "audio": ("AUDIO",), "fps": FPS,
+                             "start_time": START, "duration": DURATION}}
+
+    def run(self, ast, audio: dict, fps: float, start_time: float, duration: float):
+        from ..musedance_core.audio import load_music
+
+        span = frame_span(audio, fps, start_time, duration)
+        music = load_music(audio)  # 16 kHz mono, the whole song: windows overlap the stretch's edges
+        device = comfy.compute_device()
+        ast.model.to(device)
+        try:
+            tokens = ast.encode(music.waveform, span.fps, span.num_frames, start_time=span.start)
+        finally:
+            ast.model.to(comfy.offload_device())
+        return (FrameMusic(span, tokens.float().cpu()),)
+
+
+def check_same_frames(beats: FrameBeats, music: FrameMusic) -> FrameSpan:
+    if not (math.isclose(beats.span.fps, music.span.fps) and math.isclose(beats.span.start, music.span.start)
+            and beats.span.num_frames == music.span.num_frames):
+        raise ValueError(f"beats ({beats.span}) and music tokens ({music.span}) describe different frames; "
+                         "give Beat Extract and AST Music Encode the same fps, start_time and duration.")
+    return beats.span
+
+
+NODE_CLASS_MAPPINGS = {
+    "MuseDanceLoadMusic": LoadMusic,
+    "MuseDanceBeatExtract": BeatExtract,
+    "MuseDanceLoadAST": LoadAST,
+    "MuseDanceASTEncode": ASTMusicEncode,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "MuseDanceLoadMusic": "Load Music (MuseDance)",
+    "MuseDanceBeatExtract": "Beat Extract (MuseDance)",
+    "MuseDanceLoadAST": "Load AST (MuseDance)",
+    "MuseDanceASTEncode": "AST Music Encode (MuseDance)",
+}
