@@ -1,6 +1,6 @@
-"""Write generated frames (and the music) to an MP4 file, and read back what a file holds.
+"""Write generated frames (and the music) to a video file, and read back what a file holds.
 
-PyAV encodes H.264 video and AAC audio, so no ffmpeg binary and no torchvision are needed.
+PyAV encodes (no ffmpeg binary, no torchvision): H.264 + AAC in MP4, or VP9 + Opus in WebM.
 Files are written atomically: a failed write never leaves a partial video behind.
 """
 
@@ -17,6 +17,31 @@ import numpy as np
 import torch
 
 ArrayLike = np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class VideoFormat:
+    """A container with its video and audio encoders (PyAV codec names) and the encoder's CRF range."""
+
+    name: str
+    extension: str
+    video_codec: str
+    audio_codec: str
+    max_crf: int
+    audio_rates: tuple[int, ...] = ()  # rates the audio encoder accepts; () = any. Others are resampled.
+
+
+FORMATS = {
+    "h264-mp4": VideoFormat("h264-mp4", ".mp4", "libx264", "aac", 51),
+    "vp9-webm": VideoFormat("vp9-webm", ".webm", "libvpx-vp9", "libopus", 63, (48_000, 24_000, 16_000, 12_000, 8_000)),
+}
+
+
+def video_format(name: str) -> VideoFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown video format {name!r}; choose one of {', '.join(FORMATS)}.") from None
 
 
 @dataclass(frozen=True)
@@ -38,22 +63,25 @@ def write_video(
     audio: ArrayLike | None = None,
     sample_rate: int | None = None,
     crf: int = 18,
+    format: str = "h264-mp4",
 ) -> Path:
-    """Encode frames [F, H, W, 3] as an H.264 MP4, with optional audio muxed in as AAC.
+    """Encode frames [F, H, W, 3] as a video (`format`, see FORMATS), with optional audio muxed in.
 
     frames: float in [0, 1] or uint8. H.264 with yuv420p needs even sizes, so an odd height
     or width is padded by repeating the last row or column (the output is then one pixel larger).
     audio: a waveform [T] (mono) or [C, T] with C in {1, 2}, float, at `sample_rate` Hz; samples
     are clipped to [-1, 1] and audio longer than the video (F / fps seconds) is trimmed.
+    crf: constant quality, lower is better (H.264 0..51, VP9 0..63).
     The file is encoded next to `path` under a temporary name and moved into place at the end.
     Returns the path written.
     """
     path = Path(path)
+    kind = video_format(format)
     video = _frames_to_uint8(frames)
     if not fps > 0 or not np.isfinite(fps):
         raise ValueError(f"fps must be a positive number, got {fps!r}.")
-    if not (isinstance(crf, int) and 0 <= crf <= 51):
-        raise ValueError(f"crf must be an integer in 0..51 (lower is better quality), got {crf!r}.")
+    if not (isinstance(crf, int) and not isinstance(crf, bool) and 0 <= crf <= kind.max_crf):
+        raise ValueError(f"crf must be an integer in 0..{kind.max_crf} for {kind.name} (lower is better quality), got {crf!r}.")
     wave = None
     if audio is not None:
         wave = _audio_to_planar(audio, sample_rate)
@@ -63,7 +91,7 @@ def write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
     try:
-        _encode(temporary, video, fps, wave, sample_rate, crf)
+        _encode(temporary, kind, video, fps, wave, sample_rate, crf)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -86,6 +114,10 @@ def read_video_info(path: str | os.PathLike) -> VideoInfo:
             # The stream duration honours the MP4 edit list, so AAC priming samples are not counted.
             if audio.duration is not None:
                 audio_duration = float(audio.duration * audio.time_base)
+            else:  # WebM keeps no stream duration: the end of the last audio packet
+                ends = [p.pts + (p.duration or 0) for p in container.demux(audio) if p.size and p.pts is not None]
+                audio_duration = float(max(ends, default=0) * audio.time_base)
+                container.seek(0)
         # Count packets rather than trusting the header's frame count, which some muxers leave at 0.
         num_frames = sum(1 for packet in container.demux(stream) if packet.size)
     return VideoInfo(num_frames, fps, width, height, has_audio, audio_duration)
@@ -146,21 +178,27 @@ def _pad_to_even(video: np.ndarray) -> np.ndarray:
 
 def _encode(
     path: Path,
+    kind: VideoFormat,
     video: np.ndarray,
     fps: float,
     wave: np.ndarray | None,
     sample_rate: int | None,
     crf: int,
 ) -> None:
-    """Encode checked uint8 frames and an optional planar waveform into an MP4 at `path`."""
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(10_000))
+    """Encode checked uint8 frames and an optional planar waveform into `kind`'s container at `path`."""
+    with av.open(str(path), mode="w", format=kind.extension[1:]) as container:
+        stream = container.add_stream(kind.video_codec, rate=Fraction(fps).limit_denominator(10_000))
         stream.width, stream.height = video.shape[2], video.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf)}
+        if kind.video_codec == "libvpx-vp9":
+            stream.bit_rate = 0  # constant quality: VP9 honours crf only without a target bit rate
         audio_stream = None
         if wave is not None:
-            audio_stream = container.add_stream("aac", rate=int(sample_rate))
+            rate = int(sample_rate)
+            if kind.audio_rates and rate not in kind.audio_rates:
+                rate = kind.audio_rates[0]
+            audio_stream = container.add_stream(kind.audio_codec, rate=rate)
             audio_stream.layout = "mono" if wave.shape[0] == 1 else "stereo"
 
         for image in video:
@@ -169,9 +207,14 @@ def _encode(
         container.mux(stream.encode(None))
 
         if audio_stream is not None:
-            # PyAV re-chunks one long frame into the encoder's frame size.
-            frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout=audio_stream.layout.name)
+            layout = audio_stream.layout.name
+            frame = av.AudioFrame.from_ndarray(wave, format="fltp", layout=layout)
             frame.sample_rate = int(sample_rate)
             frame.pts = 0
-            container.mux(audio_stream.encode(frame))
+            frames = [frame]
+            if audio_stream.rate != int(sample_rate):  # e.g. Opus takes 48 kHz, not 44.1 kHz
+                resampler = av.AudioResampler(format="fltp", layout=layout, rate=audio_stream.rate)
+                frames = resampler.resample(frame) + resampler.resample(None)
+            for chunk in frames:  # PyAV re-chunks long frames into the encoder's frame size
+                container.mux(audio_stream.encode(chunk))
             container.mux(audio_stream.encode(None))

@@ -82,3 +82,40 @@ def output_folder() -> Path:
 def input_folder() -> Path:
     fp = folder_paths()
     return Path(fp.get_input_directory() if fp is not None else os.path.join(os.getcwd(), "input"))
+
+
+class ManagedModules:
+    """Models that ComfyUI's model management moves to the compute device for a run and offloads after.
+
+    Inside ComfyUI the modules are wrapped in a `comfy.model_patcher.ModelPatcher`, so ComfyUI counts
+    their memory, keeps them loaded while there is room and offloads them when another model needs
+    the GPU, as it does for its own models. Outside ComfyUI `load()` simply moves them.
+    """
+
+    def __init__(self, modules: dict[str, torch.nn.Module], load_device: torch.device, offload: torch.device) -> None:
+        self.container = torch.nn.ModuleDict(modules)
+        self.load_device = torch.device(load_device)
+        self.offload_device = torch.device(offload)
+        patcher_module = _module("comfy.model_patcher")
+        self.patcher = (
+            patcher_module.ModelPatcher(self.container, load_device=self.load_device, offload_device=self.offload_device)
+            if patcher_module is not None and model_management() is not None else None
+        )
+
+    def load(self) -> torch.device:
+        """Put every module on the load device (making room first); returns that device."""
+        mm = model_management()
+        if self.patcher is not None and mm is not None:
+            import inspect
+
+            # All of the model must be on the device: our layers are plain torch layers, which
+            # ComfyUI's low-VRAM partial loading would leave on the CPU.
+            full = {"force_full_load": True} if "force_full_load" in inspect.signature(mm.load_models_gpu).parameters else {}
+            mm.load_models_gpu([self.patcher], **full)
+        self.container.to(self.load_device)  # a no-op when ComfyUI loaded everything
+        return self.load_device
+
+    def offload(self) -> None:
+        """Move the modules to the offload device now (outside ComfyUI; inside, ComfyUI decides when)."""
+        if self.patcher is None:
+            self.container.to(self.offload_device)

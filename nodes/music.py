@@ -21,8 +21,9 @@ FPS = ("FLOAT", {"default": 12.0, "min": 1.0, "max": 60.0, "step": 1.0,
                  "tooltip": "Video frames per second (MuseDance was trained at 12)."})
 START = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 36000.0, "step": 0.1,
                    "tooltip": "Where in the music the video starts, in seconds."})
-DURATION = ("FLOAT", {"default": 4.0, "min": 0.0, "max": 36000.0, "step": 0.1,
-                      "tooltip": "Seconds of video to make; frames = duration x fps."})
+TO_THE_END = -1.0
+DURATION = ("FLOAT", {"default": 4.0, "min": TO_THE_END, "max": 36000.0, "step": 0.1,
+                      "tooltip": "Seconds of video to make; frames = duration x fps. -1: the rest of the music."})
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class FrameSpan:
     fps: float
     start: float
     num_frames: int
+
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
 
 
 @dataclass(frozen=True)
@@ -45,18 +51,36 @@ class FrameBeats:
 class FrameMusic:
     span: FrameSpan
     tokens: torch.Tensor  # [F, L, d] on the CPU
+    audio: dict  # the music of exactly these frames, as ComfyUI AUDIO (for Video Combine)
 
 
 def frame_span(audio: dict, fps: float, start: float, duration: float) -> FrameSpan:
-    """Frames for `duration` seconds from `start`, refused when the music is shorter or duration is 0."""
+    """Frames for `duration` seconds from `start` (-1: to the end), refused when the music is shorter or duration is 0."""
     length = audio["waveform"].shape[-1] / audio["sample_rate"]
-    if not duration > 0:
-        raise ValueError(f"duration must be more than 0 seconds; the music is {length:.2f} s long "
-                         f"(for all of it from {start:g} s, use {max(length - start, 0):.2f}).")
+    if start >= length:
+        raise ValueError(f"start_time {start:g} s is at or past the end of the music ({length:.2f} s); "
+                         "give an earlier start_time.")
+    to_the_end = duration == TO_THE_END
+    if to_the_end:
+        duration = length - start
+    elif not duration > 0:
+        raise ValueError(f"duration must be more than 0 seconds, or -1 for the rest of the music; got {duration:g}. "
+                         f"The music is {length:.2f} s long.")
     if start + duration > length + 1e-6:
         raise ValueError(f"start {start:g} s + duration {duration:g} s runs past the end of the music "
-                         f"({length:.2f} s); shorten the duration to at most {max(length - start, 0):.2f} s.")
-    return FrameSpan(float(fps), float(start), max(1, round(duration * fps)))
+                         f"({length:.2f} s); shorten the duration to at most {max(length - start, 0):.2f} s, "
+                         "or use -1 for the rest of the music.")
+    # To the end: whole frames only, so that the video never outlasts the music.
+    frames = int(duration * fps + 1e-6) if to_the_end else round(duration * fps)
+    return FrameSpan(float(fps), float(start), max(1, frames))
+
+
+def span_audio(audio: dict, span: FrameSpan) -> dict:
+    """The part of ComfyUI AUDIO that plays during the span's frames (first item of a batch), at its own rate."""
+    rate = int(audio["sample_rate"])
+    first = round(span.start * rate)
+    last = min(first + round(span.duration * rate), audio["waveform"].shape[-1])
+    return {"waveform": audio["waveform"][:1, :, first:last].clone(), "sample_rate": rate}
 
 
 class LoadMusic:
@@ -194,7 +218,7 @@ class ASTMusicEncode:
             tokens = ast.encode(music.waveform, span.fps, span.num_frames, start_time=span.start)
         finally:
             ast.model.to(comfy.offload_device())
-        return (FrameMusic(span, tokens.float().cpu()),)
+        return (FrameMusic(span, tokens.float().cpu(), span_audio(audio, span)),)
 
 
 def check_same_frames(beats: FrameBeats, music: FrameMusic) -> FrameSpan:

@@ -85,3 +85,38 @@ def write_animatediff(adapter: MotionAdapter, path: Path, version: str) -> Path:
     if Path(path).suffix == ".ckpt":
         return L.write_ckpt(path, sd, wrap_state_dict=False)
     return L.write_safetensors(path, sd)
+
+
+# The model names the example workflows (workflows/*.json) use; tests put tiny models under them.
+WORKFLOW_CHECKPOINT = "musedance_default.safetensors"
+WORKFLOW_AST = "ast-finetuned-audioset-10-10-0.4593"
+
+
+def write_tiny_musedance(path: Path, config: MuseDanceConfig | None = None, seed: int = 0) -> Path:
+    """A self-contained tiny MuseDance checkpoint (with CLIP and a small real BPE tokenizer), every layer random."""
+    import tempfile
+
+    from helpers import randomize_temporal_outputs
+    from musedance_core.checkpoint import save_checkpoint
+    from musedance_core.pipeline import MuseDancePipeline
+    from musedance_core.text_encoder import read_tokenizer_files
+
+    config = config or MuseDanceConfig.tiny()
+    pipe = MuseDancePipeline.from_config(config, seed=seed, text_encoder=True)
+    randomize_temporal_outputs(pipe.unet, seed)
+    randomize_temporal_outputs(pipe.mask_encoder, seed + 1)
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = read_tokenizer_files(L.write_clip_tokenizer(folder))
+    return save_checkpoint(path, config, pipe.modules(), tokenizer_files=tokenizer)
+
+
+def write_workflow_models(models_dir: Path, config: MuseDanceConfig | None = None) -> dict[str, Path]:
+    """Tiny models under the names the example workflows use, in ComfyUI's folder layout below `models_dir`."""
+    from musedance_core.ast_encoder import save_tiny_ast
+
+    config = config or MuseDanceConfig.tiny()
+    models_dir = Path(models_dir)
+    return {
+        "musedance": write_tiny_musedance(models_dir / "musedance" / WORKFLOW_CHECKPOINT, config),
+        "audio_encoders": save_tiny_ast(models_dir / "audio_encoders" / WORKFLOW_AST, hidden_size=config.unet.music_dim),
+    }

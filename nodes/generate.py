@@ -1,0 +1,201 @@
+"""ReferenceNet Encode and MuseDance Sampler: the reference image and motion prompt in, video frames out.
+
+ReferenceNet Encode runs the VAE, the mask encoder, CLIP and the ReferenceNet once; its result (on
+the CPU, small) can feed several samplers, for other music or seeds, without encoding again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from . import comfy
+from .mask import _is_load_image_placeholder
+from .model import MuseDanceModel
+from .music import FrameBeats, FrameMusic, check_same_frames
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "MuseDance"
+RESIZE_MODES = ("crop", "pad", "stretch")
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+
+
+@dataclass(frozen=True, eq=False)
+class MuseDanceReference:
+    """What flows along a MUSEDANCE_REFERENCE link."""
+
+    model: MuseDanceModel  # the model that encoded it; the sampler must use the same one
+    encoding: object  # musedance_core.pipeline.ReferenceEncoding, tensors on the CPU
+    text_embeds: torch.Tensor  # [1, 77, D] on the CPU
+    negative_text_embeds: torch.Tensor | None
+    image: torch.Tensor  # the reference as the model sees it, IMAGE [1, H, W, 3]
+
+
+def _to_cpu(encoding):
+    from ..musedance_core.pipeline import ReferenceEncoding
+
+    return ReferenceEncoding(
+        latent=encoding.latent.cpu(), tokens={k: v.cpu() for k, v in encoding.tokens.items()},
+        height=encoding.height, width=encoding.width,
+    )
+
+
+class ReferenceNetEncode:
+    """MODEL + reference IMAGE (+ MASK) + motion prompt -> MUSEDANCE_REFERENCE."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("MUSEDANCE_REFERENCE", "IMAGE")
+    RETURN_NAMES = ("reference", "framed_image")
+    OUTPUT_TOOLTIPS = ("The encoded reference; one encoding can feed several samplers.",
+                       "The reference cropped/padded to the video size, as the model sees it.")
+    DESCRIPTION = ("Encodes the subject once: VAE latent plus mask features through the ReferenceNet, and "
+                   "the motion prompt through CLIP.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "model": ("MUSEDANCE_MODEL",),
+                "image": ("IMAGE", {"tooltip": "The subject to animate (one image)."}),
+                "prompt": ("STRING", {"multiline": True, "default": "a person dancing energetically to the beat",
+                                      "tooltip": "The motion description."}),
+                "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
+                                  "tooltip": "Video width in pixels (a multiple of 8)."}),
+                "height": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
+                                   "tooltip": "Video height in pixels (a multiple of 8)."}),
+                "resize": (list(RESIZE_MODES), {"default": "crop",
+                                                "tooltip": "How the image meets the video size: centre crop, "
+                                                           "pad with the border colour, or stretch."}),
+            },
+            "optional": {
+                "mask": ("MASK", {"tooltip": "The subject's mask (DensePose Mask node). Without it the whole "
+                                             "image counts as the subject."}),
+                "negative_prompt": ("STRING", {"multiline": True, "default": "",
+                                               "tooltip": "What guidance steers away from; empty is SD's usual."}),
+            },
+        }
+
+    def run(self, model: MuseDanceModel, image: torch.Tensor, prompt: str, width: int, height: int, resize: str,
+            mask: torch.Tensor | None = None, negative_prompt: str = ""):
+        from ..musedance_core.framing import fit_image
+        from ..musedance_core.masks import mask_for_image
+
+        if image.ndim != 4 or image.shape[0] != 1:
+            raise ValueError(f"ReferenceNet Encode takes one image; got a batch of {image.shape[0]} "
+                             "(pick one with ComfyUI's ImageFromBatch node).")
+        if width % 8 or height % 8:
+            raise ValueError(f"width and height must be multiples of 8, got {width}x{height}.")
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}.")
+        framed, framing = fit_image(image[..., :3], height, width, resize)
+        if mask is not None and _is_load_image_placeholder(mask, image):
+            log.warning("MuseDance: the connected mask is Load Image's empty placeholder; using the whole image.")
+            mask = None
+        if mask is not None:
+            if mask.ndim == 3 and mask.shape[0] != 1:
+                raise ValueError(f"mask must be one mask for the one image; got a batch of {mask.shape[0]}.")
+            # Same aspect, other size: resized with a warning; other aspect: a ValueError naming both sizes.
+            mask = mask_for_image(mask, image.shape[1], image.shape[2])
+            mask = framing.apply(mask if mask.ndim == 3 else mask[None])[0]
+        pipe = model.pipeline
+        device = model.load()
+        try:
+            with torch.no_grad():
+                text = pipe.encode_prompt(prompt)
+                negative = pipe.encode_prompt(negative_prompt) if negative_prompt.strip() else None
+                encoding = pipe.encode_reference(framed.to(device), None if mask is None else mask.to(device), text)
+        finally:
+            model.done()
+        reference = MuseDanceReference(
+            model, _to_cpu(encoding), text.float().cpu(), None if negative is None else negative.float().cpu(), framed,
+        )
+        return (reference, framed)
+
+
+class MuseDanceSampler:
+    """MODEL + REFERENCE + music tokens + beats -> IMAGE frames (and the music they play to)."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
+    RETURN_NAMES = ("frames", "audio", "fps")
+    OUTPUT_TOOLTIPS = ("The video frames.", "The music of exactly these frames, for Video Combine.",
+                       "Frames per second of the video.")
+    DESCRIPTION = ("Generates the dance clip by clip (K frames each); each clip continues from the last "
+                   "motion_frames frames of the one before, so any length of music works.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "model": ("MUSEDANCE_MODEL",),
+                "reference": ("MUSEDANCE_REFERENCE",),
+                "music": ("MUSEDANCE_MUSIC",),
+                "beats": ("MUSEDANCE_BEATS",),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED}),
+                "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "DDIM steps per clip."}),
+                "guidance": ("FLOAT", {"default": 3.5, "min": 1.0, "max": 30.0, "step": 0.1,
+                                       "tooltip": "Classifier-free guidance scale; 1 turns guidance off."}),
+                "frame_count": ("INT", {"default": 0, "min": 0, "max": 1_000_000,
+                                        "tooltip": "Frames to make; 0: all the frames of the music's duration."}),
+                "clip_length": ("INT", {"default": 0, "min": 0, "max": 256,
+                                        "tooltip": "Frames per clip (K); 0: the model's own (48 for the paper's)."}),
+                "motion_frames": ("INT", {"default": 2, "min": 0, "max": 16,
+                                          "tooltip": "Previous frames each clip continues from (M; the paper uses 2)."}),
+            },
+            "optional": {
+                "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "DDIM eta; 0 is deterministic."}),
+            },
+        }
+
+    def run(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
+            seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
+            eta: float = 0.0):
+        if reference.model is not model:
+            raise ValueError("the reference was encoded by another MuseDance model than this sampler's; connect "
+                             "the same Load MuseDance Model node to ReferenceNet Encode and to the sampler.")
+        span = check_same_frames(beats, music)
+        frames = span.num_frames if frame_count == 0 else frame_count
+        if frames > span.num_frames:
+            raise ValueError(f"frame_count {frame_count} is more than the music's {span.num_frames} frames "
+                             f"({span.duration:.2f} s at {span.fps:g} fps); lower it, or 0 for all.")
+        pipe = model.pipeline
+        k = clip_length or pipe.config.clip_length
+        num_clips = -(-frames // k)
+        progress = comfy.Progress(num_clips * steps)
+
+        def on_step(info) -> bool:
+            progress.set(info.clip_index * info.num_steps + info.step + 1)
+            comfy.throw_if_interrupted()  # Cancel: ComfyUI's exception stops the run between two steps
+            return False
+
+        comfy.throw_if_interrupted()
+        model.load()
+        try:
+            video = pipe(
+                reference=reference.encoding, text_embeds=reference.text_embeds,
+                negative_text_embeds=reference.negative_text_embeds,
+                music_tokens=music.tokens[:frames], beats=beats.vector[:frames].float(),
+                num_inference_steps=steps, guidance_scale=guidance, eta=eta, seed=seed,
+                clip_length=k, motion_frames=motion_frames, callback=on_step,
+            )
+        finally:
+            model.done()
+        audio = music.audio
+        keep = min(audio["waveform"].shape[-1], round(frames / span.fps * audio["sample_rate"]))
+        return (video, {"waveform": audio["waveform"][..., :keep], "sample_rate": audio["sample_rate"]}, span.fps)
+
+
+NODE_CLASS_MAPPINGS = {
+    "MuseDanceReferenceEncode": ReferenceNetEncode,
+    "MuseDanceSampler": MuseDanceSampler,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "MuseDanceReferenceEncode": "ReferenceNet Encode (MuseDance)",
+    "MuseDanceSampler": "MuseDance Sampler",
+}

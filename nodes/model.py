@@ -1,0 +1,173 @@
+"""Load MuseDance Model: a MuseDance checkpoint, optionally over an SD1.5 base and an AnimateDiff motion module.
+
+The loaded pipeline lives in a `MuseDanceModel`, whose modules ComfyUI's model management moves to
+the GPU for a run and offloads when another model needs the room. ComfyUI keeps the loader's output
+while its inputs are unchanged, so the files are read once, not on every run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..musedance_core.model_folders import TOKENIZER_FILES, ModelPathError
+from . import comfy
+from .model_folders import comfy_model_folders, comfy_tokenizer_folder
+
+log = logging.getLogger(__name__)
+
+NONE = "none"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("default", "cpu")
+# Input name -> (model kind, what the file is), for the three file inputs.
+FILE_INPUTS = {
+    "checkpoint": ("musedance", "MuseDance checkpoint"),
+    "base_checkpoint": ("checkpoints", "SD1.5 base checkpoint"),
+    "motion_module": ("animatediff_models", "AnimateDiff motion module"),
+}
+
+
+@dataclass(eq=False)
+class MuseDanceModel:
+    """What flows along a MUSEDANCE_MODEL link: the pipeline and how its memory is managed."""
+
+    pipeline: Any  # musedance_core.pipeline.MuseDancePipeline
+    managed: comfy.ManagedModules
+    name: str  # for messages: the files it came from
+    report: str = ""
+
+    def load(self) -> torch.device:
+        """Bring the models onto the compute device (ComfyUI makes room first); returns it."""
+        return self.managed.load()
+
+    def done(self) -> None:
+        self.managed.offload()
+        comfy.soft_empty_cache()
+
+
+def _choices(kind: str) -> list[str]:
+    return [NONE, *comfy_model_folders().list(kind)]
+
+
+def resolve_files(**names: str) -> dict[str, Path | None]:
+    """Each file input's real path (None for "none"); ModelPathError names the input and the fix."""
+    folders = comfy_model_folders()
+    paths: dict[str, Path | None] = {}
+    for key, (kind, _) in FILE_INPUTS.items():
+        name = names.get(key, NONE)
+        paths[key] = None if name in (None, NONE) else folders.resolve(kind, name)
+    if paths["checkpoint"] is None and paths["base_checkpoint"] is None:
+        raise ModelPathError(
+            "choose a MuseDance checkpoint (models/musedance) or at least an SD1.5 base checkpoint "
+            "(models/checkpoints); both are 'none'."
+        )
+    return paths
+
+
+def choose_dtype(precision: str, device: torch.device) -> str:
+    """The pipeline's precision: auto is fp32 on the CPU, else bf16 where ComfyUI says it is fast, else fp16."""
+    if precision != "auto":
+        return precision
+    if device.type == "cpu":
+        return "fp32"
+    mm = comfy.model_management()
+    if mm is not None and mm.should_use_bf16(device):
+        return "bf16"
+    if mm is None or mm.should_use_fp16(device):
+        return "fp16"
+    return "fp32"
+
+
+def find_tokenizer(checkpoint: Path | None) -> Path | None:
+    """The CLIP tokenizer folder to load, or None when the checkpoint carries its own (or none exists).
+
+    Order: the checkpoint's own files, `tokenizer/` beside the MuseDance checkpoints, ComfyUI's
+    `comfy/sd1_tokenizer` (the SD1.5 tokenizer, shipped with ComfyUI).
+    """
+    if checkpoint is not None:
+        from ..musedance_core.checkpoint import read_checkpoint_info
+
+        if read_checkpoint_info(checkpoint).tokenizer_files:
+            return None
+    for folder in [*comfy_model_folders().tokenizer_candidates(), comfy_tokenizer_folder()]:
+        if folder is not None and all((folder / name).is_file() for name in TOKENIZER_FILES):
+            return folder
+    return None
+
+
+class LoadMuseDanceModel:
+    """Checkpoint files -> MUSEDANCE_MODEL."""
+
+    CATEGORY = "MuseDance"
+    FUNCTION = "run"
+    RETURN_TYPES = ("MUSEDANCE_MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The MuseDance model; connect it to ReferenceNet Encode and MuseDance Sampler.",)
+    DESCRIPTION = (
+        "Loads a MuseDance model from local files. Parts are taken from the highest of: the MuseDance "
+        "checkpoint, then the motion module, then the SD1.5 base. A part no file holds (for example the "
+        "music and beat modules under an SD1.5 base alone) starts untrained and the console says so."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        checkpoints = _choices("musedance")
+        return {
+            "required": {
+                "checkpoint": (checkpoints, {
+                    "default": checkpoints[1] if len(checkpoints) > 1 else NONE,
+                    "tooltip": "A MuseDance checkpoint from models/musedance (full, or a stage-2 file of "
+                               "temporal modules over a base)."}),
+                "base_checkpoint": (_choices("checkpoints"), {
+                    "default": NONE,
+                    "tooltip": "An SD1.5 checkpoint from models/checkpoints for the parts the MuseDance "
+                               "checkpoint lacks (spatial UNet, ReferenceNet, VAE, CLIP). 'none': not used."}),
+                "motion_module": (_choices("animatediff_models"), {
+                    "default": NONE,
+                    "tooltip": "An AnimateDiff motion module (v1/v2/v3) from models/animatediff_models to "
+                               "initialise the motion modules; the MuseDance checkpoint's own win. 'none': not used."}),
+                "precision": (list(PRECISIONS), {
+                    "default": "auto",
+                    "tooltip": "auto: fp32 on the CPU, bf16 or fp16 on a GPU (what ComfyUI picks for it)."}),
+                "device": (list(DEVICES), {
+                    "default": "default",
+                    "tooltip": "default: ComfyUI's device (the GPU). cpu: run MuseDance on the CPU (slow)."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint=None, base_checkpoint=None, motion_module=None, **_):
+        # Replaces ComfyUI's "value not in list" check for these inputs with one that says what to do.
+        try:
+            resolve_files(checkpoint=checkpoint, base_checkpoint=base_checkpoint, motion_module=motion_module)
+        except ModelPathError as error:
+            return str(error)
+        return True
+
+    def run(self, checkpoint: str, base_checkpoint: str, motion_module: str, precision: str, device: str):
+        from ..musedance_core.loading import load_pipeline
+
+        paths = resolve_files(checkpoint=checkpoint, base_checkpoint=base_checkpoint, motion_module=motion_module)
+        if precision not in PRECISIONS or device not in DEVICES:
+            raise ValueError(f"precision must be one of {PRECISIONS} and device one of {DEVICES}; "
+                             f"got {precision!r}, {device!r}.")
+        load_device = torch.device("cpu") if device == "cpu" else comfy.compute_device()
+        offload_device = torch.device("cpu") if device == "cpu" else comfy.offload_device()
+        dtype = choose_dtype(precision, load_device)
+        pipe = load_pipeline(
+            paths["checkpoint"], base=paths["base_checkpoint"], motion_module=paths["motion_module"],
+            tokenizer=find_tokenizer(paths["checkpoint"]), device=offload_device, dtype=dtype,
+        )
+        name = " + ".join(p.name for p in paths.values() if p is not None)
+        report = pipe.load_report.summary() if pipe.load_report is not None else ""
+        log.info("MuseDance: loaded %s (%s, runs on %s)\n%s", name, dtype, load_device, report)
+        managed = comfy.ManagedModules(pipe.modules(), load_device, offload_device)
+        return (MuseDanceModel(pipe, managed, name, report),)
+
+
+NODE_CLASS_MAPPINGS = {"MuseDanceLoadModel": LoadMuseDanceModel}
+NODE_DISPLAY_NAME_MAPPINGS = {"MuseDanceLoadModel": "Load MuseDance Model"}

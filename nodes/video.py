@@ -1,0 +1,102 @@
+"""Video Combine: IMAGE frames (+ AUDIO) -> a video file in ComfyUI's output folder, previewed in the UI.
+
+The filename prefix may name subfolders (`MuseDance/dance`) but never leave the output folder:
+absolute paths, drive letters, `..` and links that lead outside are refused. The file is written
+under a temporary name and renamed when complete, so a failed encode leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import torch
+
+from . import comfy
+
+FORMATS = ("h264-mp4", "vp9-webm")
+_COUNTER = re.compile(r"_(\d{5})\.[A-Za-z0-9]+$")
+
+
+def output_path(prefix: str, extension: str, output_dir: Path | None = None) -> tuple[Path, str, str]:
+    """The next free `<prefix>_NNNNN<extension>` in the output folder: (path, file name, subfolder).
+
+    ValueError for a prefix that is empty, absolute, has `..` or a drive, or leads outside the folder.
+    """
+    root = Path(output_dir or comfy.output_folder()).resolve()
+    if not isinstance(prefix, str) or not prefix.strip() or "\0" in prefix:
+        raise ValueError("filename_prefix is empty; give a name such as 'MuseDance/dance'.")
+    windows = PureWindowsPath(prefix)
+    parts = prefix.replace("\\", "/").split("/")
+    if PurePosixPath(prefix).is_absolute() or windows.drive or windows.root or ".." in parts:
+        raise ValueError(f"filename_prefix {prefix!r} tries to leave ComfyUI's output folder; give a relative "
+                         "name without '..', such as 'MuseDance/dance'.")
+    parts = [p for p in parts if p not in ("", ".")]
+    if not parts:
+        raise ValueError(f"filename_prefix {prefix!r} has no file name; give one such as 'MuseDance/dance'.")
+    folder = root.joinpath(*parts[:-1])
+    real = Path(os.path.realpath(folder))
+    if real != root and root not in real.parents:
+        raise ValueError(f"filename_prefix {prefix!r} leads outside ComfyUI's output folder (through a link); "
+                         "choose another subfolder.")
+    real.mkdir(parents=True, exist_ok=True)
+    stem = parts[-1]
+    taken = [int(m.group(1)) for name in os.listdir(real)
+             if name.startswith(stem + "_") and (m := _COUNTER.search(name)) and name[: -len(m.group(0))] == stem]
+    counter = max(taken, default=0) + 1
+    name = f"{stem}_{counter:05d}{extension}"
+    return real / name, name, "/".join(parts[:-1])
+
+
+class VideoCombine:
+    """IMAGE frames + optional AUDIO -> an MP4 or WebM in the output folder, shown as a playable preview."""
+
+    CATEGORY = "MuseDance"
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("filename",)
+    OUTPUT_TOOLTIPS = ("The video's path relative to ComfyUI's output folder.",)
+    DESCRIPTION = ("Encodes the frames with PyAV (H.264 + AAC in MP4, or VP9 + Opus in WebM); the music is "
+                   "trimmed to the frames.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The frames, in order."}),
+                "fps": ("FLOAT", {"default": 12.0, "min": 1.0, "max": 120.0, "step": 1.0,
+                                  "tooltip": "Frames per second; connect the sampler's fps."}),
+                "filename_prefix": ("STRING", {"default": "MuseDance/dance",
+                                               "tooltip": "File name in ComfyUI's output folder; may hold "
+                                                          "subfolders, not '..'. A counter is appended."}),
+                "format": (list(FORMATS), {"default": FORMATS[0],
+                                           "tooltip": "h264-mp4 plays everywhere; vp9-webm is smaller."}),
+                "crf": ("INT", {"default": 19, "min": 0, "max": 63,
+                                "tooltip": "Quality: lower is better and larger (H.264 0-51, VP9 0-63)."}),
+            },
+            "optional": {
+                "audio": ("AUDIO", {"tooltip": "Music to mux in (the sampler's audio output); cut to the frames."}),
+            },
+        }
+
+    def run(self, images: torch.Tensor, fps: float, filename_prefix: str, format: str, crf: int, audio=None):
+        from ..musedance_core.video import video_format, write_video
+
+        kind = video_format(format)
+        path, name, subfolder = output_path(filename_prefix, kind.extension)
+        wave, rate = None, None
+        if audio is not None:
+            wave, rate = audio["waveform"][0], int(audio["sample_rate"])  # first item of a batch: [C, T]
+            if wave.shape[0] > 2:
+                wave = wave.mean(0, keepdim=True)
+        write_video(path, images, fps, audio=wave, sample_rate=rate, crf=crf, format=format)
+        result = {"filename": name, "subfolder": subfolder, "type": "output"}
+        relative = f"{subfolder}/{name}" if subfolder else name
+        # As ComfyUI's own SaveVideo/SaveWEBM: the frontend plays an animated "images" entry as a video.
+        return {"ui": {"images": [result], "animated": (True,)}, "result": (relative,)}
+
+
+NODE_CLASS_MAPPINGS = {"MuseDanceVideoCombine": VideoCombine}
+NODE_DISPLAY_NAME_MAPPINGS = {"MuseDanceVideoCombine": "Video Combine (MuseDance)"}
