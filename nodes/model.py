@@ -59,7 +59,10 @@ def resolve_files(**names: str) -> dict[str, Path | None]:
     paths: dict[str, Path | None] = {}
     for key, (kind, _) in FILE_INPUTS.items():
         name = names.get(key, NONE)
-        paths[key] = None if name in (None, NONE) else folders.resolve(kind, name)
+        try:
+            paths[key] = None if name in (None, NONE) else folders.resolve(kind, name)
+        except ModelPathError as error:  # ComfyUI shows the message once per checked input: say which
+            raise type(error)(f"{key}: {error}") from None
     if paths["checkpoint"] is None and paths["base_checkpoint"] is None:
         raise ModelPathError(
             "choose a MuseDance checkpoint (models/musedance) or at least an SD1.5 base checkpoint "
@@ -140,8 +143,9 @@ class LoadMuseDanceModel:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, checkpoint=None, base_checkpoint=None, motion_module=None, **_):
+    def VALIDATE_INPUTS(cls, checkpoint=None, base_checkpoint=None, motion_module=None):
         # Replaces ComfyUI's "value not in list" check for these inputs with one that says what to do.
+        # No **kwargs: ComfyUI would then pass every input and repeat the message under each one's name.
         try:
             resolve_files(checkpoint=checkpoint, base_checkpoint=base_checkpoint, motion_module=motion_module)
         except ModelPathError as error:

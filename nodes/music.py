@@ -95,7 +95,10 @@ class LoadMusic:
     def INPUT_TYPES(cls) -> dict:
         folder = comfy.input_folder()
         files = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES) if folder.is_dir() else []
-        return {"required": {"audio": (files, {"audio_upload": True, "tooltip": "A file in ComfyUI's input folder."})}}
+        # The upload button comes from web/musedance.js: the frontend's own audio_upload widget works
+        # only on ComfyUI's audio nodes (it looks for their audio player widget).
+        return {"required": {"audio": (files, {"tooltip": "A file in ComfyUI's input folder; the 'choose music "
+                                                          "to upload' button puts one there."})}}
 
     def run(self, audio: str):
         from ..musedance_core.audio import decode_audio_file

@@ -173,3 +173,10 @@ print("RESULT " + json.dumps({{k: [folder_paths.get_filename_list(k), folders.li
             assert "ast_tiny" in pack_list, listed
         else:
             assert name in comfy_list and name in pack_list, listed
+
+
+def test_the_web_extension_is_served(comfy):
+    """WEB_DIRECTORY: ComfyUI lists web/musedance.js among its extensions and serves it unchanged."""
+    listed = json.loads(comfy._request("GET", "/extensions"))
+    (url,) = [u for u in listed if u.endswith("/musedance.js")]
+    assert comfy._request("GET", url) == (ROOT / "web" / "musedance.js").read_bytes()

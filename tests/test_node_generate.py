@@ -1,0 +1,227 @@
+"""Load MuseDance Model, ReferenceNet Encode, MuseDance Sampler and Video Combine called as ComfyUI calls them.
+
+No server: the pack is imported as ComfyUI imports it (the `pack` fixture), with its model folders
+pointed at tiny models written here and its output folder at a temporary one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from musedance_core.demo import draw_reference, synth_music
+from musedance_core.video import read_video_info
+from tiny_files import WORKFLOW_AST, WORKFLOW_CHECKPOINT, write_workflow_models
+
+RATE = 22_050
+
+
+def _module(pack, name):
+    return sys.modules[f"{pack.__name__}.nodes.{name}"]
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    write_workflow_models(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def module_nodes(pack, models_dir):
+    """The node classes, with the model folders at `models_dir`."""
+    # The pack's own ModelFolders class (the pack is imported under another name than musedance_core).
+    folders = sys.modules[f"{pack.__name__}.musedance_core.model_folders"].ModelFolders.from_models_dir(models_dir)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("model", "music", "mask"):
+            patch.setattr(_module(pack, name), "comfy_model_folders", lambda: folders)
+        yield pack.NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture
+def nodes(pack, module_nodes, tmp_path, monkeypatch):
+    """As module_nodes, with ComfyUI's output folder at tmp_path/output."""
+    monkeypatch.setattr(_module(pack, "comfy"), "output_folder", lambda: tmp_path / "output")
+    return module_nodes
+
+
+@pytest.fixture(scope="module")
+def scene(module_nodes):
+    nodes = module_nodes
+    """Model, reference, music tokens and beats for 3 s of synthesised music at 12 fps, 32x32 frames."""
+    model = nodes["MuseDanceLoadModel"]().run(WORKFLOW_CHECKPOINT, "none", "none", "auto", "default")[0]
+    ast = nodes["MuseDanceLoadAST"]().run(WORKFLOW_AST)[0]
+    audio = {"waveform": torch.from_numpy(synth_music(3.5, RATE))[None, None], "sample_rate": RATE}
+    beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, 0.5, 3.0)[0]
+    music = nodes["MuseDanceASTEncode"]().run(ast, audio, 12.0, 0.5, 3.0)[0]
+    image, mask = (torch.from_numpy(a)[None] for a in draw_reference(48))
+    reference, framed = nodes["MuseDanceReferenceEncode"]().run(model, image, "a person dancing", 32, 32, "crop",
+                                                                mask=mask)
+    return dict(model=model, reference=reference, framed=framed, music=music, beats=beats, audio=audio)
+
+
+def _sample(nodes, scene, **overrides):
+    args = dict(seed=3, steps=2, guidance=2.0, frame_count=0, clip_length=0, motion_frames=2)
+    args.update(overrides)
+    return nodes["MuseDanceSampler"]().run(scene["model"], scene["reference"], scene["music"], scene["beats"], **args)
+
+
+def test_loader_lists_and_loads_the_checkpoint(nodes):
+    loader = nodes["MuseDanceLoadModel"]
+    required = loader.INPUT_TYPES()["required"]
+    assert required["checkpoint"][0] == ["none", WORKFLOW_CHECKPOINT]
+    assert required["checkpoint"][1]["default"] == WORKFLOW_CHECKPOINT
+    model = loader().run(WORKFLOW_CHECKPOINT, "none", "none", "auto", "default")[0]
+    assert model.pipeline.dtype == torch.float32  # auto on the CPU
+    assert model.pipeline.tokenizer is not None and model.pipeline.text_encoder is not None
+    assert "unet.spatial: " + WORKFLOW_CHECKPOINT in model.report
+    bf16 = loader().run(WORKFLOW_CHECKPOINT, "none", "none", "bf16", "cpu")[0]
+    assert bf16.pipeline.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("names, message", [
+    (dict(checkpoint="no_such.safetensors"), "not found"),
+    (dict(checkpoint="../musedance/" + WORKFLOW_CHECKPOINT), r"'\.\.'|outside|relative"),
+    (dict(checkpoint="/etc/passwd.safetensors"), "absolute"),
+    (dict(checkpoint="none"), "both are 'none'"),
+    (dict(checkpoint=WORKFLOW_CHECKPOINT, motion_module="mm.ckpt"), "not found"),
+])
+def test_loader_refuses_bad_model_names_before_loading(nodes, names, message):
+    loader = nodes["MuseDanceLoadModel"]
+    args = dict(checkpoint=WORKFLOW_CHECKPOINT, base_checkpoint="none", motion_module="none")
+    args.update(names)
+    verdict = loader.VALIDATE_INPUTS(**args)
+    assert verdict is not True and __import__("re").search(message, verdict), verdict
+    with pytest.raises(ValueError, match=message):
+        loader().run(**args, precision="auto", device="default")
+
+
+def test_sampler_makes_the_frames_of_the_music_with_its_audio(nodes, scene):
+    frames, audio, fps = _sample(nodes, scene)
+    assert frames.shape == (36, 32, 32, 3) and fps == 12.0
+    assert 0.0 <= float(frames.min()) and float(frames.max()) <= 1.0
+    assert audio["sample_rate"] == RATE and audio["waveform"].shape[-1] == 3 * RATE
+    start = int(0.5 * RATE)  # the stretch starts 0.5 s into the song
+    assert torch.equal(audio["waveform"][0, 0], scene["audio"]["waveform"][0, 0, start : start + 3 * RATE])
+    again = _sample(nodes, scene)[0]
+    assert torch.equal(frames, again)  # same seed, same video
+    assert not torch.equal(frames, _sample(nodes, scene, seed=4)[0])
+
+
+def test_sampler_frame_count_clips_and_reference_sharing(nodes, scene):
+    frames, audio, _ = _sample(nodes, scene, frame_count=10, clip_length=4, motion_frames=1)
+    assert frames.shape[0] == 10 and audio["waveform"].shape[-1] == round(10 / 12 * RATE)
+    with pytest.raises(ValueError, match="more than the music's 36 frames"):
+        _sample(nodes, scene, frame_count=37)
+    other = nodes["MuseDanceLoadModel"]().run(WORKFLOW_CHECKPOINT, "none", "none", "fp32", "cpu")[0]
+    with pytest.raises(ValueError, match="another MuseDance model"):
+        nodes["MuseDanceSampler"]().run(other, scene["reference"], scene["music"], scene["beats"], 0, 1, 1.0, 0, 0, 2)
+
+
+def test_sampler_advances_progress_every_step_and_stops_on_cancel(pack, nodes, scene, monkeypatch):
+    comfy = _module(pack, "comfy")
+    seen, checks = [], []
+
+    class Bar:
+        def __init__(self, total):
+            self.total = total
+
+        def set(self, value):
+            seen.append((value, self.total))
+
+    monkeypatch.setattr(comfy, "Progress", Bar)
+    _sample(nodes, scene, clip_length=8, steps=3)  # 36 frames: 5 clips of 3 steps
+    assert seen == [(i, 15) for i in range(1, 16)]
+
+    class Interrupted(Exception):  # stands for comfy.model_management.InterruptProcessingException
+        pass
+
+    def cancel_at_fourth_check():
+        checks.append(1)
+        if len(checks) == 4:
+            raise Interrupted
+
+    monkeypatch.setattr(comfy, "throw_if_interrupted", cancel_at_fourth_check)
+    seen.clear()
+    with pytest.raises(Interrupted):
+        _sample(nodes, scene, clip_length=8, steps=3)
+    assert len(seen) == 3  # one check before sampling, then one per step: stopped after step 3
+    assert not scene["model"].pipeline.bank.tokens  # no reference features left behind
+
+
+def test_reference_encode_frames_the_image_and_checks_the_mask(nodes, scene):
+    model, encode = scene["model"], nodes["MuseDanceReferenceEncode"]()
+    image = torch.rand(1, 40, 80, 3)
+    _, framed = encode.run(model, image, "", 32, 48, "pad")
+    assert framed.shape == (1, 48, 32, 3)
+    with pytest.raises(ValueError, match="aspect ratios differ"):
+        encode.run(model, image, "", 32, 32, "crop", mask=torch.ones(1, 40, 40))
+    with pytest.warns(Warning, match="resizing"):
+        encode.run(model, image, "", 32, 32, "crop", mask=torch.ones(1, 20, 40))
+    with pytest.raises(ValueError, match="one image"):
+        encode.run(model, torch.rand(2, 32, 32, 3), "", 32, 32, "crop")
+    placeholder = torch.zeros(1, 64, 64)  # Load Image's MASK for an image without alpha
+    reference, _ = encode.run(model, image, "", 32, 32, "crop", mask=placeholder)
+    unmasked, _ = encode.run(model, image, "", 32, 32, "crop")
+    for name, tokens in unmasked.encoding.tokens.items():
+        assert torch.equal(tokens, reference.encoding.tokens[name])
+
+
+def test_video_combine_writes_mp4_and_webm_with_the_music(nodes, scene, tmp_path):
+    frames, audio, fps = _sample(nodes, scene, frame_count=12)
+    combine = nodes["MuseDanceVideoCombine"]()
+    for counter, (fmt, ext) in enumerate((("h264-mp4", ".mp4"), ("vp9-webm", ".webm")), 1):
+        out = combine.run(frames, fps, "MuseDance/dance", fmt, 30, audio=audio)
+        (entry,) = out["ui"]["images"]
+        name = f"dance_{counter:05d}{ext}"  # one counter across formats, as ComfyUI's save nodes count
+        assert entry == {"filename": name, "subfolder": "MuseDance", "type": "output"}
+        assert out["ui"]["animated"] == (True,) and out["result"] == (f"MuseDance/{name}",)
+        info = read_video_info(tmp_path / "output" / "MuseDance" / entry["filename"])
+        assert (info.num_frames, info.width, info.height) == (12, 32, 32)
+        assert info.has_audio and abs(info.audio_duration - 1.0) <= 1 / fps
+    second = combine.run(frames, fps, "MuseDance/dance", "h264-mp4", 30)["ui"]["images"][0]
+    assert second["filename"] == "dance_00003.mp4"  # a counter, never an overwrite
+    assert not read_video_info(tmp_path / "output" / "MuseDance" / second["filename"]).has_audio
+
+
+@pytest.mark.parametrize("prefix", ["../escape/dance", "/tmp/escape/dance", "C:\\escape\\dance", "a/../../dance",
+                                    "", "./"])
+def test_video_combine_refuses_prefixes_that_leave_the_output_folder(nodes, tmp_path, prefix):
+    with pytest.raises(ValueError, match="filename_prefix"):
+        nodes["MuseDanceVideoCombine"]().run(torch.rand(2, 16, 16, 3), 12.0, prefix, "h264-mp4", 30)
+    assert not (tmp_path / "escape").exists()
+    assert not any(p.is_file() for p in (tmp_path / "output").rglob("*")) if (tmp_path / "output").exists() else True
+
+
+def test_video_combine_refuses_a_link_out_of_the_output_folder(nodes, tmp_path):
+    (tmp_path / "output").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "output" / "link")
+    with pytest.raises(ValueError, match="outside ComfyUI's output folder"):
+        nodes["MuseDanceVideoCombine"]().run(torch.rand(2, 16, 16, 3), 12.0, "link/dance", "h264-mp4", 30)
+    assert not list((tmp_path / "elsewhere").iterdir())
+
+
+def test_video_combine_leaves_nothing_when_encoding_fails(nodes, tmp_path):
+    bad = torch.full((2, 16, 16, 3), float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        nodes["MuseDanceVideoCombine"]().run(bad, 12.0, "MuseDance/dance", "h264-mp4", 30)
+    assert [p for p in (tmp_path / "output").rglob("*") if p.is_file()] == []
+
+
+def test_music_nodes_take_the_rest_of_the_song(nodes):
+    audio = {"waveform": torch.zeros(1, 2, int(5.05 * RATE)), "sample_rate": RATE}
+    music_module = sys.modules[nodes["MuseDanceBeatExtract"].__module__]
+    span = music_module.frame_span(audio, 12.0, 1.0, -1.0)
+    assert span.num_frames == 48  # 4.05 s left: whole frames only, never past the end of the music
+    with pytest.raises(ValueError, match="duration must be more than 0 seconds, or -1"):
+        music_module.frame_span(audio, 12.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="at or past the end"):
+        music_module.frame_span(audio, 12.0, 5.5, -1.0)
+    segment = music_module.span_audio(audio, span)
+    assert segment["waveform"].shape == (1, 2, 4 * RATE) and segment["sample_rate"] == RATE
+    assert np.isclose(span.duration, 4.0)

@@ -1,0 +1,50 @@
+// MuseDance's web extension: an upload button on Load Music (MuseDance).
+// ComfyUI serves this file because the pack's __init__.py sets WEB_DIRECTORY = "./web".
+// The button posts the chosen file to ComfyUI's /upload/image endpoint (which stores any file in the
+// input folder) and selects it in the node's list. It is not saved in workflows (serialize = false).
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const AUDIO_TYPES = "audio/*,.wav,.flac,.mp3,.ogg,.m4a,.aac,.opus";
+
+async function uploadMusic(file, combo) {
+  const body = new FormData();
+  body.append("image", file, file.name); // the endpoint's field name, whatever the file type
+  body.append("type", "input");
+  const response = await api.fetchApi("/upload/image", { method: "POST", body });
+  if (response.status !== 200) {
+    alert(`MuseDance: uploading ${file.name} failed: ${response.status} ${response.statusText}`);
+    return;
+  }
+  const saved = await response.json();
+  const name = saved.subfolder ? `${saved.subfolder}/${saved.name}` : saved.name;
+  if (!combo.options.values.includes(name)) combo.options.values.push(name);
+  combo.value = name;
+  combo.callback?.(name);
+}
+
+app.registerExtension({
+  name: "MuseDance.LoadMusicUpload",
+  async nodeCreated(node) {
+    if (node.comfyClass !== "MuseDanceLoadMusic") return;
+    const combo = node.widgets?.find((w) => w.name === "audio");
+    if (!combo) return;
+    const picker = document.createElement("input");
+    picker.type = "file";
+    picker.accept = AUDIO_TYPES;
+    picker.style.display = "none";
+    picker.onchange = async () => {
+      if (picker.files?.length) await uploadMusic(picker.files[0], combo);
+      picker.value = "";
+    };
+    document.body.append(picker);
+    // Not a value: kept out of the prompt (options.serialize) and of saved workflows (serialize).
+    const button = node.addWidget("button", "choose music to upload", null, () => picker.click(), { serialize: false });
+    button.serialize = false;
+    const onRemoved = node.onRemoved;
+    node.onRemoved = function () {
+      picker.remove();
+      return onRemoved?.apply(this, arguments);
+    };
+  },
+});
