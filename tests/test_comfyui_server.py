@@ -80,8 +80,19 @@ def test_pack_imports_in_comfyui(comfy):
 def test_every_node_of_the_pack_is_listed(comfy):
     info = comfy.object_info()
     assert "SaveImage" in info  # ComfyUI's own nodes: the listing is real
-    missing = sorted(set(load_pack_mappings()) - set(info))
+    mappings = load_pack_mappings()
+    missing = sorted(set(mappings) - set(info))
     assert not missing, f"nodes of the pack missing from /object_info: {missing}"
+    for name, node in mappings.items():  # with the types the classes declare
+        listed, declared = info[name], node.INPUT_TYPES()
+        assert listed["output"] == list(node.RETURN_TYPES), name
+        assert listed["output_node"] == bool(getattr(node, "OUTPUT_NODE", False)), name
+        assert listed["category"].startswith("MuseDance"), name
+        for group in ("required", "optional"):  # a combo's choices depend on the folders: only "a list"
+            def kinds(inputs):
+                return {k: "COMBO" if isinstance(v[0], list) else v[0] for k, v in inputs.get(group, {}).items()}
+
+            assert kinds(listed["input"]) == kinds(declared), (name, group)
 
 
 def test_a_builtin_workflow_runs_through_prompt_history_and_view(comfy):
