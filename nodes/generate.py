@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from . import comfy
-from .mask import _is_load_image_placeholder
+from .mask import is_load_image_placeholder
 from .model import MuseDanceModel
 from .music import FrameBeats, FrameMusic, check_same_frames
 
@@ -92,7 +92,7 @@ class ReferenceNetEncode:
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}.")
         framed, framing = fit_image(image[..., :3], height, width, resize)
-        if mask is not None and _is_load_image_placeholder(mask, image):
+        if mask is not None and is_load_image_placeholder(mask, image):
             log.warning("MuseDance: the connected mask is Load Image's empty placeholder; using the whole image.")
             mask = None
         if mask is not None:

@@ -21,7 +21,7 @@ def _densepose_models() -> list[str]:
     return [NO_MODEL, *comfy_model_folders().list("densepose")]
 
 
-def _is_load_image_placeholder(mask: torch.Tensor, image: torch.Tensor) -> bool:
+def is_load_image_placeholder(mask: torch.Tensor, image: torch.Tensor) -> bool:
     """Load Image gives a 64x64 all-zero MASK for an image without alpha: not a real mask."""
     return tuple(mask.shape[-2:]) == (64, 64) and tuple(image.shape[1:3]) != (64, 64) and not bool(mask.any())
 
@@ -81,7 +81,7 @@ class DensePoseMask:
             mask=None, invert_mask=False, densepose_image=None):
         from ..musedance_core.masks import MaskRefinement, MaskWarning, foreground_mask, mask_overlay
 
-        if mask is not None and _is_load_image_placeholder(mask, image):
+        if mask is not None and is_load_image_placeholder(mask, image):
             log.warning("MuseDance: the connected mask is Load Image's empty placeholder (the image has no "
                         "alpha); ignoring it.")
             mask = None
