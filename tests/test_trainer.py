@@ -1,0 +1,260 @@
+"""The two training stages on the tiny model: learning, freezing, exact resume, two processes, export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from musedance_core.config import MuseDanceConfig
+from musedance_core.loading import load_pipeline
+from musedance_core.unet import is_temporal_parameter
+from tiny_files import write_tiny_musedance
+from trainer.clips import PreparedClip
+from trainer.config import config_from_dict, load_config
+from trainer.stages import reference_tokens, row_generator, sample_row
+from trainer.train import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "trainer" / "configs"
+SIZE = 32
+
+
+def make_clips(count: int = 2, frames: int = 12, seed: int = 0) -> list[PreparedClip]:
+    """Synthetic dancers: a bright disc moving over a dark background, with its mask, beats and music."""
+    config = MuseDanceConfig.tiny()
+    gen = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(SIZE).float(), torch.arange(SIZE).float(), indexing="ij")
+    clips = []
+    for c in range(count):
+        centres = torch.linspace(10, 22, frames) + c
+        masks = torch.stack([((xx - x) ** 2 + (yy - 16) ** 2 < 36).float() for x in centres])
+        background = torch.rand(SIZE, SIZE, 3, generator=gen) * 60
+        colour = torch.tensor([200.0, 120 + 40 * c, 60])
+        frames_u8 = (background + masks[..., None] * colour).clamp(0, 255).to(torch.uint8)
+        beats = torch.zeros(frames)
+        beats[c::4] = 1
+        music = torch.randn(frames, 3, config.unet.music_dim, generator=gen)
+        clips.append(PreparedClip(f"clip{c}", frames_u8, masks, beats, music, f"a dancer spins, take {c}", 12.0))
+    return clips
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A self-contained tiny MuseDance checkpoint (random weights everywhere, with a tokenizer)."""
+    return write_tiny_musedance(tmp_path_factory.mktemp("base") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny models run ~20x slower when threads fight over shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate():
+    """Accelerate keeps process-wide singletons; every Trainer of a test starts from a clean state."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def tiny_config(stage: int, base: Path, output: Path, **train):
+    overrides = {"model.base": str(base), "output": str(output)}
+    overrides.update({f"train.{k}": v for k, v in train.items()})
+    return load_config(CONFIGS / f"tiny_stage{stage}.yaml", overrides)
+
+
+def fixed_rows(trainer: Trainer, count: int = 4):
+    """A held-out evaluation batch: the same rows before and after training."""
+    return trainer.rows(micro_step=10**6, batch_size=count, first_row=0)
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def test_configs_load_and_refuse_unknown_keys(tmp_path):
+    for name in ("stage1", "stage2"):
+        cfg = load_config(CONFIGS / f"{name}.yaml")
+        assert cfg.optim.lr == 1e-5 and cfg.train.steps == 30000 and cfg.data.resolution == (640, 640)
+        assert cfg.train.batch_size == (12 if name == "stage1" else 2)
+    assert load_config(CONFIGS / "stage2.yaml").data.clip_length == 48
+    with pytest.raises(ValueError, match="unknown keys.*learning_rate"):
+        config_from_dict({"model": {"base": "x"}, "optim": {"learning_rate": 1}})
+    with pytest.raises(ValueError, match="unknown keys"):
+        config_from_dict({"model": {"base": "x"}, "epochs": 3})
+
+
+def test_stage1_sampling_window():
+    clips = make_clips(1, frames=20)
+    for r in range(200):
+        gen = row_generator(0, 0, r)
+        row = sample_row(1, clips, gen, frame_window=3, clip_length=8, motion_frames=2, beat_window=2,
+                         uncond_rate=0.0, num_timesteps=1000)
+        i = next(k for k in range(20) if torch.equal(clips[0].frames[k], row.reference))
+        j = next(k for k in range(20) if torch.equal(clips[0].frames[k], row.frames[0]))
+        assert 3 <= i < 17 and j != i and abs(j - i) <= 3
+    # Pure function of (seed, step, row).
+    a = sample_row(2, clips, row_generator(5, 7, 1), frame_window=3, clip_length=8, motion_frames=2, beat_window=2,
+                   uncond_rate=0.5, num_timesteps=1000)
+    b = sample_row(2, clips, row_generator(5, 7, 1), frame_window=3, clip_length=8, motion_frames=2, beat_window=2,
+                   uncond_rate=0.5, num_timesteps=1000)
+    assert torch.equal(a.frames, b.frames) and a.timestep == b.timestep and a.uncond == b.uncond
+
+
+def test_reference_path_matches_the_sampler(base, tmp_path):
+    trainer = Trainer(tiny_config(1, base, tmp_path), make_clips())
+    model = trainer._unwrapped
+    model.train(False)
+    row = fixed_rows(trainer, 1)[0]
+    batch = trainer.batch([row])
+    with torch.no_grad():
+        ours = reference_tokens(model, batch["ref_latent"], batch["mask"], batch["ref_text"])
+    encoding = trainer.pipe.encode_reference(row.reference.float()[None] / 255, row.mask, trainer._text(row.caption)[None])
+    assert torch.allclose(batch["ref_latent"], encoding.latent)
+    assert ours.keys() == encoding.tokens.keys() and len(ours) > 0
+    for name in ours:
+        torch.testing.assert_close(ours[name], encoding.tokens[name])
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_loss_falls(base, tmp_path, stage):
+    clips = make_clips()
+    # Stage 2 starts from the tiny base standing in for a stage-1 export (both are full MuseDance files).
+    trainer = Trainer(tiny_config(stage, base, tmp_path, uncond_rate=0.0), clips)
+    rows = fixed_rows(trainer)
+    before = trainer.eval_loss(rows)
+    trainer.train()
+    after = trainer.eval_loss(rows)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_stage2_freezes_stage1_weights(base, tmp_path):
+    before = load_pipeline(base)
+    trainer = Trainer(tiny_config(2, base, tmp_path, steps=4, checkpoint_every=100), make_clips())
+    trainer.train()
+    after = trainer.pipe
+    changed = 0
+    for component, module in before.modules().items():
+        trained = dict(after.modules()[component].named_parameters())
+        for name, p in module.named_parameters():
+            if component == "unet" and is_temporal_parameter(name):
+                changed += not torch.equal(p, trained[name])
+            else:
+                assert torch.equal(p, trained[name]), f"{component}.{name} changed in stage 2"
+        for name, buf in module.named_buffers():
+            assert torch.equal(buf, dict(after.modules()[component].named_buffers())[name])
+    assert changed > 0.5 * len(before.unet.temporal_parameters())
+
+
+def test_stage1_trains_spatial_not_temporal(base, tmp_path):
+    before = load_pipeline(base)
+    trainer = Trainer(tiny_config(1, base, tmp_path, steps=2, checkpoint_every=100), make_clips())
+    trainer.train()
+    for name, p in before.unet.named_parameters():
+        same = torch.equal(p, dict(trainer.pipe.unet.named_parameters())[name])
+        assert same == is_temporal_parameter(name) or "conv_out" in name and not same, name
+    for component in ("vae", "text_encoder"):
+        for name, p in before.modules()[component].named_parameters():
+            assert torch.equal(p, dict(trainer.pipe.modules()[component].named_parameters())[name])
+    assert any(not torch.equal(p, q) for p, q in zip(before.reference_net.parameters(), trainer.pipe.reference_net.parameters()))
+    assert any(not torch.equal(p, q) for p, q in zip(before.mask_encoder.parameters(), trainer.pipe.mask_encoder.parameters()))
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_resume_is_exact(base, tmp_path, stage):
+    clips = make_clips()
+    steps = 6
+    straight = Trainer(tiny_config(stage, base, tmp_path / "a", steps=steps, checkpoint_every=3), clips)
+    straight.train()
+    expected = tensors(straight.export())
+    del straight
+
+    first = Trainer(tiny_config(stage, base, tmp_path / "b", steps=steps // 2, checkpoint_every=3), clips)
+    first.train()
+    del first
+    # A crash during a later save leaves only a temporary folder, which resume ignores.
+    (tmp_path / "b" / "checkpoints" / ".tmp-step-00000004").mkdir()
+    second = Trainer(tiny_config(stage, base, tmp_path / "b", steps=steps, checkpoint_every=3), clips)
+    second.train(resume=True)
+    assert second.step == steps
+    got = tensors(second.export())
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+
+
+def test_export_loads_and_generates(base, tmp_path, sample_inputs):
+    stage1 = Trainer(tiny_config(1, base, tmp_path / "s1", steps=2), make_clips())
+    stage1.train()
+    full = stage1.export(tmp_path / "models")
+    pipe = load_pipeline(full)
+    assert pipe.tokenizer is not None and pipe.load_report.initialised == []
+    text = pipe.encode_prompt("a dancer spins")
+    inputs = sample_inputs(frames=10)
+    frames = pipe(text_embeds=text, music_tokens=inputs["music_tokens"], beats=inputs["beats"],
+                  reference_image=inputs["reference_image"], mask=inputs["mask"], num_inference_steps=2)
+    assert frames.shape == (10, SIZE, SIZE, 3) and torch.isfinite(frames).all()
+
+    # Stage 2 from the stage-1 export, written temporal-only, loads on top of that export.
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    cfg = tiny_config(2, full, tmp_path / "s2", steps=2)
+    cfg.export.temporal_only = True
+    stage2 = Trainer(cfg, make_clips())
+    stage2.train()
+    part = stage2.export(tmp_path / "models")
+    pipe2 = load_pipeline(part, base=full)
+    for name, p in stage2.pipe.unet.named_parameters():
+        assert torch.equal(p, dict(pipe2.unet.named_parameters())[name]), name
+    frames = pipe2(text_embeds=text, music_tokens=inputs["music_tokens"], beats=inputs["beats"],
+                   reference_image=inputs["reference_image"], mask=inputs["mask"], num_inference_steps=2)
+    assert torch.isfinite(frames).all()
+
+
+def test_two_processes_match_one_with_double_batch(base, tmp_path):
+    """`accelerate launch --num_processes 2 --cpu` (gloo, batch 1 each) against one process with batch 2.
+
+    The two differ only by float summation order. Adam turns a near-zero gradient into a step of about
+    lr whatever its sign, so such rounding could flip whole steps; a large eps makes Adam's step
+    proportional to the gradient here, so the comparison measures the gradients' agreement.
+    """
+    clips = make_clips()
+    data = tmp_path / "clips.pt"
+    torch.save([{f: getattr(c, f) for f in ("name", "frames", "masks", "beats", "music", "caption", "fps")} for c in clips],
+               data)
+    steps = 3
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trainer.train",
+           "--config", str(CONFIGS / "tiny_stage1.yaml"), "--data", str(data), "--output", str(tmp_path / "two"),
+           "--set", f"model.base={base}", "--set", f"train.steps={steps}", "--set", "train.batch_size=1", "--set", "optim.eps=1.0"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = tensors(next((tmp_path / "two" / "export").glob("*.safetensors")))
+
+    config = tiny_config(1, base, tmp_path / "one", steps=steps, batch_size=2)
+    config.optim.eps = 1.0
+    one = Trainer(config, clips)
+    one.train()
+    single = tensors(one.export())
+    worst = max(float((two[k] - single[k]).abs().max()) for k in single)
+    # Measured 2e-5 after one step and 5e-5 after three (lr 1e-3): larger than summation order explains
+    # (one-process gradients of the two rows averaged match the batch of two to 2e-6); not yet explained.
+    # A wrong data split (other rows per process) moves weights by ~lr, far above this bound.
+    assert worst < 1e-4, worst

@@ -1,0 +1,145 @@
+"""Training configuration: YAML files loaded into dataclasses, unknown keys refused.
+
+A file has the sections of `TrainConfig` (model, data, optim, train, export) plus `stage` and
+`output`. Paths are taken as written (relative ones from the working directory). The paper's
+values (section 4.2) are in trainer/configs/stage1.yaml and stage2.yaml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    """Where the starting weights come from (see musedance_core.loading.load_pipeline)."""
+
+    base: str | None = None  # SD1.5 single-file checkpoint or a full MuseDance checkpoint
+    motion_module: str | None = None  # AnimateDiff file for the motion modules (stage 2)
+    tokenizer: str | None = None  # CLIP tokenizer folder, unless the base checkpoint carries one
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # prepared dataset folder (trainer.data); `--data` overrides it
+    resolution: tuple[int, int] = (640, 640)  # height, width every clip must have
+    frame_window: int = 12  # stage 1: w, reference i in [w, N-w), target j in [i-w, i+w], j != i
+    clip_length: int | None = None  # stage 2: K frames per clip (None: the model config's)
+    motion_frames: int | None = None  # stage 2: M context frames (None: the model config's)
+
+    def __post_init__(self) -> None:
+        self.resolution = tuple(self.resolution)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear warm-up, then constant (the paper states a constant rate)
+    max_grad_norm: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = False
+    decay: float = 0.9999
+
+
+@dataclass
+class RunConfig:
+    steps: int = 30000  # optimiser steps
+    batch_size: int = 12  # per process, per micro-step
+    gradient_accumulation: int = 1
+    mixed_precision: str = "no"  # "no", "fp16" or "bf16" (Accelerate autocast)
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    uncond_rate: float = 0.1  # rows trained as the sampler's unconditional row (classifier-free guidance)
+    log_every: int = 10
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    ema: EMAConfig = field(default_factory=EMAConfig)
+
+
+@dataclass
+class ExportConfig:
+    dir: str | None = None  # e.g. ComfyUI/models/musedance; None: <output>/export
+    name: str = "musedance_stage{stage}_step{step}.safetensors"
+    steps: list[int] = field(default_factory=list)  # steps to export at; the final step always is
+    dtype: str = "fp16"  # "fp32", "fp16" or "bf16"
+    temporal_only: bool = False  # stage 2 only: write just the music, beat and motion modules
+
+
+@dataclass
+class TrainConfig:
+    stage: int = 1
+    output: str = "runs/musedance"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: RunConfig = field(default_factory=RunConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def __post_init__(self) -> None:
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 (appearance pretraining) or 2 (dynamic trigger), got {self.stage!r}.")
+        if self.train.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"train.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.train.mixed_precision!r}.")
+        if self.export.dtype not in ("fp32", "fp16", "bf16"):
+            raise ValueError(f"export.dtype must be 'fp32', 'fp16' or 'bf16', got {self.export.dtype!r}.")
+        if self.export.temporal_only and self.stage != 2:
+            raise ValueError("export.temporal_only is for stage 2: stage 1 trains the spatial layers, export them all.")
+        if not 0.0 <= self.train.uncond_rate <= 1.0:
+            raise ValueError(f"train.uncond_rate must be in [0, 1], got {self.train.uncond_rate}.")
+        for name in ("steps", "batch_size", "gradient_accumulation", "log_every", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self.train, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self.train, name)}.")
+        if self.model.base is None:
+            raise ValueError("model.base is required: an SD1.5 checkpoint (stage 1) or the stage-1 MuseDance export (stage 2).")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """Construct dataclass `cls` from a mapping, recursing into dataclass fields; unknown keys are errors."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; expected some of {sorted(fields)}.")
+    kwargs = {}
+    for key, value in data.items():
+        default = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
+        sub = type(default()) if default is not None else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            kwargs[key] = _build(sub, value, f"{where}.{key}")
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    return _build(TrainConfig, data, "config")
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config; `overrides` ({"data.path": ..., "output": ...}) replace single values first."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return config_from_dict(data)

@@ -1,0 +1,231 @@
+"""What each training stage samples, which parameters it trains, and its loss.
+
+Stage 1, appearance pretraining (paper section 3.2): one reference frame i and one target frame j
+near it; the denoising UNet's spatial layers, the ReferenceNet and F_m learn to draw frame j from
+frame i. Stage 2, dynamic trigger training (section 3.3): K consecutive frames with the M ground-truth
+frames before them as motion context; only the music, beat and motion modules learn.
+
+Both stages share the sampler's data path: `mask_condition` makes F_m's input, the ReferenceNet runs
+at t=0 on E(I) + F_m(D) into the `ReferenceBank` (`reference_tokens`, checked against
+`MuseDancePipeline.encode_reference` in tests), beats go through `beat_windows`, the motion context is
+`UNet(..., return_motion_context=True)` at t=0, and the unconditional row for classifier-free guidance
+is the sampler's: no reference (bank keep mask), zero text, zero music tokens, unknown beats.
+
+Every random choice of a batch row (clip, frames, unconditional or not, timestep, noise) comes from a
+generator seeded by (seed, micro-step, global row), so a resumed or differently-sharded run sees
+exactly the same data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from torch import nn
+
+from musedance_core.pipeline import MuseDancePipeline
+from musedance_core.temporal import UNKNOWN_BEAT, beat_windows
+
+from .clips import ClipSource, PreparedClip
+
+TEMPORAL_MODULES = ("music_modules", "beat_modules", "motion_modules", "beat_encoder")
+MAX_DRAWS = 100  # stage 2 redraws a clip shorter than K + M frames at most this often
+
+
+def row_generator(seed: int, micro_step: int, row: int) -> torch.Generator:
+    """The generator for one batch row: a pure function of (seed, micro-step, global row index)."""
+    digest = hashlib.sha256(f"musedance:{seed}:{micro_step}:{row}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def _randint(gen: torch.Generator, low: int, high: int) -> int:
+    """Uniform integer in [low, high)."""
+    return int(torch.randint(low, high, (1,), generator=gen))
+
+
+@dataclass
+class Row:
+    """One training example, before the VAE: frames and conditions on the CPU."""
+
+    reference: torch.Tensor  # uint8 [H, W, 3]
+    mask: torch.Tensor  # float [H, W]
+    frames: torch.Tensor  # uint8 [F, H, W, 3] target frames (F = 1 in stage 1, K in stage 2)
+    context: torch.Tensor | None  # uint8 [M, H, W, 3] ground-truth frames before the clip (stage 2)
+    music: torch.Tensor  # [F, L, d]
+    windows: torch.Tensor  # long [F, 2w+1]
+    context_music: torch.Tensor | None
+    context_windows: torch.Tensor | None
+    caption: str
+    uncond: bool
+    timestep: int
+    noise_seed: int
+
+
+def sample_row(stage: int, clips: ClipSource, gen: torch.Generator, *, frame_window: int, clip_length: int,
+               motion_frames: int, beat_window: int, uncond_rate: float, num_timesteps: int) -> Row:
+    """Draw one example of `stage` with `gen` (see the module docstring)."""
+    for _ in range(MAX_DRAWS):
+        clip = clips[_randint(gen, 0, len(clips))]
+        if stage == 1:
+            picked = _stage1_frames(clip, gen, frame_window)
+        else:
+            picked = _stage2_frames(clip, gen, clip_length, motion_frames)
+        if picked is not None:
+            break
+    else:
+        raise ValueError(
+            f"stage {stage}: drew {MAX_DRAWS} clips and none was long enough (stage 1 needs 2 frames, stage 2 "
+            f"K + M = {clip_length + motion_frames}); prepare longer clips or lower data.clip_length."
+        )
+    ref, start, length, m = picked
+    uncond = bool(torch.rand((), generator=gen) < uncond_rate)
+    timestep = _randint(gen, 0, num_timesteps)
+    noise_seed = _randint(gen, 0, 2**62)
+    beats = clip.beats[None].float()
+    if stage == 1:
+        # Single frames: the temporal modules are frozen identities here; they get the unconditional
+        # inputs (zero music, unknown beats), which need no music at all.
+        music = torch.zeros(1, *clip.music.shape[1:])
+        windows = torch.full((1, 2 * beat_window + 1), UNKNOWN_BEAT, dtype=torch.long)
+        context = context_music = context_windows = None
+    else:
+        music = clip.music[start : start + length].float()
+        windows = beat_windows(beats, start, length, beat_window)[0]
+        context = clip.frames[start - m : start] if m else None
+        context_music = clip.music[start - m : start].float() if m else None
+        context_windows = beat_windows(beats, start - m, m, beat_window)[0] if m else None
+    return Row(
+        reference=clip.frames[ref], mask=clip.masks[ref].float(), frames=clip.frames[start : start + length],
+        context=context, music=music, windows=windows, context_music=context_music, context_windows=context_windows,
+        caption=clip.caption, uncond=uncond, timestep=timestep, noise_seed=noise_seed,
+    )
+
+
+def _stage1_frames(clip: PreparedClip, gen: torch.Generator, w: int) -> tuple[int, int, int, int] | None:
+    """Reference i in [w, N-w) and target j in [i-w, i+w] (within the clip), j != i."""
+    n = clip.num_frames
+    if n < 2:
+        return None
+    i = _randint(gen, w, n - w) if n > 2 * w else _randint(gen, 0, n)
+    lo, hi = max(0, i - w), min(n - 1, i + w)
+    j = _randint(gen, lo, hi)  # [lo, hi): shift past i so that j covers [lo, hi] without i
+    j = j + 1 if j >= i else j
+    return i, j, 1, 0
+
+
+def _stage2_frames(clip: PreparedClip, gen: torch.Generator, k: int, m: int) -> tuple[int, int, int, int] | None:
+    """Clip start s in [M, N-K] (so M true previous frames exist); the reference is any frame of the video."""
+    n = clip.num_frames
+    if n < k + m:
+        return None
+    start = _randint(gen, m, n - k + 1)
+    return _randint(gen, 0, n), start, k, m
+
+
+def _pixels(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1], as `encode_reference` feeds the VAE."""
+    return (frames.float() / 255).movedim(-1, -3) * 2 - 1
+
+
+@torch.no_grad()
+def vae_latents(vae: nn.Module, frames: torch.Tensor, scaling: float, chunk: int = 16) -> torch.Tensor:
+    """Scaled VAE posterior means (as `encode_reference` takes them) of uint8 frames [n, H, W, 3]."""
+    dtype = next(vae.parameters()).dtype
+    device = next(vae.parameters()).device
+    out = [vae.encode(_pixels(c).to(device, dtype)).latent_dist.mode() * scaling for c in frames.split(chunk)]
+    return torch.cat(out).float()
+
+
+def reference_tokens(pipe_parts: "StageModel", latent: torch.Tensor, mask_cond: torch.Tensor, text: torch.Tensor) -> dict:
+    """Paper eq. (1) and the ReferenceNet at t=0: the bank tokens of each self-attention layer.
+
+    The same computation as `MuseDancePipeline.encode_reference`, batched and with gradients.
+    """
+    bank = pipe_parts.bank
+    bank.clear()
+    features = pipe_parts.mask_encoder(mask_cond.to(latent.dtype))
+    pipe_parts.reference_net(latent + features, 0, encoder_hidden_states=text)
+    tokens = dict(bank.tokens)
+    bank.clear()
+    return tokens
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Run `module` in eval mode (no dropout) and restore every submodule's own mode afterwards."""
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def is_temporal_module(name: str) -> bool:
+    return any(part in name.split(".") for part in TEMPORAL_MODULES)
+
+
+class StageModel(nn.Module):
+    """The trained networks of one stage and the loss of one batch; Accelerate wraps this one module.
+
+    Holds the UNet, ReferenceNet and F_m (the VAE and text encoder stay outside: they are frozen and
+    only prepare inputs). Stage 1 trains the UNet's spatial layers, the ReferenceNet and F_m; stage 2
+    only the music, beat and motion modules (`musedance_core.unet.is_temporal_parameter`).
+    """
+
+    def __init__(self, pipe: MuseDancePipeline, stage: int) -> None:
+        super().__init__()
+        self.stage = stage
+        self.unet = pipe.unet
+        self.reference_net = pipe.reference_net
+        self.mask_encoder = pipe.mask_encoder
+        self.bank = pipe.bank
+        self.noise_scheduler = DDPMScheduler(
+            **vars(pipe.config.scheduler), clip_sample=False, prediction_type="epsilon"
+        )
+        for name, p in self.named_parameters():
+            p.requires_grad_(self._trains(name))
+
+    def _trains(self, name: str) -> bool:
+        temporal = name.startswith("unet.") and is_temporal_module(name)
+        return temporal if self.stage == 2 else not temporal
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> "StageModel":
+        """Dropout only where parameters learn: stage 1 everything but the temporal modules, stage 2 only those."""
+        super().train(False)
+        if not mode:
+            return self
+        for name, module in self.named_modules():
+            if self.stage == 2 and name.startswith("unet.") and is_temporal_module(name):
+                module.train(True)
+            elif self.stage == 1 and not is_temporal_module(name):
+                module.training = True
+        return self
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Epsilon-prediction MSE of one batch (see `Batch` in trainer.train for the keys)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.stage == 1):
+            tokens = reference_tokens(self, batch["ref_latent"], batch["mask"], batch["ref_text"])
+        # Filled until the next batch: gradient checkpointing recomputes the UNet's attention in the
+        # backward pass, and that must read the same reference tokens.
+        self.bank.fill(tokens, 1, keep=batch["keep"])
+        context = None
+        if "context_latents" in batch:
+            # The sampler's motion context: the UNet at t=0 on the M clean frames, without gradients and
+            # dropout, as `MuseDancePipeline._motion_context` runs it.
+            with torch.no_grad(), eval_mode(self.unet):
+                _, context = self.unet(batch["context_latents"], 0, batch["text"], batch["context_music"],
+                                       batch["context_windows"], return_motion_context=True)
+        latents, noise, t = batch["latents"], batch["noise"], batch["timesteps"]
+        noisy = self.noise_scheduler.add_noise(latents, noise, t)
+        pred = self.unet(noisy, t, batch["text"], batch["music"], batch["windows"], motion_context=context)
+        return F.mse_loss(pred.float(), noise.float())
