@@ -71,6 +71,24 @@ class ReferenceEncoding:
     width: int
 
 
+def reference_features(
+    reference_net: nn.Module, mask_encoder: nn.Module, bank: ReferenceBank, latent: torch.Tensor,
+    condition: torch.Tensor, text: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Paper eq. (1) and the ReferenceNet at t=0: the self-attention inputs of every layer, [B, N, C] each.
+
+    The ReferenceNet sees z_0 = E(I) + F_m(D): `latent` is E(I) [B, C, h, w], `condition` the mask
+    condition from `masks.mask_condition`. The one reference path of sampling (`encode_reference`,
+    under no_grad) and training (with gradients), so the two cannot drift apart. The bank is left empty.
+    """
+    bank.clear()
+    try:
+        reference_net(latent + mask_encoder(condition.to(latent.dtype)), 0, encoder_hidden_states=text)
+        return dict(bank.tokens)
+    finally:
+        bank.clear()
+
+
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if isinstance(dtype, str):
         if dtype not in DTYPES:
@@ -198,14 +216,9 @@ class MuseDancePipeline:
         device, dtype = self.device, self.dtype
         pixels = image.permute(0, 3, 1, 2).to(device=device, dtype=dtype) * 2 - 1
         latent = self.vae.encode(pixels).latent_dist.mode() * self.config.vae.scaling_factor
-        # Paper eq. (1): the ReferenceNet sees z_0 = E(I) + F_m(D).
-        mask_features = self.mask_encoder(condition.to(device=device, dtype=dtype))
-        self.bank.clear()
-        try:
-            self.reference_net(latent + mask_features, 0, encoder_hidden_states=text.to(device=device, dtype=dtype))
-            tokens = dict(self.bank.tokens)
-        finally:
-            self.bank.clear()
+        tokens = reference_features(
+            self.reference_net, self.mask_encoder, self.bank, latent, condition.to(device), text.to(device=device, dtype=dtype)
+        )
         return ReferenceEncoding(latent=latent, tokens=tokens, height=height, width=width)
 
     # -- sampling ---------------------------------------------------------------------------------

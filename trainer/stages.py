@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import nn
 
-from musedance_core.pipeline import MuseDancePipeline
+from musedance_core.pipeline import MuseDancePipeline, reference_features
 from musedance_core.temporal import UNKNOWN_BEAT, beat_windows
 
 from .clips import ClipSource, PreparedClip
@@ -144,15 +144,9 @@ def vae_latents(vae: nn.Module, frames: torch.Tensor, scaling: float, chunk: int
 def reference_tokens(pipe_parts: "StageModel", latent: torch.Tensor, mask_cond: torch.Tensor, text: torch.Tensor) -> dict:
     """Paper eq. (1) and the ReferenceNet at t=0: the bank tokens of each self-attention layer.
 
-    The same computation as `MuseDancePipeline.encode_reference`, batched and with gradients.
+    `pipeline.reference_features`, the function `encode_reference` runs: batched, with gradients.
     """
-    bank = pipe_parts.bank
-    bank.clear()
-    features = pipe_parts.mask_encoder(mask_cond.to(latent.dtype))
-    pipe_parts.reference_net(latent + features, 0, encoder_hidden_states=text)
-    tokens = dict(bank.tokens)
-    bank.clear()
-    return tokens
+    return reference_features(pipe_parts.reference_net, pipe_parts.mask_encoder, pipe_parts.bank, latent, mask_cond, text)
 
 
 @contextlib.contextmanager
