@@ -1,5 +1,8 @@
-"""Two-stage MuseDance training (appearance stage, then music/beat/motion stage).
+"""Two-stage MuseDance training on Hugging Face Accelerate (run from the checkout; see the README's "Training").
 
-Arrives in a later issue; it will call the same `musedance_core` functions as the sampler for
-frame timing, beats, music tokens and masks.
+    python -m trainer.prepare ...   clips -> prepared shards (trainer/prepare.py, read by trainer/data.py)
+    python -m trainer.train ...     stage 1 or 2 (trainer/train.py, losses and sampling in trainer/stages.py)
+
+It calls the same `musedance_core` functions as the sampler for frame timing, beats, music tokens,
+masks and the reference path.
 """
