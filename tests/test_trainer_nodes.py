@@ -1,0 +1,52 @@
+"""A checkpoint the trainer exports into a models/musedance folder loads in the node pack and generates frames."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from musedance_core.ast_encoder import save_tiny_ast
+from musedance_core.demo import draw_reference, synth_music
+from test_trainer import SIZE, make_clips, tiny_config
+from tiny_files import write_tiny_musedance
+from trainer.train import Trainer
+
+
+@pytest.fixture
+def fresh_accelerate():
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+def test_exported_checkpoint_runs_in_the_nodes(pack, tmp_path, monkeypatch, fresh_accelerate):
+    models = tmp_path / "models"
+    base = write_tiny_musedance(tmp_path / "base.safetensors")
+    trainer = Trainer(tiny_config(1, base, tmp_path / "run", steps=2), make_clips())
+    trainer.train()
+    exported = trainer.export(models / "musedance")
+    save_tiny_ast(models / "audio_encoders" / "ast", hidden_size=trainer.pipe.config.unet.music_dim)
+
+    folders = sys.modules[f"{pack.__name__}.musedance_core.model_folders"].ModelFolders.from_models_dir(models)
+    for name in ("model", "music"):
+        monkeypatch.setattr(sys.modules[f"{pack.__name__}.nodes.{name}"], "comfy_model_folders", lambda: folders)
+    nodes = pack.NODE_CLASS_MAPPINGS
+    assert exported.name in nodes["MuseDanceLoadModel"].INPUT_TYPES()["required"]["checkpoint"][0]
+    model = nodes["MuseDanceLoadModel"]().run(exported.name, "none", "none", "auto", "default")[0]
+    for name, weight in trainer.pipe.unet.state_dict().items():  # what was trained is what the node runs
+        assert torch.equal(weight, model.pipeline.unet.state_dict()[name]), name
+
+    audio = {"waveform": torch.from_numpy(synth_music(2.0))[None, None], "sample_rate": 16_000}
+    beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, 0.0, 1.0)[0]
+    music = nodes["MuseDanceASTEncode"]().run(nodes["MuseDanceLoadAST"]().run("ast")[0], audio, 12.0, 0.0, 1.0)[0]
+    image, mask = (torch.from_numpy(a)[None] for a in draw_reference(SIZE))
+    reference = nodes["MuseDanceReferenceEncode"]().run(model, image, "a dancer spins", SIZE, SIZE, "crop",
+                                                        mask=mask)[0]
+    frames = nodes["MuseDanceSampler"]().run(model, reference, music, beats, 0, 2, 2.0, 0, 0, 2)[0]
+    assert frames.shape == (12, SIZE, SIZE, 3) and torch.isfinite(frames).all()
