@@ -37,9 +37,9 @@ TEMPORAL_MODULES = ("music_modules", "beat_modules", "motion_modules", "beat_enc
 MAX_DRAWS = 100  # stage 2 redraws a clip shorter than K + M frames at most this often
 
 
-def row_generator(seed: int, micro_step: int, row: int) -> torch.Generator:
+def row_generator(seed: int, step: int, row: int) -> torch.Generator:
     """The generator for one batch row: a pure function of (seed, micro-step, global row index)."""
-    digest = hashlib.sha256(f"musedance:{seed}:{micro_step}:{row}".encode()).digest()
+    digest = hashlib.sha256(f"musedance:{seed}:{step}:{row}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 

@@ -3,7 +3,7 @@
     python -m trainer.train --config trainer/configs/stage1.yaml --data PREPARED_DIR --output runs/s1
     accelerate launch -m trainer.train --config trainer/configs/stage2.yaml --data PREPARED_DIR --resume
 
-The loop, top to bottom: build the batch of this micro-step (a pure function of seed, step and row,
+The loop, top to bottom: build the batch of this step (a pure function of seed, step and row,
 see trainer.stages), encode it with the frozen VAE and text encoder, compute the stage's loss,
 step Adam through `accelerator.accumulate`. Every `checkpoint_every` steps the full training state
 (weights, optimiser, LR schedule, EMA, RNG states, step) goes into a temporary folder that is then
@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -38,6 +39,8 @@ from .stages import Row, StageModel, row_generator, sample_row, vae_latents
 
 STATE_FILE = "trainer_state.json"
 EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Tests only: "POINT:STEP" kills the process at POINT ("before-rename", "after-save") of saving step STEP.
+CRASH_ENV = "MUSEDANCE_TRAIN_CRASH"
 
 
 class Trainer:
@@ -98,10 +101,10 @@ class Trainer:
         self.step = 0
 
     # -- data ----------------------------------------------------------------------------------
-    def rows(self, micro_step: int, batch_size: int, first_row: int) -> list[Row]:
+    def rows(self, step: int, batch_size: int, first_row: int) -> list[Row]:
         cfg, mc = self.config, self.pipe.config
         return [
-            sample_row(cfg.stage, self.clips, row_generator(cfg.train.seed, micro_step, first_row + r),
+            sample_row(cfg.stage, self.clips, row_generator(cfg.train.seed, step, first_row + r),
                        frame_window=cfg.data.frame_window, clip_length=self.clip_length,
                        motion_frames=self.motion_frames, beat_window=mc.unet.beat_window,
                        uncond_rate=cfg.train.uncond_rate, num_timesteps=mc.scheduler.num_train_timesteps)
@@ -166,8 +169,10 @@ class Trainer:
         while self.step < run.steps:
             losses = []
             for a in range(run.gradient_accumulation):
-                micro = self.step * run.gradient_accumulation + a
-                batch = self.batch(self.rows(micro, per_process, first_row))
+                # The rows of one optimiser step depend on the step only: accumulating a x b rows, or
+                # spreading them over processes, trains on the same rows as one batch of a x b.
+                rows = self.rows(self.step, per_process, a * per_process * acc.num_processes + first_row)
+                batch = self.batch(rows)
                 with acc.accumulate(self.model):
                     loss = self.model(batch)
                     acc.backward(loss)
@@ -236,6 +241,7 @@ class Trainer:
                 json.dump(state, f, indent=1)
                 f.flush()
                 os.fsync(f.fileno())
+            _crash_point("before-rename", self.step)
             if final.exists():  # the same step saved again: move the old one aside first
                 old = final.with_name(final.name + ".old")
                 shutil.rmtree(old, ignore_errors=True)
@@ -247,6 +253,7 @@ class Trainer:
             for stale in self.checkpoints()[: -self.config.train.keep_checkpoints]:
                 shutil.rmtree(stale)
         acc.wait_for_everyone()
+        _crash_point("after-save", self.step)
         return final
 
     def checkpoints(self) -> list[Path]:
@@ -306,6 +313,12 @@ class Trainer:
             return read_checkpoint_info(self.config.model.base).tokenizer_files or None
         except WeightsFileError:
             return None
+
+
+def _crash_point(point: str, step: int) -> None:
+    """Die here, as a SIGKILL leaves a run (no cleanup, no flush), when MUSEDANCE_TRAIN_CRASH names this point."""
+    if os.environ.get(CRASH_ENV) == f"{point}:{step}":
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))  # Windows has no SIGKILL; TERM kills at once
 
 
 def _drop_beats(windows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
