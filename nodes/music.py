@@ -108,6 +108,15 @@ class LoadMusic:
         return ({"waveform": torch.from_numpy(wave)[None], "sample_rate": int(rate)},)  # [1, C, T]
 
     @classmethod
+    def IS_CHANGED(cls, audio: str):
+        """A new file under the same name (uploaded again) must run the node again, as Load Image does."""
+        try:
+            stat = _input_file(audio).stat()
+        except ValueError:
+            return float("nan")  # never equal: VALIDATE_INPUTS reports the problem
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+    @classmethod
     def VALIDATE_INPUTS(cls, audio: str):
         try:
             _input_file(audio)

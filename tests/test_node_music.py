@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -70,6 +72,10 @@ def test_load_music_reads_inside_the_input_folder_only(pack, tmp_path, monkeypat
     assert node.INPUT_TYPES()["required"]["audio"][0] == ["song.wav"]
     audio = node().run("song.wav")[0]
     assert audio["sample_rate"] == SR and audio["waveform"].shape == (1, 1, wave.size)
+    changed = node.IS_CHANGED("song.wav")
+    assert node.IS_CHANGED("song.wav") == changed
+    os.utime(path, ns=(0, 10**9))  # the same name, another file: ComfyUI must not reuse its cached output
+    assert node.IS_CHANGED("song.wav") != changed
     assert node.VALIDATE_INPUTS("../song.wav") is not True
     assert "no file" in node.VALIDATE_INPUTS("missing.wav")
     with pytest.raises(ValueError, match="inside ComfyUI's input folder"):
