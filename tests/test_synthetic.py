@@ -1,0 +1,184 @@
+"""The synthetic dance dataset (trainer/synthetic.py): determinism, layout, beats, motion, preparation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from musedance_core.ast_encoder import save_tiny_ast
+from musedance_core.beats import analyze_beats
+from musedance_core.video import read_video_info
+from trainer.prepare import PrepareSettings, find_clips, prepare_dataset
+from trainer.synthetic import MOVE_PHRASES, STYLES, generate, main, make_clip, make_track, split_tracks
+
+
+def f_measure(estimated: np.ndarray, reference: np.ndarray, tolerance: float = 0.07) -> float:
+    """Beat F-measure (mir_eval's definition): each reference beat matches at most one estimate within tolerance."""
+    used: set[int] = set()
+    hits = 0
+    for ref in reference:
+        near = [i for i, est in enumerate(estimated) if abs(est - ref) <= tolerance and i not in used]
+        if near:
+            used.add(min(near, key=lambda i: abs(estimated[i] - ref)))
+            hits += 1
+    if hits == 0:
+        return 0.0
+    precision, recall = hits / len(estimated), hits / len(reference)
+    return 2 * precision * recall / (precision + recall)
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_the_same_arrays_and_files(tmp_path):
+    for index in range(2):
+        one, two = make_track(5, index), make_track(5, index)
+        assert np.array_equal(one.waveform, two.waveform) and np.array_equal(one.beat_times, two.beat_times)
+        a, b = make_clip(one, 1), make_clip(two, 1)
+        assert np.array_equal(a.frames, b.frames) and np.array_equal(a.masks, b.masks) and a.caption == b.caption
+    assert not np.array_equal(make_track(6, 0).waveform[:1000], make_track(5, 0).waveform[:1000])
+    assert not np.array_equal(make_clip(make_track(5, 0), 0).frames, make_clip(make_track(5, 0), 1).frames)
+    # Track i does not depend on how many tracks are made.
+    assert np.array_equal(make_track(5, 1).waveform, make_track(5, 1).waveform)
+    generate(tmp_path / "a", tracks=2, clips_per_track=1, seed=3, size=32, seconds=2.0)
+    generate(tmp_path / "b", tracks=2, clips_per_track=1, seed=3, size=32, seconds=2.0)
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")  # libx264 and the AAC encoder are deterministic
+
+
+def test_layout_captions_and_split_by_track(tmp_path, capsys):
+    out = tmp_path / "data"
+    assert main(["--out", str(out), "--tracks", "4", "--clips-per-track", "2", "--seed", "1", "--size", "32",
+                 "--seconds", "2"]) == 0
+    assert "wrote 8 clips of 4 tracks" in capsys.readouterr().out
+    index = json.loads((out / "tracks.json").read_text())
+    splits = {t["name"]: t["split"] for t in index["tracks"]}
+    assert sorted(splits.values()) == ["test", "train", "train", "train"]  # round(4 * 0.25) tracks held out
+    for split in ("train", "test"):
+        clips = find_clips(out / split)
+        entries = [c for c in index["clips"] if c["split"] == split]
+        assert [c.name for c in clips] == sorted(e["name"] for e in entries)
+        assert {e["track"] for e in entries} == {name for name, s in splits.items() if s == split}
+        for clip in clips:
+            entry = next(e for e in entries if e["name"] == clip.name)
+            assert clip.mask is not None and clip.caption.read_text() == entry["caption"] + "\n"
+            style = next(t["style"] for t in index["tracks"] if t["name"] == entry["track"])
+            for part in (entry["colour"], MOVE_PHRASES[entry["move"]], STYLES[style].phrase):
+                assert part in entry["caption"]
+            info = read_video_info(clip.video)
+            assert (info.num_frames, info.width, info.height, info.has_audio) == (24, 32, 32, True)
+            assert abs(info.audio_duration - 2.0) < 0.05
+            assert not read_video_info(clip.mask).has_audio
+    for track in index["tracks"]:
+        beats = np.array(track["beat_times"])
+        assert STYLES[track["style"]].bpm[0] <= track["bpm"] <= STYLES[track["style"]].bpm[1]
+        assert np.allclose(np.diff(beats), 60 / track["bpm"]) and 0 <= beats[0] and beats[-1] < 2.0
+    assert len({t["style"] for t in index["tracks"]}) == 4  # styles cycle: no repeat before all six are used
+
+
+def test_split_tracks():
+    assert split_tracks(1, 0.25, 0) == set() and split_tracks(8, 0.0, 0) == set()
+    assert len(split_tracks(8, 0.25, 0)) == 2 and len(split_tracks(2, 0.25, 0)) == 1 and len(split_tracks(3, 0.9, 0)) == 2
+    assert split_tracks(8, 0.25, 0) == split_tracks(8, 0.25, 0) <= set(range(8))
+    with pytest.raises(ValueError, match="test_fraction"):
+        split_tracks(4, 1.0, 0)
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_beat_tracker_finds_the_ground_truth_beats(style):
+    scores = []
+    for seed in range(4):
+        track = make_track(seed, 0, style=style)
+        scores.append(f_measure(analyze_beats(track.waveform, track.sample_rate).times, track.beat_times))
+    assert np.mean(scores) >= 0.9 and min(scores) >= 0.6, scores
+
+
+@pytest.mark.parametrize("style", ["house", "waltz", "rock", "ambient"])
+def test_accent_reaches_its_extreme_exactly_on_each_beat(style):
+    """The pose function's own ground truth: the accent stops at an extreme (then holds or turns) only on beats."""
+    track = make_track(2, 0, style=style)
+    for index in range(2):
+        motion = make_clip(track, index, size=16).motion
+        assert motion.style == STYLES[style].motion
+        t = np.arange(0, 4000) / 1000.0  # 1 ms grid
+        step = np.sign(np.round(np.diff(motion.accent(t)), 12))
+        # A run of moves in one direction ends (the next step is a hold or a turn): an arrival at an extreme.
+        ends = np.flatnonzero((step[:-1] != 0) & (step[1:] != step[:-1])) + 1
+        arrivals = t[ends]
+        beats = track.beat_times
+        assert arrivals.size == beats.size, (arrivals, beats)
+        assert np.abs(arrivals - beats).max() <= 0.0015
+        extremes = motion.accent(beats)
+        assert np.all(np.abs(extremes) >= 0.75 - 1e-9) and np.all(extremes[1:] * extremes[:-1] < 0)  # alternating sides
+
+
+@pytest.mark.parametrize("motion", ["sharp", "smooth"])
+def test_pixels_move_on_the_beat(motion):
+    """In the drawn frames: smooth clips are slowest at the beat frame, sharp clips finish a move on it."""
+    good = total = 0
+    for style in (s for s in STYLES if STYLES[s].motion == motion):
+        track = make_track(0, 0, style=style)
+        for index in range(3):
+            clip = make_clip(track, index)
+            change = np.abs(np.diff(clip.frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
+            change = np.concatenate([[np.inf], change, [np.inf]])  # change[k]: frame k-1 -> k
+            last = clip.frames.shape[0] - 1
+            for k in clip.accent_frames:
+                if not 2 <= k <= last - 2:
+                    continue
+                total += 1
+                if motion == "smooth":
+                    window = range(k - 2, k + 3)
+                    speed = [change[j] + change[j + 1] for j in window]
+                    good += abs(window[int(np.argmin(speed))] - k) <= 1
+                else:
+                    good += change[k + 1] < change[k]
+    assert total >= 20 and good / total >= 0.8, (good, total)
+
+
+def test_styles_sound_different():
+    """Each track's nearest neighbour (spectral profile + onsets per beat) is a track of its own style."""
+    def fingerprint(track) -> np.ndarray:
+        mel = librosa.feature.melspectrogram(y=track.waveform, sr=track.sample_rate, n_mels=32, n_fft=1024,
+                                             hop_length=256)
+        profile = np.log(mel.mean(1) + 1e-8)
+        profile -= profile.mean()
+        envelope = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=track.sample_rate, hop_length=256)
+        onsets = librosa.onset.onset_detect(onset_envelope=envelope, sr=track.sample_rate, hop_length=256)
+        return np.concatenate([profile / np.linalg.norm(profile), [len(onsets) / len(track.beat_times)]])
+
+    labels = [s for s in STYLES for _ in range(3)]
+    features = np.stack([fingerprint(make_track(seed, 0, style=s)) for s in STYLES for seed in range(3)])
+    distance = ((features[:, None] - features[None]) ** 2).sum(-1)
+    np.fill_diagonal(distance, np.inf)
+    assert [labels[int(j)] for j in distance.argmin(1)] == labels
+
+
+def test_prepare_reads_the_generated_clips(tmp_path):
+    index = generate(tmp_path / "data", tracks=1, clips_per_track=2, seed=4, test_fraction=0.0)
+    ast = save_tiny_ast(tmp_path / "tiny-ast", hidden_size=32)
+    settings = PrepareSettings(fps=12.0, height=64, width=64, masks="video", min_frames=48, clips_per_shard=2)
+    report = prepare_dataset(tmp_path / "data" / "train", tmp_path / "prepared", ast, settings, progress=False)
+    names = [c["name"] for c in index["clips"]]
+    assert report.prepared == names and report.skipped == []
+    manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
+    assert [c["mask"] for c in manifest["clips"]] == [f"{n}.mask.mp4" for n in names]
+    shard = load_file(tmp_path / "prepared" / "shards" / "shard-00000.safetensors")
+    track = make_track(4, 0)
+    for j, entry in enumerate(index["clips"]):
+        clip = make_clip(track, j)
+        masks = shard[f"{clip.name}/masks"]
+        assert torch.equal(masks, torch.from_numpy(clip.masks.astype(np.uint8) * 255))  # the drawn masks, exactly
+        frames = shard[f"{clip.name}/frames"].float()
+        assert (frames - torch.from_numpy(clip.frames).float()).abs().mean() < 4  # H.264 at crf 12
+        found = set(torch.nonzero(shard[f"{clip.name}/beats"]).flatten().tolist())
+        truth = set(entry["accent_frames"])
+        assert len(found & truth) >= 0.8 * len(truth), (found, truth)
