@@ -56,3 +56,15 @@ def pack():
     yield module
     for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
         del sys.modules[key]
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """Accelerate keeps process-wide singletons (state, gradient state): reset them around a test that trains."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()

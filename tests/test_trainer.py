@@ -62,15 +62,8 @@ def one_thread():
 
 
 @pytest.fixture(autouse=True)
-def fresh_accelerate():
-    """Accelerate keeps process-wide singletons; every Trainer of a test starts from a clean state."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+def _fresh_accelerate(fresh_accelerate):
+    """Every Trainer of a test starts from a clean Accelerate state (tests/conftest.py)."""
 
 
 def tiny_config(stage: int, base: Path, output: Path, **train):

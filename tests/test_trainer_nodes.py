@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-import pytest
 import torch
 
 from musedance_core.ast_encoder import save_tiny_ast
@@ -12,17 +11,6 @@ from musedance_core.demo import draw_reference, synth_music
 from test_trainer import SIZE, make_clips, tiny_config
 from tiny_files import write_tiny_musedance
 from trainer.train import Trainer
-
-
-@pytest.fixture
-def fresh_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def test_exported_checkpoint_runs_in_the_nodes(pack, tmp_path, monkeypatch, fresh_accelerate):

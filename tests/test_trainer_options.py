@@ -16,17 +16,11 @@ def base(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def isolated():
-    """One thread (the tiny models crawl when threads fight over shared cores) and fresh Accelerate singletons."""
-    from accelerate.state import AcceleratorState, GradientState
-
+def isolated(fresh_accelerate):
+    """One thread (the tiny models crawl when threads fight over shared cores), fresh Accelerate singletons."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
     yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
     torch.set_num_threads(threads)
 
 

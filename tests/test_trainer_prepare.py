@@ -263,22 +263,14 @@ def test_a_clip_that_fails_unexpectedly_is_skipped_and_the_rest_kept(clips, ast_
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-def test_both_stages_train_on_the_prepared_dataset(prepared, tmp_path, stage):
+def test_both_stages_train_on_the_prepared_dataset(prepared, tmp_path, stage, fresh_accelerate):
     """The command-line path end to end: prepared folder -> open_dataset -> a training step -> export."""
-    from accelerate.state import AcceleratorState, GradientState
-
     from test_trainer import tiny_config
     from tiny_files import write_tiny_musedance
     from trainer.train import Trainer, open_dataset
 
     out, _ = prepared
     base = write_tiny_musedance(tmp_path / "base.safetensors")
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    try:
-        trainer = Trainer(tiny_config(stage, base, tmp_path / "run", steps=1, batch_size=1), open_dataset(out))
-        trainer.train()
-    finally:
-        AcceleratorState._reset_state(True)
-        GradientState._reset_state()
+    trainer = Trainer(tiny_config(stage, base, tmp_path / "run", steps=1, batch_size=1), open_dataset(out))
+    trainer.train()
     assert trainer.step == 1 and list((tmp_path / "run").rglob("*.safetensors"))
