@@ -24,7 +24,7 @@ import torch
 from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
 from musedance_core.ast_encoder import FBANK_HOP, SAMPLE_RATE, MusicEncoder, patch_grid, window_starts
-from musedance_core.demo import synth_music
+from musedance_core.samples import synth_music
 from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}

@@ -9,7 +9,7 @@ synthetic music of tests/test_beats.py (click tracks and drum loops with bass, c
 every 10 BPM, next to librosa's `beat_track` with its defaults on the same audio; the timing error
 of the beats that F-measure matched, against the true beats, before and after the attack-time
 refinement (`_attack_times`); then a few further signals at the tempos in between (`further_accuracy`).
-Speed: `analyze_beats` on the demo's synthetic song (`musedance_core.demo.synth_music`, 120 BPM),
+Speed: `analyze_beats` on the demo's synthetic song (`musedance_core.samples.synth_music`, 120 BPM),
 warm, split into its stages; then the first call in fresh Python processes, with librosa's numba
 cache present, with an empty cache directory (the first run after installing), and again with the
 cache that run wrote; and, for comparison, librosa's own `beat_track` in a fresh process.
@@ -35,7 +35,7 @@ import mir_eval
 import numpy as np
 
 from musedance_core import beats
-from musedance_core.demo import synth_music
+from musedance_core.samples import synth_music
 
 from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
 
@@ -219,7 +219,7 @@ def song_timing(song_seconds: float, repeats: int) -> dict:
     frame_rate = SR / 512
     return {
         "song_seconds": song_seconds,
-        "song": "musedance_core.demo.synth_music, 120 BPM",
+        "song": "musedance_core.samples.synth_music, 120 BPM",
         "beats_found": int(analysis.times.size),
         "tempo_bpm": round(analysis.tempo, 2),
         "f_measure": load_test_signals().f_measure(np.arange(0.0, song_seconds - 0.1, 0.5), analysis.times),

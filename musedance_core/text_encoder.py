@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -108,3 +109,73 @@ def encode_prompt(
         )
     device = next(text_encoder.parameters()).device
     return text_encoder(ids.to(device)).last_hidden_state
+
+
+# --- a tokenizer of one's own ---------------------------------------------------------------------
+
+BOS_TOKEN = "<|startoftext|>"
+EOS_TOKEN = "<|endoftext|>"
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character table used by byte-level BPE (and CLIP).
+
+    Printable Latin-1 bytes stand for themselves; the other 68 bytes take the characters 256, 257, ...
+    in byte order.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table: dict[int, str] = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return dict(sorted(table.items()))
+
+
+def word_tokenizer_files(words: Iterable[str]) -> dict[str, str]:
+    """vocab.json and merges.txt of a small CLIP BPE tokenizer in which each of `words` is one token.
+
+    For a model trained from scratch (the default model's text encoder): the vocabulary is, in CLIP's
+    order, the 256 byte characters, the same with "</w>", the tokens the merges build (left to right,
+    so each word ends as one "word</w>" token), then <|startoftext|> and <|endoftext|>. Any other text
+    still tokenizes, byte by byte. `len(json.loads(files["vocab.json"]))` is the text encoder's vocab_size.
+    """
+    encoder = bytes_to_unicode()
+    byte_chars = list(encoder.values())
+    vocab: dict[str, int] = {}
+    for token in [*byte_chars, *(c + "</w>" for c in byte_chars)]:
+        vocab[token] = len(vocab)
+    merges: list[tuple[str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for word in words:
+        symbols = [encoder[b] for b in word.lower().encode("utf-8")]
+        if not symbols:
+            continue
+        symbols[-1] += "</w>"
+        current = symbols[0]
+        for symbol in symbols[1:]:  # "d a", "da n", "dan c", ... "danc e</w>"
+            pair = (current, symbol)
+            current = current + symbol
+            if pair not in seen:
+                seen.add(pair)
+                merges.append(pair)
+            vocab.setdefault(current, len(vocab))
+    for token in (BOS_TOKEN, EOS_TOKEN):
+        vocab[token] = len(vocab)
+    lines = ["#version: 0.2", *(f"{a} {b}" for a, b in merges)]
+    return {"vocab.json": json.dumps(vocab, ensure_ascii=False), "merges.txt": "\n".join(lines) + "\n"}
+
+
+def write_word_tokenizer(folder: str | Path, words: Iterable[str]) -> Path:
+    """`word_tokenizer_files(words)` written into `folder`, with the configs transformers' loaders read."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in word_tokenizer_files(words).items():
+        (folder / name).write_text(text, encoding="utf-8")
+    special = {"bos_token": BOS_TOKEN, "eos_token": EOS_TOKEN, "unk_token": EOS_TOKEN, "pad_token": EOS_TOKEN}
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
+              "errors": "replace", "add_prefix_space": False, **special}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
+    return folder

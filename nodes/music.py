@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from . import comfy
@@ -153,38 +152,16 @@ class BeatExtract:
     def run(self, audio: dict, fps: float, start_time: float, duration: float):
         from ..musedance_core.audio import load_music
         from ..musedance_core.beats import analyze_beats, beat_vector
+        from ..musedance_core.plots import beat_plot
 
         span = frame_span(audio, fps, start_time, duration)
         music = load_music(audio)  # the whole song: the beat tracker needs context around the stretch
         analysis = analyze_beats(music.waveform, music.sample_rate)
         vector = beat_vector(analysis.times - span.start, span.fps, span.num_frames)
-        plot = beat_plot(music.waveform, music.sample_rate, analysis, span)
-        return (FrameBeats(span, torch.from_numpy(vector), float(analysis.tempo)), float(analysis.tempo), plot)
-
-
-def beat_plot(wave: np.ndarray, rate: int, analysis, span: FrameSpan, width: int = 768, height: int = 192) -> torch.Tensor:
-    """IMAGE [1, H, W, 3]: waveform (grey), onset strength (blue) and beats (red) over the stretch."""
-    image = np.full((height, width, 3), 0.12, dtype=np.float32)
-    first, last = span.start, span.start + span.num_frames / span.fps
-    edges = np.linspace(first * rate, last * rate, width + 1).astype(int).clip(0, len(wave))
-    mid = height // 2
-    peak = max(float(np.abs(wave[edges[0] : edges[-1]]).max(initial=0.0)), 1e-6)
-    for x in range(width):
-        chunk = wave[edges[x] : max(edges[x + 1], edges[x] + 1)]
-        if chunk.size:
-            top = mid - int(chunk.max() / peak * (mid - 4))
-            bottom = mid - int(chunk.min() / peak * (mid - 4))
-            image[max(top, 0) : min(bottom + 1, height), x] = 0.55
-    envelope = analysis.onset_envelope
-    times = np.arange(envelope.size) / analysis.frame_rate
-    xs = np.linspace(first, last, width)
-    curve = np.interp(xs, times, envelope) / max(float(envelope.max(initial=0.0)), 1e-6)
-    rows = (height - 2 - curve * (height - 4)).astype(int).clip(0, height - 1)
-    image[rows, np.arange(width)] = (0.3, 0.6, 1.0)
-    for t in analysis.times:
-        if first <= t < last:
-            image[:, int((t - first) / (last - first) * (width - 1))] = (1.0, 0.2, 0.2)
-    return torch.from_numpy(image)[None]
+        plot = beat_plot(music.waveform, music.sample_rate, analysis.onset_envelope, analysis.frame_rate,
+                         analysis.times, span.start, span.num_frames / span.fps)
+        return (FrameBeats(span, torch.from_numpy(vector), float(analysis.tempo)), float(analysis.tempo),
+                torch.from_numpy(plot)[None])
 
 
 class LoadAST:

@@ -12,13 +12,15 @@ so a silently dropped tensor cannot make a test pass.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+# The tokenizer writer lives in the core: the default model's recipe builds its own vocabulary with it.
+from musedance_core.text_encoder import BOS_TOKEN, EOS_TOKEN, bytes_to_unicode, write_word_tokenizer  # noqa: F401
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -337,75 +339,12 @@ def animatediff_layout(
 
 
 # ---------------------------------------------------------------------------------------- tokenizer
-
-BOS_TOKEN = "<|startoftext|>"
-EOS_TOKEN = "<|endoftext|>"
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character table used by byte-level BPE.
-
-    Printable Latin-1 bytes stand for themselves; the other 68 bytes take the characters 256, 257, ...
-    in byte order.
-    """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table: dict[int, str] = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return dict(sorted(table.items()))
-
-
 def write_clip_tokenizer(
     folder: str | Path,
     extra_words: Iterable[str] = ("a", "dance", "person", "dancing", "cat", "robot"),
 ) -> Path:
-    """Write a small valid CLIP BPE tokenizer (vocab.json, merges.txt, configs) into `folder`.
-
-    Vocabulary, in CLIP's order: the 256 byte characters, the same with "</w>", the tokens built by the
-    merges (each extra word becomes one "word</w>" token), then <|startoftext|> and <|endoftext|>.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    byte_chars = list(bytes_to_unicode().values())
-    vocab: dict[str, int] = {}
-    for token in [*byte_chars, *(c + "</w>" for c in byte_chars)]:
-        vocab[token] = len(vocab)
-
-    encoder = bytes_to_unicode()
-    merges: list[tuple[str, str]] = []
-    for word in extra_words:
-        symbols = [encoder[b] for b in word.lower().encode("utf-8")]
-        if not symbols:
-            continue
-        symbols[-1] += "</w>"
-        current = symbols[0]
-        for symbol in symbols[1:]:  # left to right: "d a", "da n", "dan c", ... "danc e</w>"
-            pair = (current, symbol)
-            current = current + symbol
-            if pair not in merges:
-                merges.append(pair)
-            vocab.setdefault(current, len(vocab))
-    for token in (BOS_TOKEN, EOS_TOKEN):
-        vocab[token] = len(vocab)
-
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    lines = ["#version: 0.2", *(f"{a} {b}" for a, b in merges)]
-    (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    special = {"bos_token": BOS_TOKEN, "eos_token": EOS_TOKEN, "unk_token": EOS_TOKEN, "pad_token": EOS_TOKEN}
-    config = {
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": 77,
-        "do_lower_case": True,
-        "errors": "replace",
-        "add_prefix_space": False,
-        **special,
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
-    return folder
+    """A small valid CLIP BPE tokenizer in `folder`, with one token for each of `extra_words`."""
+    return write_word_tokenizer(folder, extra_words)
 
 
 # ------------------------------------------------------------------------- other architectures (fakes)

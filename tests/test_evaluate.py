@@ -198,3 +198,16 @@ def test_a_changed_source_file_or_nothing_to_evaluate_is_refused(evaluated, tmp_
     with pytest.raises(SystemExit):
         main(["--data", str(evaluated["root"] / "prepared"), "--clips", str(clips)])
     assert "nothing to evaluate" in capsys.readouterr().err
+
+
+def test_shuffled_control_only_for_the_models_named(evaluated):
+    root = evaluated["root"]
+    checkpoint = root / "tiny.safetensors"
+    settings = Settings(steps=1, guidance=1.0)
+    common = dict(command="test", tracks=root / "synth" / "tracks.json")
+    report = run(root / "prepared", root / "synth" / "train", [("a", checkpoint), ("b", checkpoint)], settings,
+                 shuffled=["b"], **common)
+    assert [row["name"] for row in report["rows"]] == ["a", "b", "b, shuffled music"]
+    with pytest.raises(ValueError, match=r"--shuffled-music names \['c'\], which are not --model names \(a, b\)"):
+        run(root / "prepared", root / "synth" / "train", [("a", checkpoint), ("b", checkpoint)], settings,
+            shuffled=["c"], **common)

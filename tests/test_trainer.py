@@ -155,6 +155,34 @@ def test_stage2_freezes_stage1_weights(base, tmp_path):
     assert changed > 0.5 * len(before.unet.temporal_parameters())
 
 
+@pytest.mark.parametrize("left_out", ["beat", "music", "motion"])
+def test_stage2_ablation_leaves_the_module_it_leaves_out_untouched(base, tmp_path, left_out):
+    """train.temporal_modules without one module: that module keeps its starting weights bit for bit
+    (the identity after a real stage 1, i.e. the model without it) while the other two learn."""
+    groups = {"music": ("music_modules.",), "beat": ("beat_modules.", "beat_encoder."), "motion": ("motion_modules.",)}
+    kept = [m for m in groups if m != left_out]
+    before = dict(load_pipeline(base).unet.named_parameters())
+    trainer = Trainer(tiny_config(2, base, tmp_path, steps=3, checkpoint_every=100, temporal_modules=kept),
+                      make_clips())
+    trainer.train()
+    after = dict(trainer.pipe.unet.named_parameters())
+    for module, prefixes in groups.items():
+        names = [n for n in before if any(p in n for p in prefixes)]
+        changed = sum(not torch.equal(before[n], after[n]) for n in names)
+        if module == left_out:
+            assert changed == 0, f"{module} was left out but {changed} of its tensors changed"
+        else:
+            assert changed > 0.5 * len(names), f"{module} should learn: {changed}/{len(names)} tensors changed"
+
+
+def test_temporal_modules_option_is_checked(base, tmp_path):
+    for bad in ([], ["beat", "tempo"], ["beat", "beat"]):
+        with pytest.raises(ValueError, match="temporal_modules must list some of music, beat, motion"):
+            tiny_config(2, base, tmp_path, temporal_modules=bad)
+    with pytest.raises(ValueError, match="temporal_modules is for stage 2"):
+        tiny_config(1, base, tmp_path, temporal_modules=["music"])
+
+
 def test_stage1_trains_spatial_not_temporal(base, tmp_path):
     before = load_pipeline(base)
     trainer = Trainer(tiny_config(1, base, tmp_path, steps=2, checkpoint_every=100), make_clips())

@@ -7,7 +7,7 @@ import sys
 import torch
 
 from musedance_core.ast_encoder import save_tiny_ast
-from musedance_core.demo import draw_reference, synth_music
+from musedance_core.samples import draw_reference, synth_music
 from test_trainer import SIZE, make_clips, tiny_config
 from tiny_files import write_tiny_musedance
 from trainer.train import Trainer

@@ -64,6 +64,9 @@ class RunConfig:
     gradient_checkpointing: bool = False
     seed: int = 0
     uncond_rate: float = 0.1  # rows trained as the sampler's unconditional row (classifier-free guidance)
+    # Stage 2: the temporal modules that learn; one left out stays as it starts (the identity after
+    # stage 1), i.e. the model without it (ablations).
+    temporal_modules: list[str] = field(default_factory=lambda: ["music", "beat", "motion"])
     log_every: int = 10
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
@@ -98,6 +101,11 @@ class TrainConfig:
             raise ValueError(f"export.dtype must be 'fp32', 'fp16' or 'bf16', got {self.export.dtype!r}.")
         if self.export.temporal_only and self.stage != 2:
             raise ValueError("export.temporal_only is for stage 2: stage 1 trains the spatial layers, export them all.")
+        modules = self.train.temporal_modules
+        if not modules or set(modules) - {"music", "beat", "motion"} or len(set(modules)) != len(modules):
+            raise ValueError(f"train.temporal_modules must list some of music, beat, motion once each, got {modules!r}.")
+        if self.stage == 1 and sorted(modules) != ["beat", "motion", "music"]:
+            raise ValueError("train.temporal_modules is for stage 2: stage 1 trains no temporal module.")
         if not 0.0 <= self.train.uncond_rate <= 1.0:
             raise ValueError(f"train.uncond_rate must be in [0, 1], got {self.train.uncond_rate}.")
         for name in ("steps", "batch_size", "gradient_accumulation", "log_every", "checkpoint_every", "keep_checkpoints"):

@@ -301,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", type=Path, help="SD1.5 or MuseDance file under a partial (temporal-only) checkpoint")
     parser.add_argument("--tokenizer", type=Path, help="CLIP tokenizer folder, if the checkpoints carry none")
     parser.add_argument("--ground-truth", action="store_true", help="add the row of the ground-truth videos")
-    parser.add_argument("--shuffled-music", action="store_true",
-                        help="add a control row per model: each clip animated to another track's music")
+    parser.add_argument("--shuffled-music", nargs="*", metavar="NAME",
+                        help="add a control row per model (or only for the models NAMEd): each clip animated to "
+                        "another track's music")
     parser.add_argument("--tracks", type=Path, help="tracks.json naming each clip's track (trainer.synthetic "
                         "writes one); without it clips with identical audio count as one track")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
@@ -342,9 +343,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings: Settings, *, command: str,
-        ground_truth: bool = False, shuffled: bool = False, tracks: Path | None = None, limit: int | None = None,
-        base: Path | None = None, tokenizer: Path | None = None) -> dict:
-    """Evaluate and return {"command", "settings", "rows", "markdown"} (see the module docstring)."""
+        ground_truth: bool = False, shuffled: bool | list[str] | None = False, tracks: Path | None = None,
+        limit: int | None = None, base: Path | None = None, tokenizer: Path | None = None) -> dict:
+    """Evaluate and return {"command", "settings", "rows", "markdown"} (see the module docstring).
+
+    shuffled: True or [] for a shuffled-music control of every model, a list of names for those models
+    only, False or None for none.
+    """
+    if isinstance(shuffled, list) and shuffled:
+        unknown = sorted(set(shuffled) - {name for name, _ in models})
+        if unknown:
+            raise ValueError(f"--shuffled-music names {unknown}, which are not --model names "
+                             f"({', '.join(name for name, _ in models)}).")
+    controlled = {name for name, _ in models} if shuffled is True or shuffled == [] else set(shuffled or ())
     dataset = PreparedDataset(data)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     if count == 0:
@@ -352,14 +363,14 @@ def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings
     names = load_tracks(tracks)
     clips = [load_clip(dataset, i, Path(clips_folder), names) for i in range(count)]
     fps = dataset.fps
-    donors = music_donors([c.track for c in clips], settings.eval_seed) if shuffled else None
+    donors = music_donors([c.track for c in clips], settings.eval_seed) if controlled else None
     notes = ["PSNR, SSIM, LPIPS and FVD are n/a for the ground truth (nothing to compare it with)."] if ground_truth else []
     if settings.lpips_model is None:
         notes.append("LPIPS: n/a without --lpips-backbone and --lpips-linear (never computed with a random network).")
     if settings.i3d is None:
         notes.append(f"FVD: n/a without --i3d ({FVD_I3D_FILE}); with it, per seed on the first {FVD_FRAMES} "
                      "frames of every clip, averaged over the seeds.")
-    if shuffled and donors is None:
+    if controlled and donors is None:
         notes.append("Shuffled music: not possible, one track holds more than half of the clips (or one clip).")
     rows, real_features = [], {}
     if ground_truth:
@@ -368,7 +379,8 @@ def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings
         rows.append(summarise("ground truth", {"clips": truth}, settings))
     for name, path in models:
         pipe = load_pipeline(path, base=base, tokenizer=tokenizer, device=settings.device, dtype=settings.dtype)
-        results = evaluate_model(pipe, dataset, clips, fps, settings, donors, real_features)
+        results = evaluate_model(pipe, dataset, clips, fps, settings, donors if name in controlled else None,
+                                 real_features)
         rows.append({"checkpoint": str(path), **summarise(name, results["model"], settings)})
         if "shuffled" in results:
             rows.append({"checkpoint": str(path), **summarise(f"{name}, shuffled music", results["shuffled"], settings)})

@@ -34,6 +34,8 @@ from musedance_core.temporal import UNKNOWN_BEAT, beat_windows
 from .clips import ClipSource, PreparedClip
 
 TEMPORAL_MODULES = ("music_modules", "beat_modules", "motion_modules", "beat_encoder")
+# The three temporal modules by name (train.temporal_modules), and the parameter groups each one owns.
+TEMPORAL_GROUPS = {"music": ("music_modules",), "beat": ("beat_modules", "beat_encoder"), "motion": ("motion_modules",)}
 MAX_DRAWS = 100  # stage 2 redraws a clip shorter than K + M frames at most this often
 
 
@@ -173,9 +175,16 @@ class StageModel(nn.Module):
     only the music, beat and motion modules (`musedance_core.unet.is_temporal_parameter`).
     """
 
-    def __init__(self, pipe: MuseDancePipeline, stage: int) -> None:
+    def __init__(self, pipe: MuseDancePipeline, stage: int,
+                 temporal_modules: tuple[str, ...] = tuple(TEMPORAL_GROUPS)) -> None:
         super().__init__()
         self.stage = stage
+        unknown = set(temporal_modules) - set(TEMPORAL_GROUPS)
+        if unknown:
+            raise ValueError(f"temporal modules {sorted(unknown)} do not exist; choose from {list(TEMPORAL_GROUPS)}.")
+        # Stage 2 trains these; a module left out keeps the weights it starts with (the identity, from a
+        # stage-1 export), which is the model without that module: the ablations of the paper's Table 4.
+        self.trained_groups = {g for m in temporal_modules for g in TEMPORAL_GROUPS[m]}
         self.unet = pipe.unet
         self.reference_net = pipe.reference_net
         self.mask_encoder = pipe.mask_encoder
@@ -188,7 +197,9 @@ class StageModel(nn.Module):
 
     def _trains(self, name: str) -> bool:
         temporal = name.startswith("unet.") and is_temporal_module(name)
-        return temporal if self.stage == 2 else not temporal
+        if self.stage == 1:
+            return not temporal
+        return temporal and not self.trained_groups.isdisjoint(name.split("."))
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
