@@ -1,11 +1,18 @@
-"""End-to-end demo: synthesised music + a drawn figure -> MuseDance pipeline -> MP4 with the music.
+"""The main job: a reference image and a piece of music -> a dance video, with a contact sheet and a beat plot.
 
-    python -m musedance_core.demo --output output/musedance_demo.mp4 [--seconds 4] [--fps 12]
-                                  [--size 64] [--steps 4] [--seed 0]
+    python -m musedance_core.demo [--image PNG] [--music FILE] [--prompt TEXT] [--start S] [--seconds S]
+                                  [--model CKPT] [--ast FOLDER] [--out outputs] [--steps 20] [--seed 0]
 
-Runs every stage (beats, AST music tokens, ReferenceNet, denoising UNet with music/beat/motion
-modules, DDIM, VAE decode, video writing) on the tiny configuration with RANDOM weights, so the
-video shows noise-like frames, not a dance. Needs no files and no network; all media are made here.
+Defaults: the default model that ships in models/ (trained with `python -m trainer.default_model` on
+the synthetic music-dance dataset, 64x64 at 12 fps) and its sample in assets/ (a dancer and a track
+the model never saw). Writes into --out (default outputs/):
+    musedance_demo.mp4          the video with the music muxed in, trimmed to the frames
+    musedance_demo_contact.png  every frame, the frames on a beat framed in red
+    musedance_demo_beats.png    the music (waveform, onset strength, beats in red) over the video's
+                                motion (green: optical-flow magnitude between frames)
+and prints how well the motion follows the music (AV-Align, 2D-MM Align against its chance level).
+The image is framed to the model's size by cropping; its mask is computed automatically (or taken
+from its alpha channel). Needs no network.
 """
 
 from __future__ import annotations
@@ -17,157 +24,137 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from musedance_core.ast_encoder import MusicEncoder, tiny_ast
-from musedance_core.beats import analyze_beats
-from musedance_core.config import MuseDanceConfig
-from musedance_core.pipeline import MuseDancePipeline, StepInfo
-from musedance_core.video import write_video
-
-SAMPLE_RATE = 16_000  # AST's rate, so the music needs no resampling
-BPM = 120.0
-GUIDANCE_SCALE = 2.5
-
-
-def synth_music(seconds: float, sample_rate: int = SAMPLE_RATE, bpm: float = BPM, seed: int = 0) -> np.ndarray:
-    """A drum-and-bass loop: kick on every beat, snare on 2 and 4, hi-hat on eighths, a bass line.
-
-    Returns mono float32 [T] peaking at 0.8. The kick sits exactly on the beat grid, so a beat
-    tracker should find beats every 60 / bpm seconds.
-    """
-    rng = np.random.default_rng(seed)
-    n = int(round(seconds * sample_rate))
-    out = np.zeros(n, dtype=np.float64)
-    beat = 60.0 / bpm
-
-    def hit(start_s: float, sound: np.ndarray) -> None:
-        start = int(round(start_s * sample_rate))
-        end = min(n, start + sound.size)
-        if start < end:
-            out[start:end] += sound[: end - start]
-
-    def envelope(length_s: float, decay_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Time axis and exponential decay of a sound `length_s` long."""
-        t = np.arange(int(length_s * sample_rate)) / sample_rate
-        return t, np.exp(-t / decay_s)
-
-    t, env = envelope(0.3, 0.08)
-    kick = np.sin(2 * np.pi * (50 * t + 100 * 0.03 * (1 - np.exp(-t / 0.03)))) * env  # 150 -> 50 Hz
-    t, env = envelope(0.2, 0.05)
-    snare = (0.6 * rng.standard_normal(t.size) + 0.4 * np.sin(2 * np.pi * 190 * t)) * env
-    t, env = envelope(0.05, 0.01)
-    hat = np.diff(rng.standard_normal(t.size + 1)) * 0.5 * env  # differenced noise: bright
-    bass_notes = [55.0, 55.0, 65.41, 73.42]  # A1 A1 C2 D2, one per beat
-    t, env = envelope(beat / 2, 0.15)
-
-    for k in range(int(np.ceil(seconds / beat))):
-        start = k * beat
-        hit(start, kick)
-        if k % 2 == 1:
-            hit(start, 0.7 * snare)
-        hit(start, 0.3 * hat)
-        hit(start + beat / 2, 0.2 * hat)
-        f0 = bass_notes[k % len(bass_notes)]
-        bass = np.tanh(3 * np.sin(2 * np.pi * f0 * t)) * env  # soft-clipped sine: a warm square-ish tone
-        hit(start, 0.4 * bass)
-        hit(start + beat / 2, 0.25 * bass)
-    return (0.8 * out / max(np.abs(out).max(), 1e-9)).astype(np.float32)
-
-
-def draw_reference(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """A stick figure on a gradient stage: image float32 [size, size, 3] in [0, 1] and its mask [size, size]."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size  # unit square, y down
-    top, bottom = np.array([0.10, 0.12, 0.30]), np.array([0.45, 0.25, 0.45])
-    image = top + (bottom - top) * yy[..., None]
-    image[yy > 0.85] = (0.30, 0.22, 0.18)  # floor
-
-    def capsule(p0: tuple[float, float], p1: tuple[float, float], radius: float) -> np.ndarray:
-        """Pixels within `radius` of the segment p0-p1 (points as (x, y))."""
-        (x0, y0), (x1, y1) = p0, p1
-        dx, dy = x1 - x0, y1 - y0
-        u = np.clip(((xx - x0) * dx + (yy - y0) * dy) / max(dx * dx + dy * dy, 1e-9), 0.0, 1.0)
-        return (xx - x0 - u * dx) ** 2 + (yy - y0 - u * dy) ** 2 <= radius**2
-
-    parts = [  # (shape, colour), drawn in order
-        (capsule((0.40, 0.62), (0.36, 0.88), 0.045) | capsule((0.60, 0.62), (0.66, 0.88), 0.045), (0.15, 0.25, 0.70)),
-        (capsule((0.42, 0.36), (0.24, 0.22), 0.035) | capsule((0.58, 0.36), (0.78, 0.48), 0.035), (0.90, 0.72, 0.58)),
-        (capsule((0.50, 0.36), (0.50, 0.60), 0.10), (0.85, 0.15, 0.20)),
-        (capsule((0.50, 0.20), (0.50, 0.20), 0.08), (0.90, 0.72, 0.58)),
-    ]
-    mask = np.zeros((size, size), dtype=bool)
-    for shape, colour in parts:
-        image[shape] = colour
-        mask |= shape
-    return image.astype(np.float32), mask.astype(np.float32)
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "models" / "musedance" / "musedance_default.safetensors"
+DEFAULT_AST = ROOT / "models" / "audio_encoders" / "musedance_default_ast"
+ASSETS = ROOT / "assets"
+NAME = "musedance_demo"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output", type=Path, default=Path("output/musedance_demo.mp4"), help="MP4 to write")
-    parser.add_argument("--seconds", type=float, default=4.0, help="music and video length in seconds (at most 600)")
-    parser.add_argument("--fps", type=float, default=12.0, help="video frame rate (the paper uses 12)")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels, a multiple of 8")
-    parser.add_argument("--steps", type=int, default=4, help="DDIM steps per clip")
-    parser.add_argument("--seed", type=int, default=0, help="seed for music noise, weights and sampling")
+    parser = argparse.ArgumentParser(prog="python -m musedance_core.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image", type=Path, default=ASSETS / "sample_reference.png", help="reference image")
+    parser.add_argument("--music", type=Path, default=ASSETS / "sample_music.wav",
+                        help="music file (wav, flac, mp3, ogg, m4a)")
+    parser.add_argument("--prompt", help="motion description (default: assets/sample_prompt.txt with the sample "
+                        "image, else 'a figure dancing to the beat')")
+    parser.add_argument("--start", type=float, default=0.0, help="where in the music to start, seconds")
+    parser.add_argument("--seconds", type=float, default=4.0, help="video length in seconds (at most 600)")
+    parser.add_argument("--fps", type=float, help="frame rate (default: the model's, 12)")
+    parser.add_argument("--size", type=int, default=64, help="video side in pixels (default 64, the default model's)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="MuseDance checkpoint (.safetensors)")
+    parser.add_argument("--ast", type=Path, default=DEFAULT_AST, help="AST folder in Hugging Face layout")
+    parser.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default outputs/)")
+    parser.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    parser.add_argument("--guidance", type=float, default=2.5, help="classifier-free guidance scale (default 2.5)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 600:
         parser.error("--seconds must be in (0, 600].")
-    if args.fps <= 0:
+    if args.fps is not None and args.fps <= 0:
         parser.error("--fps must be positive.")
     if args.size <= 0 or args.size % 8:
-        parser.error("--size must be a positive multiple of 8 (the VAE downsamples by 8).")
+        parser.error("--size must be a positive multiple of 8.")
     if args.steps < 1:
         parser.error("--steps must be at least 1.")
+    for name, path, what in (("--image", args.image, "an image file"), ("--music", args.music, "a music file"),
+                             ("--model", args.model, "a MuseDance .safetensors checkpoint")):
+        if not path.is_file():
+            parser.error(f"{name} {path} does not exist; give {what}.")
+    if not args.ast.is_dir():
+        parser.error(f"--ast {args.ast} is not a folder; give an AST folder (config.json, model.safetensors).")
+    if args.prompt is None:
+        sample = ASSETS / "sample_prompt.txt"
+        same = args.image.resolve() == (ASSETS / "sample_reference.png").resolve() and sample.is_file()
+        args.prompt = sample.read_text(encoding="utf-8").strip() if same else "a figure dancing to the beat"
     return args
+
+
+def load_image(path: Path) -> np.ndarray:
+    """RGB or RGBA float [H, W, C] in [0, 1] (an alpha channel becomes the mask)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(path)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    num_frames = int(round(args.seconds * args.fps))
-    config = MuseDanceConfig.tiny()
+    from .ast_encoder import MusicEncoder
+    from .audio import load_music
+    from .beats import analyze_beats, beat_vector
+    from .framing import fit_image
+    from .loading import load_pipeline
+    from .masks import foreground_mask
+    from .metrics import evaluate_video
+    from .flow import flow_magnitudes
+    from .pipeline import StepInfo
+    from .plots import beat_plot, contact_sheet
+    from .video import write_video
 
-    music = synth_music(args.seconds, seed=args.seed)
-    analysis = analyze_beats(music, SAMPLE_RATE)
-    beats = analysis.vector(args.fps, num_frames)
-    # A tiny random AST stands in for real AST weights (they arrive with the loaders).
-    encoder = MusicEncoder(*tiny_ast(config.unet.music_dim, seed=args.seed))
-    tokens = encoder.encode(music, args.fps, num_frames)
-    image, mask = draw_reference(args.size)
-    # No CLIP tokenizer or text encoder yet (they arrive with weight loading): an all-zero
-    # embedding stands for the empty prompt.
-    text = torch.zeros(1, config.text_length, config.unet.cross_attention_dim)
-    print(
-        f"music: {args.seconds:g} s synthesised at {BPM:g} BPM; {analysis.times.size} beats found; "
-        f"music tokens {tuple(tokens.shape)}; text: zero embedding (no CLIP yet)",
-        flush=True,
-    )
+    pipe = load_pipeline(args.model)
+    fps = args.fps or pipe.config.fps
+    whole = load_music(args.music)  # the beat tracker reads the whole song, as Beat Extract does
+    if args.start >= whole.duration:
+        raise SystemExit(f"error: --start {args.start} s is past the end of the music ({whole.duration:.2f} s).")
+    seconds = min(args.seconds, whole.duration - args.start)
+    frames = int(seconds * fps)
+    if frames < 1:
+        raise SystemExit(f"error: {seconds:.3f} s of music make no frame at {fps:g} fps; give more --seconds.")
+    analysis = analyze_beats(whole.waveform, whole.sample_rate)
+    beats = beat_vector(analysis.times - args.start, fps, frames)
+    tokens = MusicEncoder.from_folder(args.ast).encode(whole.waveform, fps, frames, start_time=args.start)
 
-    pipe = MuseDancePipeline.from_config(config, seed=args.seed)
+    picture = load_image(args.image)
+    mask = foreground_mask(picture).mask
+    image, framing = fit_image(picture[..., :3], args.size, args.size, mode="crop")
+    mask = framing.apply(mask[None] if mask.ndim == 2 else mask)
+    print(f"music: {args.music.name}, {seconds:.2f} s from {args.start:g} s, {analysis.tempo:.1f} BPM, "
+          f"{int(beats.sum())} beats; image: {args.image.name} -> {args.size}x{args.size}; "
+          f"prompt: {args.prompt!r}; model: {args.model.name}", flush=True)
 
     def report(info: StepInfo) -> bool:
-        print(f"  clip {info.clip_index + 1}/{info.num_clips}  step {info.step + 1}/{info.num_steps}", flush=True)
+        if info.step + 1 == info.num_steps:
+            print(f"  clip {info.clip_index + 1}/{info.num_clips} done", flush=True)
         return False
 
-    frames = pipe(
-        reference_image=torch.from_numpy(image),
-        mask=torch.from_numpy(mask),
-        text_embeds=text,
-        music_tokens=tokens,
-        beats=torch.from_numpy(beats),
-        num_inference_steps=args.steps,
-        guidance_scale=GUIDANCE_SCALE,
-        seed=args.seed,
-        device="cpu",
-        dtype=torch.float32,
-        callback=report,
-    )
-    path = write_video(args.output, frames, args.fps, audio=music, sample_rate=SAMPLE_RATE)
+    video = pipe(reference_image=image[0], mask=mask[0], text_embeds=pipe.encode_prompt(args.prompt),
+                 music_tokens=tokens, beats=torch.from_numpy(beats), num_inference_steps=args.steps,
+                 guidance_scale=args.guidance, seed=args.seed, callback=report)
+    generated = time.perf_counter() - started
 
-    print(
-        f"wrote {path}: {frames.shape[0]} frames of {args.size}x{args.size} at {args.fps:g} fps with music; "
-        f"beats on frames {np.flatnonzero(beats).tolist()}; tempo {analysis.tempo:.1f} BPM; "
-        f"{time.perf_counter() - started:.1f} s. Weights are random: expect noise, not a dance."
-    )
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    first = round(args.start * whole.sample_rate)
+    audio = whole.waveform[first:first + round(frames / fps * whole.sample_rate)]
+    path = write_video(out / f"{NAME}.mp4", video, fps, audio=audio, sample_rate=whole.sample_rate)
+    frames_np = video.numpy()
+    save_png(out / f"{NAME}_contact.png", contact_sheet(frames_np, columns=12, beat_flags=beats, scale=2))
+    motion = np.concatenate([[0.0], flow_magnitudes(frames_np)]) if frames > 1 else None
+    save_png(out / f"{NAME}_beats.png", beat_plot(whole.waveform, whole.sample_rate, analysis.onset_envelope,
+                                                  analysis.frame_rate, analysis.times, args.start, frames / fps,
+                                                  motion=motion, fps=fps))
+    scores = evaluate_video(video, fps, audio, whole.sample_rate,
+                            music_beats=analysis.times[(analysis.times >= args.start)
+                                                       & (analysis.times < args.start + frames / fps)] - args.start
+                            ).scores()
+
+    def fmt(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    print(f"wrote {path} ({frames} frames at {fps:g} fps, music muxed in), {out / (NAME + '_contact.png')}, "
+          f"{out / (NAME + '_beats.png')}; generated in {generated:.1f} s")
+    print(f"beat alignment: AV-Align {fmt(scores['av_align'])}, 2D-MM Align {fmt(scores['mm_align'])} "
+          f"(chance {fmt(scores['mm_align_chance'])}), mean distance of motion beats to music beats "
+          f"{fmt(scores['beat_distance_mean'])} s")
     return 0
 
 

@@ -25,6 +25,9 @@ from ..musedance_core.model_folders import MODEL_KINDS, TOKENIZER_FILES, ModelFo
 
 log = logging.getLogger(__name__)
 
+# The default model and its music encoder ship inside the pack (trainer/default_model.py makes them).
+PACK_MODELS = Path(__file__).resolve().parents[1] / "models"
+
 
 def _folder_paths() -> ModuleType | None:
     """ComfyUI's `folder_paths` module, or None outside ComfyUI."""
@@ -39,7 +42,8 @@ def register_model_folders() -> bool:
     """Make ComfyUI list `models/<kind>/` and MuseDance's file types for every kind; False outside ComfyUI.
 
     Paths and extensions already registered (by ComfyUI, extra_model_paths.yaml or another pack such
-    as AnimateDiff-Evolved) are kept; the default folders are created when missing.
+    as AnimateDiff-Evolved) are kept; the default folders are created when missing. The pack's own
+    `models/<kind>/` (the shipped default model and its music encoder) comes last.
     """
     folder_paths = _folder_paths()
     if folder_paths is None:
@@ -58,6 +62,10 @@ def register_model_folders() -> bool:
         missing = {s for s in kind.suffixes if s not in extensions}
         if missing:  # a new set: the old one may be supported_pt_extensions, shared with other names
             table[kind.name] = (paths, set(extensions) | missing)
+        shipped = PACK_MODELS / kind.name
+        if shipped.is_dir() and _same_path(str(shipped)) not in {_same_path(p) for p in table[kind.name][0]}:
+            # After ComfyUI's own folders: a user's file of the same name wins over the shipped one.
+            folder_paths.add_model_folder_path(kind.name, str(shipped))
         getattr(folder_paths, "filename_list_cache", {}).pop(kind.name, None)  # listed with the old extensions
     return True
 

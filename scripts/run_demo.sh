@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Main job: set up .venv if needed, then run the end-to-end demo (tiny model, random weights).
-# Writes output/musedance_demo.mp4; extra arguments go to the demo (e.g. --seconds 2 --size 32).
+# Main job: set up .venv if needed, then animate the sample dancer to the sample music with the default
+# model that ships in models/. Writes outputs/musedance_demo.mp4 (music muxed in),
+# outputs/musedance_demo_contact.png and outputs/musedance_demo_beats.png. Extra arguments go to the
+# demo, e.g. --image my.png --music my.mp3 --prompt "..." (python -m musedance_core.demo --help).
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/setup_env.sh"
 cd "$MUSEDANCE_ROOT"
-exec "$MUSEDANCE_PYTHON" -m musedance_core.demo --output output/musedance_demo.mp4 "$@"
+exec "$MUSEDANCE_PYTHON" -m musedance_core.demo "$@"

@@ -1,42 +1,75 @@
-"""The main job end to end on tiny settings: an MP4 with the music and one frame per 1/fps second."""
+"""The main job end to end with the shipped default model, and the sample media of musedance_core.samples."""
 
 from __future__ import annotations
 
+import wave
+
 import numpy as np
 import pytest
+from PIL import Image
 
-from musedance_core import demo
+from musedance_core import demo, samples
 from musedance_core.beats import beat_times
 from musedance_core.video import read_video_info
 
 
-def test_demo_writes_video_with_music(tmp_path, capsys):
-    output = tmp_path / "new_dir" / "demo.mp4"
-    assert demo.main(["--output", str(output), "--seconds", "2", "--size", "32", "--steps", "2"]) == 0
-    info = read_video_info(output)
-    assert (info.num_frames, info.width, info.height) == (24, 32, 32)
+def test_demo_writes_the_video_the_contact_sheet_and_the_beat_plot(tmp_path, capsys):
+    out = tmp_path / "new_dir"
+    assert demo.main(["--out", str(out), "--seconds", "2", "--steps", "2"]) == 0
+    names = {f"{demo.NAME}.mp4", f"{demo.NAME}_contact.png", f"{demo.NAME}_beats.png"}
+    assert {p.name for p in out.iterdir()} == names  # nothing else, no temporary file
+    info = read_video_info(out / f"{demo.NAME}.mp4")
+    assert (info.num_frames, info.width, info.height) == (24, 64, 64)
     assert info.fps == pytest.approx(12.0)
-    assert info.has_audio and info.audio_duration == pytest.approx(2.0, abs=0.05)
-    assert "clip 1/" in capsys.readouterr().out  # progress was reported
-    assert list(output.parent.iterdir()) == [output]  # no temporary file left
+    assert info.has_audio and info.audio_duration == pytest.approx(2.0, abs=1 / 12)
+    sheet = np.asarray(Image.open(out / f"{demo.NAME}_contact.png"))
+    assert sheet.shape == (2 * (64 * 2 + 4), 12 * (64 * 2 + 4), 3)  # 24 frames in two rows of 12, enlarged twice
+    assert np.asarray(Image.open(out / f"{demo.NAME}_beats.png")).shape == (192, 768, 3)
+    printed = capsys.readouterr().out
+    assert "prompt: 'a red human-like figure" in printed  # the sample's own caption
+    assert "beat alignment: AV-Align" in printed and "clip 2/2 done" in printed
+
+
+def test_demo_takes_the_users_image_and_music(tmp_path, capsys):
+    image = np.zeros((96, 80, 4), dtype=np.uint8)
+    image[..., :3] = 90
+    image[20:80, 30:50] = (230, 40, 40, 255)  # the subject, opaque on a transparent background
+    Image.fromarray(image, "RGBA").save(tmp_path / "me.png")
+    music = (samples.synth_music(3.0) * 32767).astype("<i2")
+    with wave.open(str(tmp_path / "song.wav"), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(samples.SAMPLE_RATE)
+        f.writeframes(music.tobytes())
+    assert demo.main(["--image", str(tmp_path / "me.png"), "--music", str(tmp_path / "song.wav"), "--start", "1.5",
+                      "--seconds", "4", "--out", str(tmp_path / "o"), "--steps", "1"]) == 0
+    info = read_video_info(tmp_path / "o" / f"{demo.NAME}.mp4")
+    assert info.num_frames == 18 and info.audio_duration == pytest.approx(1.5, abs=1 / 12)  # to the music's end
+    assert "'a figure dancing to the beat'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--size", "30"], "multiple of 8"),
+    (["--image", "no/such.png"], "--image no/such.png does not exist"),
+    (["--model", "none.safetensors"], "--model none.safetensors does not exist; give a MuseDance"),
+    (["--seconds", "0"], "--seconds must be in"),
+])
+def test_bad_arguments_exit_with_a_message(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        demo.main(argv)
+    assert message in capsys.readouterr().err
 
 
 def test_synthesised_music_has_the_intended_tempo():
-    music = demo.synth_music(6.0)
+    music = samples.synth_music(6.0)
     assert music.dtype == np.float32 and np.abs(music).max() == pytest.approx(0.8)
-    interval = np.median(np.diff(beat_times(music, demo.SAMPLE_RATE)))
-    assert interval == pytest.approx(60.0 / demo.BPM, rel=0.05)
+    interval = np.median(np.diff(beat_times(music, samples.SAMPLE_RATE)))
+    assert interval == pytest.approx(60.0 / samples.BPM, rel=0.05)
 
 
 def test_reference_mask_covers_the_figure_only():
-    image, mask = demo.draw_reference(64)
+    image, mask = samples.draw_reference(64)
     assert image.shape == (64, 64, 3) and mask.shape == (64, 64)
     assert 0.0 <= image.min() and image.max() <= 1.0
     assert 0.05 < mask.mean() < 0.5
     assert mask[0, 0] == 0 and mask[20, 32] == 1  # a background corner; the torso
-
-
-def test_bad_arguments_exit_with_a_message(capsys):
-    with pytest.raises(SystemExit):
-        demo.main(["--size", "30"])
-    assert "multiple of 8" in capsys.readouterr().err

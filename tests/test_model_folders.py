@@ -331,8 +331,8 @@ def test_registration_adds_every_kind_with_its_default_folder_and_file_types(ada
     assert shared_before <= set(comfy.folder_names_and_paths["checkpoints"][1])
     assert comfy.supported_pt_extensions == shared_before
     assert comfy.folder_names_and_paths["loras"][1] is comfy.supported_pt_extensions
-    if own_audio_paths:
-        assert comfy.get_folder_paths("audio_encoders") == own_audio_paths
+    if own_audio_paths:  # ComfyUI's own audio_encoders folder, then the pack's shipped one
+        assert comfy.get_folder_paths("audio_encoders") == [*own_audio_paths, str(adapter.PACK_MODELS / "audio_encoders")]
         assert comfy.folder_names_and_paths["audio_encoders"][1] == shared_before
 
 
@@ -349,7 +349,7 @@ def test_registration_keeps_folders_and_extensions_another_pack_registered(adapt
     assert comfy.get_folder_paths("animatediff_models") == [own, default]
     assert set(comfy.folder_names_and_paths["animatediff_models"][1]) == comfy.supported_pt_extensions
     extra, default = str(tmp_path / "extra" / "musedance"), os.path.join(comfy.models_dir, "musedance")
-    assert comfy.get_folder_paths("musedance") == [extra, default]
+    assert comfy.get_folder_paths("musedance") == [extra, default, str(adapter.PACK_MODELS / "musedance")]
     assert comfy.folder_names_and_paths["musedance"][1] == {".safetensors", ".sft"}
 
 
@@ -367,6 +367,21 @@ def test_comfyui_lists_and_finds_what_the_pack_resolves(adapter, comfy, tmp_path
     assert folders.resolve("densepose", "body/densepose.torchscript") == Path(
         comfy.get_full_path("densepose", "body/densepose.torchscript")
     ).resolve()
+
+
+def test_the_shipped_default_model_is_listed_after_the_users_folders(adapter, comfy):
+    """The pack's models/ (default model, its AST) comes last: a user's file of the same name wins."""
+    shipped = adapter.PACK_MODELS
+    assert (shipped / "musedance" / "musedance_default.safetensors").is_file()
+    assert (shipped / "audio_encoders" / "musedance_default_ast" / "config.json").is_file()
+    adapter.register_model_folders()
+    for kind in ("musedance", "audio_encoders"):
+        assert comfy.get_folder_paths(kind)[-1] == str(shipped / kind)
+    assert "musedance_default.safetensors" in comfy.get_filename_list("musedance")
+    assert "musedance_default_ast" in adapter.comfy_model_folders().list("audio_encoders")
+    own = touch(Path(comfy.models_dir) / "musedance" / "musedance_default.safetensors")
+    assert adapter.comfy_model_folders().resolve("musedance", "musedance_default.safetensors") == own.resolve()
+    assert comfy.get_full_path("musedance", "musedance_default.safetensors") == str(own)
 
 
 def test_registration_drops_comfyuis_cached_listing_of_a_kind(adapter, comfy):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from musedance_core.demo import draw_reference, synth_music
+from musedance_core.samples import draw_reference, synth_music
 from musedance_core.video import read_video_info
 from tiny_files import WORKFLOW_AST, WORKFLOW_CHECKPOINT, write_workflow_models
 
@@ -225,3 +225,29 @@ def test_music_nodes_take_the_rest_of_the_song(nodes):
     segment = music_module.span_audio(audio, span)
     assert segment["waveform"].shape == (1, 2, 4 * RATE) and segment["sample_rate"] == RATE
     assert np.isclose(span.duration, 4.0)
+
+
+def test_the_shipped_default_model_runs_through_the_nodes(pack):
+    """What the example workflows do with the pack's own models/ folder: the default model and its AST."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "models"
+    ModelFolders = sys.modules[f"{pack.__name__}.musedance_core.model_folders"].ModelFolders
+    folders = ModelFolders({"musedance": [root / "musedance"], "audio_encoders": [root / "audio_encoders"]})
+    nodes = pack.NODE_CLASS_MAPPINGS
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("model", "music", "mask"):
+            patch.setattr(_module(pack, name), "comfy_model_folders", lambda: folders)
+        assert "musedance_default.safetensors" in nodes["MuseDanceLoadModel"].INPUT_TYPES()["required"]["checkpoint"][0]
+        model = nodes["MuseDanceLoadModel"]().run("musedance_default.safetensors", "none", "none", "auto", "default")[0]
+        ast = nodes["MuseDanceLoadAST"]().run("musedance_default_ast")[0]
+        audio = {"waveform": torch.from_numpy(synth_music(1.5, RATE))[None, None], "sample_rate": RATE}
+        beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, 0.0, 1.0)[0]
+        music = nodes["MuseDanceASTEncode"]().run(ast, audio, 12.0, 0.0, 1.0)[0]
+        image, mask = (torch.from_numpy(a)[None] for a in draw_reference(64))
+        reference, _ = nodes["MuseDanceReferenceEncode"]().run(model, image, "a figure pumps its arms", 64, 64, "crop",
+                                                               mask=mask)
+        frames, sound, fps = nodes["MuseDanceSampler"]().run(model, reference, music, beats, seed=0, steps=2,
+                                                             guidance=2.5, frame_count=0, clip_length=0, motion_frames=2)
+    assert frames.shape == (12, 64, 64, 3) and fps == 12.0 and torch.isfinite(frames).all()
+    assert sound["waveform"].shape[-1] == RATE  # one second of the music, trimmed to the frames

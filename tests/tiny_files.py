@@ -89,7 +89,7 @@ def write_animatediff(adapter: MotionAdapter, path: Path, version: str) -> Path:
 
 # The model names the example workflows (workflows/*.json) use; tests put tiny models under them.
 WORKFLOW_CHECKPOINT = "musedance_default.safetensors"
-WORKFLOW_AST = "ast-finetuned-audioset-10-10-0.4593"
+WORKFLOW_AST = "musedance_default_ast"
 
 
 def write_tiny_musedance(path: Path, config: MuseDanceConfig | None = None, seed: int = 0) -> Path:

@@ -46,8 +46,8 @@ def train_vae(frames: torch.Tensor, masks: torch.Tensor, config: VAEConfig, *, s
               lr: float = 1e-3, seed: int = 0, progress: Callable[[int, float], None] | None = None) -> AutoencoderKL:
     """An AutoencoderKL of `config` trained on `frames` (uint8 [N, H, W, 3]) with their `masks` ([N, H, W]).
 
-    Adam with a cosine decay to a tenth of `lr`; batches drawn with replacement from a generator seeded
-    by `seed`, so a run is reproducible. `progress(step, loss)` is called after every step.
+    Adam with a cosine decay to a tenth of `lr`; batches drawn with replacement, half of them mirrored,
+    from a generator seeded by `seed`, so a run is reproducible. `progress(step, loss)` is called after every step.
     """
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [N, H, W, 3], got {frames.dtype} {tuple(frames.shape)}.")
@@ -67,7 +67,10 @@ def train_vae(frames: torch.Tensor, masks: torch.Tensor, config: VAEConfig, *, s
     for step in range(steps):
         index = torch.randint(0, frames.shape[0], (batch_size,), generator=generator)
         pixels = frames[index].permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        loss = vae_loss(vae, pixels, masks[index].float(), generator)
+        weights = masks[index].float()
+        flip = torch.rand(batch_size, generator=generator) < 0.5  # mirrored scenes: more to generalise from
+        pixels[flip], weights[flip] = pixels[flip].flip(-1), weights[flip].flip(-1)
+        loss = vae_loss(vae, pixels, weights, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
