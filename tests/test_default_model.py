@@ -49,6 +49,10 @@ def test_the_shipped_model_is_the_recipes_small_self_contained_model():
     config = info.config
     assert config == default_config(vocab, config.vae.scaling_factor)  # what the recipe builds, trained VAE scale
     assert config.vae.scaling_factor != 1.0
+    # the recipe's skip test: done at its stage-2 budget, more steps would train on
+    from trainer.default_model import trained_to
+    steps = int(info.extra["training_step"])
+    assert trained_to(MODEL, steps) and not trained_to(MODEL, steps + 1)
 
 
 def test_the_shipped_model_and_its_ast_generate_frames_that_move():

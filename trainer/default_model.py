@@ -5,7 +5,10 @@
 
 No MuseDance weights are public and none can be downloaded, so the pack ships this one (models/),
 small enough to generate a 4-second clip in seconds on a CPU. Every step is skipped when its output
-exists and the training stages resume from their last checkpoint, so an interrupted run continues:
+exists (a training stage when its export reached the step budget) and the training stages resume
+from their last checkpoint, so an interrupted run continues and a larger --stage2-steps trains on
+(a larger --stage1-steps trains stage 1 on, but then delete the stage2* run folders and the exports,
+which were built on the old stage 1):
 1. data: `trainer.synthetic` (music tracks and dancers, split by track) and the music encoder;
 2. `trainer.prepare` of both splits at 64x64, 12 fps;
 3. a tokenizer of the captions' words, the VAE (`trainer.vae`) trained on the training frames, and
@@ -36,11 +39,12 @@ import numpy as np
 import torch
 
 from musedance_core.ast_encoder import save_tiny_ast
-from musedance_core.checkpoint import save_checkpoint
+from musedance_core.checkpoint import read_checkpoint_info, save_checkpoint
 from musedance_core.config import MaskEncoderConfig, MuseDanceConfig, TextEncoderConfig, UNetConfig, VAEConfig
 from musedance_core.pipeline import MuseDancePipeline
 from musedance_core.text_encoder import word_tokenizer_files
 
+from .config import load_config
 from .data import PreparedDataset
 from .prepare import PrepareSettings, prepare_dataset
 from .synthetic import generate
@@ -145,6 +149,13 @@ def build_base(work: Path, train: PreparedDataset, tokenizer_files: dict[str, st
     return path
 
 
+def trained_to(path: Path, steps: int) -> bool:
+    """True when `path` is an export of a run that reached `steps` (so a larger budget trains on)."""
+    if not path.is_file():
+        return False
+    return read_checkpoint_info(path).extra.get("training_step") == str(steps)
+
+
 def run_stage(config: Path, data: Path, output: Path, sets: dict[str, object]) -> None:
     """`python -m trainer.train` (resuming when the run folder has a checkpoint), as a user runs it."""
     command = [sys.executable, "-m", "trainer.train", "--config", str(config), "--data", str(data),
@@ -195,11 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     stage1_export = work / "stage1" / "export" / "musedance_default_stage1.safetensors"
     steps1 = {"train.steps": args.stage1_steps} if args.stage1_steps else {}
     steps2 = {"train.steps": args.stage2_steps} if args.stage2_steps else {}
-    if not stage1_export.is_file():
+    budget1 = args.stage1_steps or load_config(CONFIGS / "default_stage1.yaml", {"model.base": "-"}).train.steps
+    budget2 = args.stage2_steps or load_config(CONFIGS / "default_stage2.yaml", {"model.base": "-"}).train.steps
+    if not trained_to(stage1_export, budget1):
         run_stage(CONFIGS / "default_stage1.yaml", work / "prepared_train", work / "stage1",
                   {"model.base": str(base), **steps1})
     final = models / "musedance" / MODEL_NAME
-    if not final.is_file():
+    if not trained_to(final, budget2):
         run_stage(CONFIGS / "default_stage2.yaml", work / "prepared_train", work / "stage2",
                   {"model.base": str(stage1_export), "export.dir": str(models / "musedance"),
                    "export.name": MODEL_NAME, **steps2})
@@ -207,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_ablations:
         for name, modules in ABLATIONS.items():
             out = work / "ablations" / f"musedance_default_{name}.safetensors"
-            if not out.is_file():
+            if not trained_to(out, budget2):
                 run_stage(CONFIGS / "default_stage2.yaml", work / "prepared_train", work / f"stage2_{name}",
                           {"model.base": str(stage1_export), "export.dir": str(out.parent), "export.name": out.name,
                            "train.temporal_modules": modules, **steps2})
