@@ -25,8 +25,10 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = ROOT / "models" / "musedance" / "musedance_default.safetensors"
-DEFAULT_AST = ROOT / "models" / "audio_encoders" / "musedance_default_ast"
+DEFAULT_MODEL_NAME = "musedance_default.safetensors"  # trainer/default_model.py writes these two
+DEFAULT_AST_NAME = "musedance_default_ast"
+DEFAULT_MODEL = ROOT / "models" / "musedance" / DEFAULT_MODEL_NAME
+DEFAULT_AST = ROOT / "models" / "audio_encoders" / DEFAULT_AST_NAME
 ASSETS = ROOT / "assets"
 NAME = "musedance_demo"
 

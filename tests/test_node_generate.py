@@ -6,6 +6,7 @@ pointed at tiny models written here and its output folder at a temporary one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -31,15 +32,25 @@ def models_dir(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def module_nodes(pack, models_dir):
-    """The node classes, with the model folders at `models_dir`."""
-    # The pack's own ModelFolders class (the pack is imported under another name than musedance_core).
-    folders = sys.modules[f"{pack.__name__}.musedance_core.model_folders"].ModelFolders.from_models_dir(models_dir)
+def _model_folders(pack):
+    """The pack's own ModelFolders class (the pack is imported under another name than musedance_core)."""
+    return sys.modules[f"{pack.__name__}.musedance_core.model_folders"].ModelFolders
+
+
+@contextlib.contextmanager
+def _nodes_with_folders(pack, folders):
+    """The node classes, with every node module's model folders replaced by `folders`."""
     with pytest.MonkeyPatch.context() as patch:
         for name in ("model", "music", "mask"):
             patch.setattr(_module(pack, name), "comfy_model_folders", lambda: folders)
         yield pack.NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="module")
+def module_nodes(pack, models_dir):
+    """The node classes, with the model folders at `models_dir`."""
+    with _nodes_with_folders(pack, _model_folders(pack).from_models_dir(models_dir)) as nodes:
+        yield nodes
 
 
 @pytest.fixture
@@ -232,12 +243,8 @@ def test_the_shipped_default_model_runs_through_the_nodes(pack):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "models"
-    ModelFolders = sys.modules[f"{pack.__name__}.musedance_core.model_folders"].ModelFolders
-    folders = ModelFolders({"musedance": [root / "musedance"], "audio_encoders": [root / "audio_encoders"]})
-    nodes = pack.NODE_CLASS_MAPPINGS
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("model", "music", "mask"):
-            patch.setattr(_module(pack, name), "comfy_model_folders", lambda: folders)
+    folders = _model_folders(pack)({"musedance": [root / "musedance"], "audio_encoders": [root / "audio_encoders"]})
+    with _nodes_with_folders(pack, folders) as nodes:
         assert "musedance_default.safetensors" in nodes["MuseDanceLoadModel"].INPUT_TYPES()["required"]["checkpoint"][0]
         model = nodes["MuseDanceLoadModel"]().run("musedance_default.safetensors", "none", "none", "auto", "default")[0]
         ast = nodes["MuseDanceLoadAST"]().run("musedance_default_ast")[0]

@@ -41,6 +41,7 @@ import torch
 from musedance_core.ast_encoder import save_tiny_ast
 from musedance_core.checkpoint import read_checkpoint_info, save_checkpoint
 from musedance_core.config import MaskEncoderConfig, MuseDanceConfig, TextEncoderConfig, UNetConfig, VAEConfig
+from musedance_core.demo import DEFAULT_AST_NAME, DEFAULT_MODEL_NAME
 from musedance_core.pipeline import MuseDancePipeline
 from musedance_core.text_encoder import word_tokenizer_files
 
@@ -51,8 +52,7 @@ from .synthetic import generate
 from .vae import frame_pool, latent_scaling_factor, reconstruction_psnr, train_vae
 
 CONFIGS = Path(__file__).parent / "configs"
-MODEL_NAME = "musedance_default.safetensors"
-AST_NAME = "musedance_default_ast"
+MODEL_NAME, AST_NAME = DEFAULT_MODEL_NAME, DEFAULT_AST_NAME  # where the main job looks for them
 SIZE = 64
 FPS = 12.0
 MUSIC_DIM = 64
