@@ -12,6 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+# The starting-noise share that the main job and the MuseDance Sampler node start from (the sampler's own
+# default stays 0, independent noise per frame, as the paper samples). With shared noise the frames differ
+# only where the temporal modules (music, beat, motion) make them differ, so what the model learned from the
+# music is what moves; with independent noise a small model's frames also differ at random (flicker).
+# BENCHMARKS.md measures both.
+DEFAULT_NOISE_SHARE = 0.9
+
+
 @dataclass
 class UNetConfig:
     """Denoising UNet (and ReferenceNet) layout plus the three temporal modules of every slot."""

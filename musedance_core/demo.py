@@ -2,6 +2,7 @@
 
     python -m musedance_core.demo [--image PNG] [--music FILE] [--prompt TEXT] [--start S] [--seconds S]
                                   [--model CKPT] [--ast FOLDER] [--out outputs] [--steps 20] [--seed 0]
+                                  [--noise-share S]
 
 Defaults: the default model that ships in models/ (trained with `python -m trainer.default_model` on
 the synthetic music-dance dataset, 64x64 at 12 fps) and its sample in assets/ (a dancer and a track
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .config import DEFAULT_NOISE_SHARE
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_NAME = "musedance_default.safetensors"  # trainer/default_model.py writes these two
@@ -50,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
     parser.add_argument("--guidance", type=float, default=2.5, help="classifier-free guidance scale (default 2.5)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--noise-share", type=float, default=DEFAULT_NOISE_SHARE,
+                        help=f"starting noise shared by all frames, 0..1 (default {DEFAULT_NOISE_SHARE:g}; 0: "
+                             "independent noise per frame)")
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 600:
         parser.error("--seconds must be in (0, 600].")
@@ -59,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--size must be a positive multiple of 8.")
     if args.steps < 1:
         parser.error("--steps must be at least 1.")
+    if not 0.0 <= args.noise_share <= 1.0:
+        parser.error("--noise-share must be in [0, 1].")
     for name, path, what in (("--image", args.image, "an image file"), ("--music", args.music, "a music file"),
                              ("--model", args.model, "a MuseDance .safetensors checkpoint")):
         if not path.is_file():
@@ -130,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
     video = pipe(reference_image=image[0], mask=mask[0], text_embeds=pipe.encode_prompt(args.prompt),
                  music_tokens=tokens, beats=torch.from_numpy(beats), num_inference_steps=args.steps,
-                 guidance_scale=args.guidance, seed=args.seed, callback=report)
+                 guidance_scale=args.guidance, seed=args.seed, noise_share=args.noise_share,
+                 callback=report)
     generated = time.perf_counter() - started
 
     out = args.out

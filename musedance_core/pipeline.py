@@ -89,6 +89,12 @@ def reference_features(
         bank.clear()
 
 
+def mix_frame_noise(own: torch.Tensor, shared: torch.Tensor, share: float) -> torch.Tensor:
+    """sqrt(share) * shared + sqrt(1 - share) * own: each frame's noise stays N(0, I) when both are, and
+    two frames' noises correlate by `share` (PYoCo's mixed noise prior). own [B, F, ...], shared [B, 1, ...]."""
+    return share**0.5 * shared + (1.0 - share) ** 0.5 * own
+
+
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
     if isinstance(dtype, str):
         if dtype not in DTYPES:
@@ -241,6 +247,7 @@ class MuseDancePipeline:
         guidance_scale: float = 3.5,
         eta: float = 0.0,
         seed: int = 0,
+        noise_share: float = 0.0,
         clip_length: int | None = None,
         motion_frames: int | None = None,
         decode_chunk_size: int = 8,
@@ -257,12 +264,16 @@ class MuseDancePipeline:
         `reference` from `encode_reference`.
         guidance_scale 1 disables classifier-free guidance; above 1 the unconditional half has no
         reference, negative (default zero) text, zero music tokens and unknown beats.
+        noise_share in [0, 1] mixes one noise image shared by all frames into each frame's starting noise,
+        sqrt(s) * shared + sqrt(1 - s) * own (PYoCo's "mixed" noise prior; each frame's noise stays N(0, I)):
+        0 is independent noise per frame, 1 the same noise for every frame; higher values keep what the music does not change (background,
+        colours) the same from frame to frame.
         callback(StepInfo) runs after every denoising step; returning True raises GenerationStopped.
         """
         k = self.config.clip_length if clip_length is None else clip_length
         m = self.config.motion_frames if motion_frames is None else motion_frames
         num_frames = self._check_sampling_args(
-            music_tokens, beats, num_inference_steps, guidance_scale, eta, k, m, decode_chunk_size
+            music_tokens, beats, num_inference_steps, guidance_scale, eta, k, m, decode_chunk_size, noise_share
         )
         text = self._check_text("text_embeds", text_embeds)
         negative = (
@@ -294,6 +305,9 @@ class MuseDancePipeline:
         # A scheduler of this run's own: self.scheduler is only the template, so runs share no state.
         scheduler = type(self.scheduler).from_config(self.scheduler.config)
         latent_shape = reference.latent.shape[1:]
+        # Drawn only when used, so noise_share=0 keeps the generator stream (and old seeds' videos) as it was.
+        shared = (torch.randn((1, 1, *latent_shape), generator=generator, dtype=torch.float32)
+                  if noise_share > 0 else None)
 
         def conditions(start: int, length: int, known: bool) -> tuple[torch.Tensor, torch.Tensor]:
             """Music tokens and beat windows for frames start..start+length-1, batched as the CFG rows."""
@@ -322,6 +336,8 @@ class MuseDancePipeline:
 
                 scheduler.set_timesteps(num_inference_steps, device=device)
                 noise = torch.randn((1, length, *latent_shape), generator=generator, dtype=torch.float32)
+                if shared is not None:
+                    noise = mix_frame_noise(noise, shared, noise_share)
                 latents = noise.to(device) * scheduler.init_noise_sigma
                 for step, t in enumerate(scheduler.timesteps):
                     model_in = scheduler.scale_model_input(latents, t).to(dtype)
@@ -393,7 +409,7 @@ class MuseDancePipeline:
 
     def _check_sampling_args(
         self, music_tokens: torch.Tensor, beats: torch.Tensor, steps: int, guidance: float, eta: float,
-        clip_length: int, motion_frames: int, decode_chunk_size: int,
+        clip_length: int, motion_frames: int, decode_chunk_size: int, noise_share: float = 0.0,
     ) -> int:
         _check_finite("beats", beats)
         _check_finite("music_tokens", music_tokens)
@@ -420,6 +436,10 @@ class MuseDancePipeline:
             raise ValueError(f"guidance_scale must be in [1, {MAX_GUIDANCE:g}] (1 disables guidance), got {guidance!r}.")
         if not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f"eta must be in [0, 1] (0 is deterministic DDIM), got {eta!r}.")
+        if isinstance(noise_share, bool) or not isinstance(noise_share, (int, float)) or not 0.0 <= float(noise_share) <= 1.0:
+            raise ValueError(
+                f"noise_share must be in [0, 1] (0: independent noise per frame, 1: the same noise for all), got {noise_share!r}."
+            )
         if clip_length < 1 or motion_frames < 0:
             raise ValueError(f"clip_length must be >= 1 and motion_frames >= 0, got {clip_length} and {motion_frames}.")
         max_len = self.config.unet.temporal_max_seq_length

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..musedance_core.config import DEFAULT_NOISE_SHARE
 from . import comfy
 from .mask import is_load_image_placeholder
 from .model import MuseDanceModel
@@ -150,12 +151,16 @@ class MuseDanceSampler:
             "optional": {
                 "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "DDIM eta; 0 is deterministic."}),
+                "noise_share": ("FLOAT", {"default": DEFAULT_NOISE_SHARE, "min": 0.0, "max": 1.0, "step": 0.05,
+                                          "tooltip": "Starting noise shared by all frames: 0 gives every frame "
+                                                     "its own noise; higher keeps what the music does not move "
+                                                     "(background, colours) steady from frame to frame."}),
             },
         }
 
     def run(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
             seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
-            eta: float = 0.0):
+            eta: float = 0.0, noise_share: float = DEFAULT_NOISE_SHARE):
         if reference.model is not model:
             raise ValueError("the reference was encoded by another MuseDance model than this sampler's; connect "
                              "the same Load MuseDance Model node to ReferenceNet Encode and to the sampler.")
@@ -182,6 +187,7 @@ class MuseDanceSampler:
                 negative_text_embeds=reference.negative_text_embeds,
                 music_tokens=music.tokens[:frames], beats=beats.vector[:frames].float(),
                 num_inference_steps=steps, guidance_scale=guidance, eta=eta, seed=seed,
+                noise_share=noise_share,
                 clip_length=k, motion_frames=motion_frames, callback=on_step,
             )
         finally:

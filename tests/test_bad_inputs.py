@@ -42,6 +42,8 @@ CASES = {
     "guidance too large": (lambda i: {"guidance_scale": 31.0}, "guidance_scale must be in"),
     "guidance NaN": (lambda i: {"guidance_scale": float("nan")}, "guidance_scale must be in"),
     "eta": (lambda i: {"eta": 1.5}, "eta must be in"),
+    "noise share": (lambda i: {"noise_share": 1.5}, "noise_share must be in"),
+    "noise share negative": (lambda i: {"noise_share": -0.1}, "noise_share must be in"),
     "clip too long": (lambda i: {"clip_length": 63}, "exceeds the model's temporal positional encoding"),
     "dtype": (lambda i: {"dtype": "fp64"}, "dtype must be one of"),
     "both references": (lambda i: {"reference": object()}, "either reference_image or reference"),

@@ -114,3 +114,30 @@ def test_half_precision_runs(tiny_config, sample_inputs, dtype):
     frames = pipe(**sample_inputs(frames=4), num_inference_steps=2, guidance_scale=2.0, dtype=dtype, device="cpu")
     assert pipe.unet.conv_in.weight.dtype != torch.float32
     assert frames.dtype == torch.float32 and bool(torch.isfinite(frames).all())
+
+
+def test_mixed_noise_keeps_unit_variance_and_correlates_frames_by_the_share():
+    from musedance_core.pipeline import mix_frame_noise
+
+    gen = torch.Generator().manual_seed(0)
+    own, shared = torch.randn(1, 4, 200_000, generator=gen), torch.randn(1, 1, 200_000, generator=gen)
+    for share in (0.0, 0.5, 0.9):
+        noise = mix_frame_noise(own, shared, share)[0]
+        assert abs(float(noise.std()) - 1.0) < 0.01
+        corr = float(torch.corrcoef(noise)[0, 1:].mean())
+        assert abs(corr - share) < 0.01, (share, corr)
+
+
+def test_noise_share_one_leaves_only_the_music_to_change_the_frames(tiny_config, sample_inputs):
+    inputs = sample_inputs(frames=10)
+    pipe = MuseDancePipeline.from_config(tiny_config, seed=0)  # fresh temporal modules: the identity
+    default = pipe(**inputs, seed=1, **FAST)
+    assert torch.equal(pipe(**inputs, seed=1, noise_share=0.0, **FAST), default)  # 0: the old noise stream
+    assert (default[1:] - default[:-1]).abs().amax() > 1e-2  # independent noise: every frame differs
+    still = pipe(**inputs, seed=1, noise_share=1.0, **FAST)
+    assert (still - still[:1]).abs().amax() < 1e-5  # the same noise and nothing temporal: one frame, repeated
+    randomize_temporal_outputs(pipe.unet, seed=0)
+    moving = pipe(**inputs, seed=1, noise_share=1.0, **FAST)
+    assert (moving[1:] - moving[:-1]).abs().amax() > 1e-3  # the per-frame music and beats move it
+    half = pipe(**inputs, seed=1, noise_share=0.5, **FAST)
+    assert not torch.equal(half, moving)

@@ -180,6 +180,7 @@ def fvd_features(video: torch.Tensor, i3d: Path) -> np.ndarray | None:
 class Settings:
     steps: int = 25
     guidance: float = 3.5
+    noise_share: float = 0.0
     seeds: tuple[int, ...] = (0,)
     eval_seed: int = 0
     device: str = "cpu"
@@ -211,7 +212,8 @@ def evaluate_model(pipe, data: PreparedDataset, clips: list[TestClip], fps: floa
             for seed in settings.seeds:
                 video = pipe(reference=reference, text_embeds=text, music_tokens=source.music[:count],
                              beats=source.beats[:count], num_inference_steps=settings.steps,
-                             guidance_scale=settings.guidance, seed=seed)
+                             guidance_scale=settings.guidance, seed=seed,
+                             noise_share=settings.noise_share)
                 per_seed[str(seed)] = score(video, clip, fps, truth, settings.lpips_model)
                 if settings.i3d is not None and real_features[position] is not None:
                     fake = fvd_features(video, settings.i3d)
@@ -308,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                         "writes one); without it clips with identical audio count as one track")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
     parser.add_argument("--guidance", type=float, default=3.5, help="guidance scale (default 3.5)")
+    parser.add_argument("--noise-share", type=float, default=0.0,
+                        help="starting noise shared by the frames, 0..1 (default 0: independent; see the sampler)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampling seeds (default 0)")
     parser.add_argument("--eval-seed", type=int, default=0, help="seeds the music shuffle and the bootstrap")
     parser.add_argument("--limit", type=int, help="only the first N clips")
@@ -326,9 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("LPIPS needs both --lpips-backbone and --lpips-linear.")
     command = "python -m trainer.evaluate " + shlex.join(argv)
     try:
-        settings = Settings(args.steps, args.guidance, tuple(args.seeds), args.eval_seed, args.device, args.dtype,
-                            LPIPS(args.lpips_backbone, args.lpips_linear, args.lpips_net) if args.lpips_backbone
-                            else None, args.i3d)
+        settings = Settings(steps=args.steps, guidance=args.guidance, noise_share=args.noise_share,
+                            seeds=tuple(args.seeds), eval_seed=args.eval_seed, device=args.device, dtype=args.dtype,
+                            lpips_model=LPIPS(args.lpips_backbone, args.lpips_linear, args.lpips_net)
+                            if args.lpips_backbone else None, i3d=args.i3d)
         report = run(args.data, args.clips, args.model, settings, command=command, ground_truth=args.ground_truth,
                      shuffled=args.shuffled_music, tracks=args.tracks, limit=args.limit, base=args.base,
                      tokenizer=args.tokenizer)
@@ -391,7 +396,8 @@ def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings
     header = [
         f"Test split: `{data}`, {count} clips ({frames} frames at "
         f"{fps:g} fps, {width}×{height}), audio decoded from `{clips_folder}`.",
-        f"Sampling: DDIM {settings.steps} steps, guidance {settings.guidance:g}, seeds "
+        f"Sampling: DDIM {settings.steps} steps, guidance {settings.guidance:g}, noise share "
+        f"{settings.noise_share:g}, seeds "
         f"{', '.join(map(str, settings.seeds))} (a model's value for a clip is its mean over the seeds); "
         f"{settings.device}, {settings.dtype}.",
         f"Cells: mean over clips [{LEVEL:.0%} bootstrap interval, {RESAMPLES} resamples of the clips, seed "
