@@ -82,3 +82,24 @@ def test_ema_export_and_tensorboard_log(base, tmp_path):
 
     scalars = EventAccumulator(str(events[0].parent)).Reload().Tags()["scalars"]
     assert "loss" in scalars and "samples_per_s" in scalars
+
+
+def test_motion_weights_put_the_loss_where_the_clip_moves():
+    from trainer.stages import motion_weights
+
+    latents = torch.zeros(2, 6, 4, 3, 3)
+    latents[0, :, 1, 2, 2] = torch.tensor([0.0, 1.0, 0.0, -1.0, 0.0, 1.0])  # clip 0: one element moves
+    w = motion_weights(latents, 4.0)
+    assert torch.allclose(w.mean(dim=(1, 2, 3, 4)), torch.ones(2))  # the loss keeps its scale
+    assert torch.allclose(w[1], torch.ones_like(w[1]))  # a still clip: the plain MSE
+    moving, still = w[0, :, 1, 2, 2], w[0, :, 0]
+    assert float(moving.min()) > float(still.max()) and float(still.max()) < 1.0
+    assert torch.equal(motion_weights(latents, 0.0), torch.ones_like(latents))
+
+
+def test_motion_loss_weight_trains_stage_2_and_is_refused_for_stage_1(base, tmp_path):
+    plain = trained(base, tmp_path / "plain", stage=2, steps=2)
+    weighted = trained(base, tmp_path / "weighted", stage=2, steps=2, motion_loss_weight=4.0)
+    assert any(not torch.equal(a, b) for a, b in zip(weights(plain).values(), weights(weighted).values()))
+    with pytest.raises(ValueError, match="motion_loss_weight must be >= 0 and is for stage 2"):
+        tiny_config(1, base, tmp_path / "s1", motion_loss_weight=1.0).validate()

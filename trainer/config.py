@@ -67,6 +67,10 @@ class RunConfig:
     # Stage 2: the temporal modules that learn; one left out stays as it starts (the identity after
     # stage 1), i.e. the model without it (ablations).
     temporal_modules: list[str] = field(default_factory=lambda: ["music", "beat", "motion"])
+    # Stage 2: extra loss weight where the clip moves (each latent element weighted by 1 + w times its
+    # distance from the clip's mean over frames, relative to the clip's mean distance); 0 is the plain
+    # epsilon MSE. Puts the loss where the music has to act when the motion is a small part of the frame.
+    motion_loss_weight: float = 0.0
     log_every: int = 10
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
@@ -106,6 +110,9 @@ class TrainConfig:
             raise ValueError(f"train.temporal_modules must list some of music, beat, motion once each, got {modules!r}.")
         if self.stage == 1 and sorted(modules) != ["beat", "motion", "music"]:
             raise ValueError("train.temporal_modules is for stage 2: stage 1 trains no temporal module.")
+        if self.train.motion_loss_weight < 0 or (self.train.motion_loss_weight and self.stage != 2):
+            raise ValueError(f"train.motion_loss_weight must be >= 0 and is for stage 2 (single frames do not move), "
+                             f"got {self.train.motion_loss_weight} in stage {self.stage}.")
         if not 0.0 <= self.train.uncond_rate <= 1.0:
             raise ValueError(f"train.uncond_rate must be in [0, 1], got {self.train.uncond_rate}.")
         for name in ("steps", "batch_size", "gradient_accumulation", "log_every", "checkpoint_every", "keep_checkpoints"):

@@ -167,6 +167,15 @@ def is_temporal_module(name: str) -> bool:
     return any(part in name.split(".") for part in TEMPORAL_MODULES)
 
 
+def motion_weights(latents: torch.Tensor, weight: float) -> torch.Tensor:
+    """Per-element loss weights of clips [B, F, ...]: 1 + weight * |x - mean over frames| / its clip mean,
+    scaled so that each clip's weights average 1 (the loss keeps its scale; only where it falls changes)."""
+    dev = (latents - latents.mean(dim=1, keepdim=True)).abs()
+    dims = tuple(range(1, latents.ndim))
+    w = 1.0 + weight * dev / dev.mean(dim=dims, keepdim=True).clamp_min(1e-8)
+    return w / w.mean(dim=dims, keepdim=True)
+
+
 class StageModel(nn.Module):
     """The trained networks of one stage and the loss of one batch; Accelerate wraps this one module.
 
@@ -176,8 +185,9 @@ class StageModel(nn.Module):
     """
 
     def __init__(self, pipe: MuseDancePipeline, stage: int,
-                 temporal_modules: tuple[str, ...] = tuple(TEMPORAL_GROUPS)) -> None:
+                 temporal_modules: tuple[str, ...] = tuple(TEMPORAL_GROUPS), motion_loss_weight: float = 0.0) -> None:
         super().__init__()
+        self.motion_loss_weight = motion_loss_weight
         self.stage = stage
         unknown = set(temporal_modules) - set(TEMPORAL_GROUPS)
         if unknown:
@@ -233,4 +243,6 @@ class StageModel(nn.Module):
         latents, noise, t = batch["latents"], batch["noise"], batch["timesteps"]
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         pred = self.unet(noisy, t, batch["text"], batch["music"], batch["windows"], motion_context=context)
-        return F.mse_loss(pred.float(), noise.float())
+        if self.stage == 1 or not self.motion_loss_weight:
+            return F.mse_loss(pred.float(), noise.float())
+        return F.mse_loss(pred.float(), noise.float(), reduction="none").mul(motion_weights(latents, self.motion_loss_weight)).mean()
