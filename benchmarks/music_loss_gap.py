@@ -6,8 +6,8 @@ beats, against the same rows with another clip's music and beats, and with none.
 Rows are drawn as stage 2 trains (K frames with M ground-truth context frames, a random timestep and
 noise), none dropped for guidance; each row is scored three times with the same noise and timestep.
 A model that learnt something from the music has a lower loss with its own music than with a donor's
-(another clip, chosen so it is of another track where the split has several) and than with none; the
-gap per timestep range shows where. Cheaper than sampling and free of sampling noise: a quick check
+(the next row of the same batch: another random clip, of another track unless by chance) and than
+with none; the gap per timestep range shows where. Cheaper than sampling and free of sampling noise: a quick check
 while stage 2 trains. Prints a Markdown table; --out also writes the numbers as JSON.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -39,11 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON with the per-row losses")
     args = parser.parse_args(argv)
     config = load_config(Path(__file__).resolve().parents[1] / "trainer/configs/default_stage2.yaml", {
-        "model.base": str(args.model), "data.path": str(args.data), "output": str(Path("/tmp") / "music_loss_gap"),
+        "model.base": str(args.model), "data.path": str(args.data), "output": tempfile.mkdtemp(prefix="music_loss_gap_"),
         "train.uncond_rate": 0.0, "train.seed": args.seed,
     })
     trainer = Trainer(config, open_dataset(args.data))
-    model = trainer._unwrapped
+    model = trainer.accelerator.unwrap_model(trainer.model)
     model.eval()
     rows = []
     with torch.no_grad():
