@@ -266,8 +266,8 @@ class MuseDancePipeline:
         reference, negative (default zero) text, zero music tokens and unknown beats.
         noise_share in [0, 1] mixes one noise image shared by all frames into each frame's starting noise,
         sqrt(s) * shared + sqrt(1 - s) * own (PYoCo's "mixed" noise prior; each frame's noise stays N(0, I)):
-        0 is independent noise per frame, 1 the same noise for every frame; higher values keep what the music does not change (background,
-        colours) the same from frame to frame.
+        0 is independent noise per frame, 1 the same noise for every frame; higher values keep what the
+        music does not change (background, colours) the same from frame to frame.
         callback(StepInfo) runs after every denoising step; returning True raises GenerationStopped.
         """
         k = self.config.clip_length if clip_length is None else clip_length
@@ -409,7 +409,7 @@ class MuseDancePipeline:
 
     def _check_sampling_args(
         self, music_tokens: torch.Tensor, beats: torch.Tensor, steps: int, guidance: float, eta: float,
-        clip_length: int, motion_frames: int, decode_chunk_size: int, noise_share: float = 0.0,
+        clip_length: int, motion_frames: int, decode_chunk_size: int, noise_share: float,
     ) -> int:
         _check_finite("beats", beats)
         _check_finite("music_tokens", music_tokens)
@@ -436,10 +436,9 @@ class MuseDancePipeline:
             raise ValueError(f"guidance_scale must be in [1, {MAX_GUIDANCE:g}] (1 disables guidance), got {guidance!r}.")
         if not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f"eta must be in [0, 1] (0 is deterministic DDIM), got {eta!r}.")
-        if isinstance(noise_share, bool) or not isinstance(noise_share, (int, float)) or not 0.0 <= float(noise_share) <= 1.0:
-            raise ValueError(
-                f"noise_share must be in [0, 1] (0: independent noise per frame, 1: the same noise for all), got {noise_share!r}."
-            )
+        if isinstance(noise_share, bool) or not isinstance(noise_share, (int, float)) or not 0.0 <= noise_share <= 1.0:
+            raise ValueError(f"noise_share must be in [0, 1] (0: independent noise per frame, 1: the same noise "
+                             f"for all), got {noise_share!r}.")
         if clip_length < 1 or motion_frames < 0:
             raise ValueError(f"clip_length must be >= 1 and motion_frames >= 0, got {clip_length} and {motion_frames}.")
         max_len = self.config.unet.temporal_max_seq_length

@@ -60,19 +60,24 @@ def nodes(pack, module_nodes, tmp_path, monkeypatch):
     return module_nodes
 
 
+def _build_scene(nodes, checkpoint: str, ast_name: str, *, music_seconds: float, start: float, duration: float,
+                 drawing: int, size: int, prompt: str) -> dict:
+    """Load Model and AST, Beat Extract and AST Encode of synthesised music, ReferenceNet Encode of a drawn figure."""
+    model = nodes["MuseDanceLoadModel"]().run(checkpoint, "none", "none", "auto", "default")[0]
+    ast = nodes["MuseDanceLoadAST"]().run(ast_name)[0]
+    audio = {"waveform": torch.from_numpy(synth_music(music_seconds, RATE))[None, None], "sample_rate": RATE}
+    beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, start, duration)[0]
+    music = nodes["MuseDanceASTEncode"]().run(ast, audio, 12.0, start, duration)[0]
+    image, mask = (torch.from_numpy(a)[None] for a in draw_reference(drawing))
+    reference, framed = nodes["MuseDanceReferenceEncode"]().run(model, image, prompt, size, size, "crop", mask=mask)
+    return dict(model=model, reference=reference, framed=framed, music=music, beats=beats, audio=audio)
+
+
 @pytest.fixture(scope="module")
 def scene(module_nodes):
-    nodes = module_nodes
     """Model, reference, music tokens and beats for 3 s of synthesised music at 12 fps, 32x32 frames."""
-    model = nodes["MuseDanceLoadModel"]().run(WORKFLOW_CHECKPOINT, "none", "none", "auto", "default")[0]
-    ast = nodes["MuseDanceLoadAST"]().run(WORKFLOW_AST)[0]
-    audio = {"waveform": torch.from_numpy(synth_music(3.5, RATE))[None, None], "sample_rate": RATE}
-    beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, 0.5, 3.0)[0]
-    music = nodes["MuseDanceASTEncode"]().run(ast, audio, 12.0, 0.5, 3.0)[0]
-    image, mask = (torch.from_numpy(a)[None] for a in draw_reference(48))
-    reference, framed = nodes["MuseDanceReferenceEncode"]().run(model, image, "a person dancing", 32, 32, "crop",
-                                                                mask=mask)
-    return dict(model=model, reference=reference, framed=framed, music=music, beats=beats, audio=audio)
+    return _build_scene(module_nodes, WORKFLOW_CHECKPOINT, WORKFLOW_AST, music_seconds=3.5, start=0.5, duration=3.0,
+                        drawing=48, size=32, prompt="a person dancing")
 
 
 def _sample(nodes, scene, **overrides):
@@ -246,15 +251,10 @@ def test_the_shipped_default_model_runs_through_the_nodes(pack):
     folders = _model_folders(pack)({"musedance": [root / "musedance"], "audio_encoders": [root / "audio_encoders"]})
     with _nodes_with_folders(pack, folders) as nodes:
         assert "musedance_default.safetensors" in nodes["MuseDanceLoadModel"].INPUT_TYPES()["required"]["checkpoint"][0]
-        model = nodes["MuseDanceLoadModel"]().run("musedance_default.safetensors", "none", "none", "auto", "default")[0]
-        ast = nodes["MuseDanceLoadAST"]().run("musedance_default_ast")[0]
-        audio = {"waveform": torch.from_numpy(synth_music(1.5, RATE))[None, None], "sample_rate": RATE}
-        beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, 0.0, 1.0)[0]
-        music = nodes["MuseDanceASTEncode"]().run(ast, audio, 12.0, 0.0, 1.0)[0]
-        image, mask = (torch.from_numpy(a)[None] for a in draw_reference(64))
-        reference, _ = nodes["MuseDanceReferenceEncode"]().run(model, image, "a figure pumps its arms", 64, 64, "crop",
-                                                               mask=mask)
-        frames, sound, fps = nodes["MuseDanceSampler"]().run(model, reference, music, beats, seed=0, steps=2,
-                                                             guidance=2.5, frame_count=0, clip_length=0, motion_frames=2)
+        shipped = _build_scene(nodes, "musedance_default.safetensors", "musedance_default_ast", music_seconds=1.5,
+                               start=0.0, duration=1.0, drawing=64, size=64, prompt="a figure pumps its arms")
+        frames, sound, fps = nodes["MuseDanceSampler"]().run(
+            shipped["model"], shipped["reference"], shipped["music"], shipped["beats"], seed=0, steps=2,
+            guidance=2.5, frame_count=0, clip_length=0, motion_frames=2)
     assert frames.shape == (12, 64, 64, 3) and fps == 12.0 and torch.isfinite(frames).all()
     assert sound["waveform"].shape[-1] == RATE  # one second of the music, trimmed to the frames
