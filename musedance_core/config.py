@@ -49,6 +49,9 @@ class UNetConfig:
     music_dim: int = 768  # width of the AST tokens the music module attends to
     beat_dim: int = 320  # width of the beat embedding tokens
     beat_window: int = 2  # each frame attends to the beats of frames k-w..k+w
+    # 0: the paper's beat tokens only. P > 0: one more token per frame, its phase within the beat
+    # interval in P bins and the beat's parity (temporal.beat_phase_ids); not in the paper.
+    beat_phase_bins: int = 0
     temporal_num_attention_heads: int = 8
     temporal_max_seq_length: int = 64  # positional encodings cover K + M frames up to this
     temporal_dropout: float = 0.05  # the paper's dropout on the temporal modules (training only)
@@ -79,6 +82,10 @@ class UNetConfig:
                 )
         if self.temporal_max_seq_length < 2:
             raise ValueError("UNetConfig: temporal_max_seq_length must be at least 2.")
+        if self.beat_window < 0:
+            raise ValueError(f"UNetConfig: beat_window must be 0 or more, got {self.beat_window}.")
+        if not 0 <= self.beat_phase_bins <= 64:
+            raise ValueError(f"UNetConfig: beat_phase_bins must be 0 (off) to 64, got {self.beat_phase_bins}.")
 
     def diffusers_kwargs(self) -> dict[str, Any]:
         """Arguments for diffusers' `UNet2DConditionModel` with the same spatial layout (the ReferenceNet)."""

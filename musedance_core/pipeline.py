@@ -28,7 +28,7 @@ from .config import MuseDanceConfig
 from .mask_encoder import build_mask_encoder
 from .masks import mask_condition
 from .reference import ReferenceBank, attach_reference_reader, attach_reference_writer
-from .temporal import UNKNOWN_BEAT, beat_windows
+from .temporal import UNKNOWN_BEAT, beat_windows, unknown_beats
 from .text_encoder import TOKENIZER_HELP, build_text_encoder, encode_prompt
 from .unet import MotionContext, MuseDanceUNet
 
@@ -309,14 +309,16 @@ class MuseDancePipeline:
         shared = (torch.randn((1, 1, *latent_shape), generator=generator, dtype=torch.float32)
                   if noise_share > 0 else None)
 
+        unet_config = self.config.unet
+
         def conditions(start: int, length: int, known: bool) -> tuple[torch.Tensor, torch.Tensor]:
             """Music tokens and beat windows for frames start..start+length-1, batched as the CFG rows."""
             if known:
                 tokens = music[:, start : start + length].to(device=device, dtype=dtype)
-                windows = beat_windows(beat_vector, start, length, self.config.unet.beat_window)
+                windows = beat_windows(beat_vector, start, length, unet_config.beat_window, unet_config.beat_phase_bins)
             else:  # the reference copies of the first clip's context sit at no time in the music
                 tokens = torch.zeros((1, length, *music.shape[2:]), device=device, dtype=dtype)
-                windows = torch.full((1, length, 2 * self.config.unet.beat_window + 1), UNKNOWN_BEAT, device=device)
+                windows = unknown_beats(1, length, unet_config.beat_window, unet_config.beat_phase_bins, device)
             if do_cfg:
                 tokens = torch.cat([torch.zeros_like(tokens), tokens])
                 windows = torch.cat([torch.full_like(windows, UNKNOWN_BEAT), windows])

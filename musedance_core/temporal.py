@@ -28,17 +28,59 @@ from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
 
 # Beat token ids: 0 = no beat on that frame, 1 = beat, 2 = unknown (outside the music, or dropped for
-# classifier-free guidance).
+# classifier-free guidance). The optional phase column (see `beat_phase_ids`) holds ids from PHASE_OFFSET
+# on, or UNKNOWN_BEAT.
 NO_BEAT, BEAT, UNKNOWN_BEAT = 0, 1, 2
+PHASE_OFFSET = 3
 
 
-def beat_windows(beats: torch.Tensor, start: int, length: int, window: int) -> torch.Tensor:
-    """Beat token ids [B, length, 2*window+1] for frames start..start+length-1 of a whole-song beat vector.
+def beat_token_count(window: int, phase_bins: int = 0) -> int:
+    """Beat ids per frame: the 2w+1 window, plus the phase column when phase_bins > 0."""
+    return 2 * window + 1 + (1 if phase_bins else 0)
+
+
+def unknown_beats(batch: int, length: int, window: int, phase_bins: int = 0, device=None) -> torch.Tensor:
+    """Beat ids [batch, length, tokens] that say nothing (the unconditional input)."""
+    return torch.full((batch, length, beat_token_count(window, phase_bins)), UNKNOWN_BEAT, dtype=torch.long,
+                      device=device)
+
+
+def beat_phase_ids(beats: torch.Tensor, phase_bins: int) -> torch.Tensor:
+    """Each frame's place in the beat grid of a whole-song beat vector, as ids [B, N].
+
+    The beat position of frame k is phi = j + (k - b_j) / (b_{j+1} - b_j) between beats b_j and b_{j+1}
+    (frame numbers of the 1s in `beats`, counted from the song's first beat); before the first and after
+    the last beat the nearest interval is extended. The id is PHASE_OFFSET + parity * P + bin, with
+    bin = floor(P * frac(phi)) (bin 0 holds the beat frame itself) and parity = floor(phi) mod 2, so
+    alternating beats (left and right, up and down) get different ids. A row with fewer than two beats
+    has no grid: UNKNOWN_BEAT throughout.
+    """
+    if beats.ndim != 2:
+        raise ValueError(f"beat_phase_ids: beats must be [batch, frames], got shape {tuple(beats.shape)}.")
+    if phase_bins < 1:
+        raise ValueError(f"beat_phase_ids: phase_bins must be at least 1, got {phase_bins}.")
+    out = torch.full(beats.shape, UNKNOWN_BEAT, dtype=torch.long, device=beats.device)
+    frames = torch.arange(beats.shape[1], device=beats.device, dtype=torch.float64)
+    for row in range(beats.shape[0]):
+        grid = torch.nonzero(beats[row] > 0.5).flatten().to(torch.float64)
+        if grid.numel() < 2:
+            continue
+        j = (torch.searchsorted(grid, frames, right=True) - 1).clamp(0, grid.numel() - 2)
+        phi = j + (frames - grid[j]) / (grid[j + 1] - grid[j])
+        whole = torch.floor(phi)
+        bins = torch.floor((phi - whole) * phase_bins).long().clamp(0, phase_bins - 1)
+        out[row] = PHASE_OFFSET + torch.remainder(whole.long(), 2) * phase_bins + bins
+    return out
+
+
+def beat_windows(beats: torch.Tensor, start: int, length: int, window: int, phase_bins: int = 0) -> torch.Tensor:
+    """Beat token ids [B, length, 2w+1 (+1)] for frames start..start+length-1 of a whole-song beat vector.
 
     `beats` is [B, N] with values 0 or 1 for every frame of the music. Frame k's window holds the ids of
     frames k-window..k+window; frames before the start or after the end of the music are UNKNOWN_BEAT.
-    Neighbours are taken from the whole song, not the clip, so clip boundaries see the true beats.
-    The sampler and the trainer both call this, so the two cannot drift.
+    With phase_bins > 0 a last column holds frame k's `beat_phase_ids`. Neighbours and phases come from
+    the whole song, not the clip, so clip boundaries see the true beats. The sampler and the trainer
+    both call this, so the two cannot drift.
     """
     if beats.ndim != 2:
         raise ValueError(f"beat_windows: beats must be [batch, frames], got shape {tuple(beats.shape)}.")
@@ -48,7 +90,11 @@ def beat_windows(beats: torch.Tensor, start: int, length: int, window: int) -> t
     padded = torch.full((beats.shape[0], total + 2 * window), UNKNOWN_BEAT, dtype=torch.long, device=beats.device)
     padded[:, window : window + total] = beats.round().long()
     # Frame start+i sits at padded index start+i+window; its window is padded[start+i : start+i+2w+1].
-    return padded[:, start : start + length + 2 * window].unfold(1, 2 * window + 1, 1)
+    windows = padded[:, start : start + length + 2 * window].unfold(1, 2 * window + 1, 1)
+    if not phase_bins:
+        return windows
+    phase = beat_phase_ids(beats, phase_bins)[:, start : start + length, None]
+    return torch.cat([windows, phase], dim=-1)
 
 
 class BeatEncoder(nn.Module):
@@ -56,23 +102,36 @@ class BeatEncoder(nn.Module):
 
     With window w, frame k gets 2w+1 tokens: embedding(beat id of frame k+o) + offset_embedding(o). The
     beat module's cross-attention then sees where the nearby beats fall relative to the frame (with
-    w=0 it is the paper's single per-frame embedding). Shared by every beat module of the UNet.
+    w=0 it is the paper's single per-frame embedding). With phase_bins P > 0 (not in the paper) frame k
+    gets one more token, phase_embedding(its place in the beat interval, in P bins, and the beat's
+    parity; see `beat_phase_ids`), which a window shorter than the beat period cannot tell. Shared by
+    every beat module of the UNet.
     """
 
-    def __init__(self, dim: int, window: int) -> None:
+    def __init__(self, dim: int, window: int, phase_bins: int = 0) -> None:
         super().__init__()
         self.window = window
+        self.phase_bins = phase_bins
         self.embedding = nn.Embedding(3, dim)
         self.offset_embedding = nn.Embedding(2 * window + 1, dim)
+        if phase_bins:
+            self.phase_embedding = nn.Embedding(2 * phase_bins + 1, dim)  # row 0: unknown
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        """[B, F, 2w+1] beat ids -> [B*F, 2w+1, dim] tokens."""
-        if windows.shape[-1] != 2 * self.window + 1:
+        """[B, F, tokens] beat ids -> [B*F, tokens, dim] tokens."""
+        span = 2 * self.window + 1
+        expected = beat_token_count(self.window, self.phase_bins)
+        if windows.shape[-1] != expected:
+            phase = f" and a phase column ({self.phase_bins} bins)" if self.phase_bins else ""
             raise ValueError(
-                f"BeatEncoder: expected windows of {2 * self.window + 1} beat ids (window {self.window}), "
+                f"BeatEncoder: expected {expected} beat ids per frame (window {self.window}{phase}), "
                 f"got {windows.shape[-1]}; build them with beat_windows()."
             )
-        tokens = self.embedding(windows) + self.offset_embedding.weight
+        tokens = self.embedding(windows[..., :span]) + self.offset_embedding.weight
+        if self.phase_bins:
+            phase = windows[..., span]
+            rows = torch.where(phase == UNKNOWN_BEAT, torch.zeros_like(phase), phase - (PHASE_OFFSET - 1))
+            tokens = torch.cat([tokens, self.phase_embedding(rows).unsqueeze(-2)], dim=-2)
         return tokens.flatten(0, 1)
 
 

@@ -125,7 +125,7 @@ class MuseDanceUNet(nn.Module):
         self.conv_in = nn.Conv2d(config.in_channels, channels[0], kernel_size=3, padding=1)
         self.time_proj = Timesteps(channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(channels[0], temb_channels, act_fn="silu")
-        self.beat_encoder = BeatEncoder(config.beat_dim, config.beat_window)
+        self.beat_encoder = BeatEncoder(config.beat_dim, config.beat_window, config.beat_phase_bins)
 
         self.down_blocks = nn.ModuleList()
         out_ch = channels[0]
@@ -192,7 +192,7 @@ class MuseDanceUNet(nn.Module):
         """Predict noise for a clip.
 
         sample [B, F, C, h, w]; timestep scalar or [B]; encoder_hidden_states (text) [B, T, D];
-        music_tokens [B, F, L, music_dim]; beat_windows [B, F, 2w+1] from `temporal.beat_windows`;
+        music_tokens [B, F, L, music_dim]; beat_windows [B, F, 2w+1 (+1)] from `temporal.beat_windows`;
         motion_context from an earlier call with `return_motion_context=True` on the M previous frames.
         Returns the prediction [B, F, C, h, w], and with `return_motion_context` also the hidden states
         that entered each motion module (the context for the next clip).

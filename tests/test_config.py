@@ -38,6 +38,16 @@ def test_inconsistent_settings_are_errors():
         UNetConfig(block_out_channels=(30, 60, 120, 120))
     with pytest.raises(ValueError, match="one entry per block_out_channels"):
         UNetConfig(block_out_channels=(320, 640))
+    with pytest.raises(ValueError, match="beat_phase_bins must be 0"):
+        UNetConfig(beat_phase_bins=-1)
+    with pytest.raises(ValueError, match="beat_window must be 0 or more"):
+        UNetConfig(beat_window=-1)
+
+
+def test_a_checkpoint_config_without_the_phase_setting_reads_as_the_papers_beat_tokens():
+    data = MuseDanceConfig.tiny().to_dict()
+    del data["unet"]["beat_phase_bins"]  # what checkpoints written before the setting existed hold
+    assert MuseDanceConfig.from_dict(data).unet.beat_phase_bins == 0
 
 
 def test_sd15_configuration_is_stable_diffusion_1_5s_own():

@@ -141,3 +141,18 @@ def test_noise_share_one_leaves_only_the_music_to_change_the_frames(tiny_config,
     assert (moving[1:] - moving[:-1]).abs().amax() > 1e-3  # the per-frame music and beats move it
     half = pipe(**inputs, seed=1, noise_share=0.5, **FAST)
     assert not torch.equal(half, moving)
+
+
+def test_a_phase_aware_model_samples_and_hears_the_beat_grid(tiny_config, sample_inputs):
+    """beat_phase_bins > 0: the sampler builds the phase column the model expects, for every clip and for
+    the unconditional rows, and the grid reaches the video."""
+    import dataclasses
+
+    config = dataclasses.replace(tiny_config, unet=dataclasses.replace(tiny_config.unet, beat_phase_bins=4))
+    pipe = MuseDancePipeline.from_config(config, seed=0)
+    randomize_temporal_outputs(pipe.unet, seed=0)
+    inputs = sample_inputs(frames=12)  # two clips: the second has context frames
+    video = pipe(**inputs, seed=1, **FAST)
+    assert video.shape[0] == 12
+    shifted = dict(inputs, beats=inputs["beats"].roll(2))  # same beat period, another phase on every frame
+    assert (pipe(**shifted, seed=1, **FAST) - video).abs().max() > 1e-4

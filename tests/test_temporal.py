@@ -8,11 +8,14 @@ import torch
 from musedance_core.temporal import (
     BEAT,
     NO_BEAT,
+    PHASE_OFFSET,
     UNKNOWN_BEAT,
     BeatEncoder,
     ConditionedTemporalModule,
     MotionModule,
+    beat_phase_ids,
     beat_windows,
+    unknown_beats,
 )
 
 from helpers import randomize_temporal_outputs
@@ -107,5 +110,63 @@ def test_beat_encoder_tokens_depend_on_beat_and_offset():
     # Same beat id at different offsets gives different tokens; a beat differs from no beat.
     assert not torch.allclose(tokens[0, 0], tokens[1, 1])
     assert not torch.allclose(tokens[0, 1], tokens[1, 1])
-    with pytest.raises(ValueError, match="windows of 3"):
+    with pytest.raises(ValueError, match="expected 3 beat ids"):
         enc(torch.zeros(1, 2, 5, dtype=torch.long))
+
+
+def _phase(parity: int, bin_: int, bins: int) -> int:
+    return PHASE_OFFSET + parity * bins + bin_
+
+
+def test_beat_phase_ids_place_every_frame_in_the_beat_grid():
+    beats = torch.zeros(1, 20)
+    beats[0, [3, 7, 11, 15]] = 1  # a beat every 4 frames; 4 bins: one bin per frame
+    ids = beat_phase_ids(beats, 4)[0].tolist()
+    # Frames 0-2 come before the first beat (beat -1, odd, extended backwards), the beats themselves
+    # are bin 0 and alternate in parity, frames after the last beat carry the grid on.
+    expected = [_phase(1, 1, 4), _phase(1, 2, 4), _phase(1, 3, 4)]
+    for beat in range(4):
+        expected += [_phase(beat % 2, b, 4) for b in range(4)]
+    expected += [_phase(0, 0, 4)]  # frame 19 is where beat 4 would fall
+    assert ids == expected
+
+
+def test_beat_phase_ids_follow_uneven_intervals_and_need_two_beats():
+    beats = torch.zeros(2, 12)
+    beats[0, [0, 2, 8]] = 1  # a 2-frame beat, then a 6-frame one
+    beats[1, 5] = 1  # one beat: no grid
+    ids = beat_phase_ids(beats, 2)
+    assert ids[0, :3].tolist() == [_phase(0, 0, 2), _phase(0, 1, 2), _phase(1, 0, 2)]
+    # 6 frames from 2 to 8: frames 2-4 in the first half, 5-7 in the second
+    assert ids[0, 2:9].tolist() == [_phase(1, 0, 2)] * 3 + [_phase(1, 1, 2)] * 3 + [_phase(0, 0, 2)]
+    assert ids[1].tolist() == [UNKNOWN_BEAT] * 12
+    with pytest.raises(ValueError, match="phase_bins must be at least 1"):
+        beat_phase_ids(beats, 0)
+
+
+def test_beat_windows_with_phase_add_the_phase_of_the_whole_song():
+    beats = torch.zeros(1, 30)
+    beats[0, 2::5] = 1
+    whole = beat_windows(beats, 0, 30, window=1, phase_bins=5)
+    assert whole.shape == (1, 30, 4)
+    assert torch.equal(whole[..., :3], beat_windows(beats, 0, 30, window=1))
+    assert torch.equal(whole[..., 3], beat_phase_ids(beats, 5))
+    # A clip cut from the middle sees the phase the song gives it, not one restarted at its first frame.
+    assert torch.equal(beat_windows(beats, 11, 9, window=1, phase_bins=5), whole[:, 11:20])
+    assert unknown_beats(2, 3, window=1, phase_bins=5).shape == (2, 3, 4)
+    assert unknown_beats(2, 3, window=1).shape == (2, 3, 3)
+
+
+def test_beat_encoder_phase_token_depends_on_the_phase_only():
+    torch.manual_seed(0)
+    enc = BeatEncoder(dim=8, window=1, phase_bins=3)
+    windows = torch.tensor([[[0, 1, 0, _phase(0, 0, 3)], [0, 1, 0, _phase(1, 0, 3)],
+                             [1, 0, 0, _phase(0, 0, 3)], [2, 2, 2, UNKNOWN_BEAT]]])
+    tokens = enc(windows)
+    assert tokens.shape == (4, 4, 8)
+    assert torch.equal(tokens[0, :3], tokens[1, :3])  # same window, same window tokens
+    assert not torch.allclose(tokens[0, 3], tokens[1, 3])  # the parity changes the phase token
+    assert torch.equal(tokens[0, 3], tokens[2, 3])  # the phase token ignores the window
+    assert torch.equal(tokens[3, 3], enc.phase_embedding.weight[0])  # unknown phase: its own row
+    with pytest.raises(ValueError, match=r"expected 4 beat ids per frame \(window 1 and a phase column"):
+        enc(windows[..., :3])

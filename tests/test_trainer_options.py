@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_trainer import make_clips, tiny_config
+from test_trainer import CONFIGS, make_clips, tiny_config
 from tiny_files import write_tiny_musedance
+from trainer.config import load_config
 from trainer.train import Trainer
 
 
@@ -103,3 +104,38 @@ def test_motion_loss_weight_trains_stage_2_and_is_refused_for_stage_1(base, tmp_
     assert any(not torch.equal(a, b) for a, b in zip(weights(plain).values(), weights(weighted).values()))
     with pytest.raises(ValueError, match="motion_loss_weight must be >= 0 and is for stage 2"):
         tiny_config(1, base, tmp_path / "s1", motion_loss_weight=1.0).validate()
+
+
+def phase_config(stage: int, base, output, bins, **train):
+    overrides = {"model.base": str(base), "output": str(output), "model.beat_phase_bins": bins}
+    overrides.update({f"train.{k}": v for k, v in train.items()})
+    return load_config(CONFIGS / f"tiny_stage{stage}.yaml", overrides)
+
+
+def test_beat_phase_bins_give_stage_2_a_fresh_phase_encoder_and_reach_the_export(base, tmp_path):
+    from safetensors.torch import load_file
+
+    from musedance_core.checkpoint import read_checkpoint_info
+    from musedance_core.temporal import beat_token_count
+
+    config = phase_config(2, base, tmp_path / "phase", 6, steps=2)
+    trainer = Trainer(config, make_clips())
+    unet_config = trainer.pipe.config.unet
+    assert unet_config.beat_phase_bins == 6 and trainer._unwrapped.unet.beat_encoder.phase_bins == 6
+    row = trainer.rows(0, 1, 0)[0]
+    assert row.windows.shape[-1] == beat_token_count(unet_config.beat_window, 6) == row.context_windows.shape[-1]
+    before = trainer._unwrapped.unet.beat_encoder.phase_embedding.weight.detach().clone()
+    trainer.train()
+    trained_rows = trainer._unwrapped.unet.beat_encoder.phase_embedding.weight.detach()
+    assert not torch.equal(before, trained_rows)  # the phase embedding trains in stage 2
+    path = trainer.export(tmp_path / "models")
+    assert read_checkpoint_info(path).config.unet.beat_phase_bins == 6
+    # Starting again from that export with the same encoding keeps its trained encoder.
+    kept = Trainer(phase_config(2, path, tmp_path / "again", 6), make_clips())._unwrapped.unet.beat_encoder.phase_embedding.weight.detach()
+    assert torch.equal(kept, load_file(str(path))["unet.beat_encoder.phase_embedding.weight"].float())
+
+
+@pytest.mark.parametrize("stage, bins", [(1, 4), (2, -1), (2, 65), (2, True), (2, 2.5)])
+def test_beat_phase_bins_are_checked(base, tmp_path, stage, bins):
+    with pytest.raises(ValueError, match="model.beat_phase_bins is for stage 2"):
+        phase_config(stage, base, tmp_path / "bad", bins)

@@ -70,6 +70,30 @@ def test_temporal_modules_change_the_output_once_trained():
     assert (other_beats - after).abs().max() > 1e-4
 
 
+def test_phase_token_reaches_the_output():
+    """With beat_phase_bins the beat modules see each frame's beat phase: the same beats in another phase
+    (the same window ids, a shifted grid far away) change the prediction."""
+    import dataclasses
+
+    config = MuseDanceConfig.tiny()
+    unet_config = dataclasses.replace(config.unet, beat_phase_bins=4)
+    torch.manual_seed(0)
+    unet = MuseDanceUNet(unet_config).eval()
+    randomize_temporal_outputs(unet)
+    sample = torch.randn(1, 3, 4, 4, 4)
+    text, music, _ = _conditions(config, 1, 3)
+    beats = torch.zeros(1, 12)
+    beats[0, [0, 8]] = 1
+    shifted = torch.zeros(1, 12)
+    shifted[0, [0, 10]] = 1  # frames 3-5 keep the same +-2 window (no beat) but sit earlier in the beat
+    first, second = beat_windows(beats, 3, 3, 2, 4), beat_windows(shifted, 3, 3, 2, 4)
+    assert torch.equal(first[..., :5], second[..., :5]) and not torch.equal(first, second)
+    with torch.no_grad():
+        a = unet(sample, 5, text, music, first)
+        b = unet(sample, 5, text, music, second)
+    assert (a - b).abs().max() > 1e-4
+
+
 def test_full_size_names_and_shapes_match_sd15_unet_and_animatediff_adapter():
     """At SD1.5 size (built on the meta device: no memory), every SD1.5 UNet and MotionAdapter key exists with its shape."""
     config = MuseDanceConfig.sd15()

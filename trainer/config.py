@@ -22,6 +22,9 @@ class ModelConfig:
     base: str | None = None  # SD1.5 single-file checkpoint or a full MuseDance checkpoint
     motion_module: str | None = None  # AnimateDiff file for the motion modules (stage 2)
     tokenizer: str | None = None  # CLIP tokenizer folder, unless the base checkpoint carries one
+    # Stage 2: the beat encoding to train (musedance_core.config.UNetConfig.beat_phase_bins); when it
+    # differs from the base's, the beat encoder is built afresh with it. None keeps the base's.
+    beat_phase_bins: int | None = None
 
 
 @dataclass
@@ -118,6 +121,11 @@ class TrainConfig:
         for name in ("steps", "batch_size", "gradient_accumulation", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self.train, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self.train, name)}.")
+        bins = self.model.beat_phase_bins
+        if bins is not None and (self.stage != 2 or isinstance(bins, bool) or not isinstance(bins, int)
+                                 or not 0 <= bins <= 64):
+            raise ValueError(f"model.beat_phase_bins is for stage 2 (the beat encoder trains there) and must be an "
+                             f"integer from 0 (the paper's beat tokens) to 64, got {bins!r} in stage {self.stage}.")
         if self.model.base is None:
             raise ValueError("model.base is required: an SD1.5 checkpoint (stage 1) or the stage-1 MuseDance export (stage 2).")
 

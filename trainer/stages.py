@@ -29,7 +29,7 @@ from diffusers import DDPMScheduler
 from torch import nn
 
 from musedance_core.pipeline import MuseDancePipeline, reference_features
-from musedance_core.temporal import UNKNOWN_BEAT, beat_windows
+from musedance_core.temporal import BeatEncoder, beat_windows, unknown_beats
 
 from .clips import ClipSource, PreparedClip
 
@@ -59,7 +59,7 @@ class Row:
     frames: torch.Tensor  # uint8 [F, H, W, 3] target frames (F = 1 in stage 1, K in stage 2)
     context: torch.Tensor | None  # uint8 [M, H, W, 3] ground-truth frames before the clip (stage 2)
     music: torch.Tensor  # [F, L, d]
-    windows: torch.Tensor  # long [F, 2w+1]
+    windows: torch.Tensor  # long [F, 2w+1 (+1 phase)]
     context_music: torch.Tensor | None
     context_windows: torch.Tensor | None
     caption: str
@@ -69,7 +69,8 @@ class Row:
 
 
 def sample_row(stage: int, clips: ClipSource, gen: torch.Generator, *, frame_window: int, clip_length: int,
-               motion_frames: int, beat_window: int, uncond_rate: float, num_timesteps: int) -> Row:
+               motion_frames: int, beat_window: int, uncond_rate: float, num_timesteps: int,
+               beat_phase_bins: int = 0) -> Row:
     """Draw one example of `stage` with `gen` (see the module docstring)."""
     for _ in range(MAX_DRAWS):
         clip = clips[_randint(gen, 0, len(clips))]
@@ -93,19 +94,36 @@ def sample_row(stage: int, clips: ClipSource, gen: torch.Generator, *, frame_win
         # Single frames: the temporal modules are frozen identities here; they get the unconditional
         # inputs (zero music, unknown beats), which need no music at all.
         music = torch.zeros(1, *clip.music.shape[1:])
-        windows = torch.full((1, 2 * beat_window + 1), UNKNOWN_BEAT, dtype=torch.long)
+        windows = unknown_beats(1, 1, beat_window, beat_phase_bins)[0]
         context = context_music = context_windows = None
     else:
         music = clip.music[start : start + length].float()
-        windows = beat_windows(beats, start, length, beat_window)[0]
+        windows = beat_windows(beats, start, length, beat_window, beat_phase_bins)[0]
         context = clip.frames[start - m : start] if m else None
         context_music = clip.music[start - m : start].float() if m else None
-        context_windows = beat_windows(beats, start - m, m, beat_window)[0] if m else None
+        context_windows = beat_windows(beats, start - m, m, beat_window, beat_phase_bins)[0] if m else None
     return Row(
         reference=clip.frames[ref], mask=clip.masks[ref].float(), frames=clip.frames[start : start + length],
         context=context, music=music, windows=windows, context_music=context_music, context_windows=context_windows,
         caption=clip.caption, uncond=uncond, timestep=timestep, noise_seed=noise_seed,
     )
+
+
+def set_beat_phase_bins(pipe: MuseDancePipeline, bins: int) -> bool:
+    """Give `pipe` the beat encoding `bins` (UNetConfig.beat_phase_bins); True when that changed it.
+
+    The beat encoder is a stage-2 module (stage 1 leaves it as built), so a stage-1 export can start
+    stage 2 with another encoding: a fresh encoder (drawn from torch's global generator) replaces the
+    old one, on its device and dtype. The same encoding as the base's keeps the base's encoder.
+    """
+    unet_config = pipe.config.unet
+    if unet_config.beat_phase_bins == bins:
+        return False
+    old = pipe.unet.beat_encoder
+    weight = old.embedding.weight
+    pipe.unet.beat_encoder = BeatEncoder(weight.shape[1], old.window, bins).to(weight.device, weight.dtype)
+    unet_config.beat_phase_bins = bins
+    return True
 
 
 def _stage1_frames(clip: PreparedClip, gen: torch.Generator, w: int) -> tuple[int, int, int, int] | None:

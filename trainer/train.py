@@ -35,7 +35,7 @@ from musedance_core.weights import WeightsFileError
 
 from .clips import ClipSource
 from .config import TrainConfig, load_config
-from .stages import Row, StageModel, row_generator, sample_row, vae_latents
+from .stages import Row, StageModel, row_generator, sample_row, set_beat_phase_bins, vae_latents
 
 STATE_FILE = "trainer_state.json"
 EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -69,6 +69,8 @@ class Trainer:
         if self.pipe.tokenizer is None or self.pipe.text_encoder is None:
             raise ValueError("training needs the CLIP text encoder and tokenizer: use a base that carries them or set "
                              "model.tokenizer to a folder with vocab.json and merges.txt.")
+        if config.model.beat_phase_bins is not None:
+            set_beat_phase_bins(self.pipe, config.model.beat_phase_bins)
         mc = self.pipe.config
         self.clip_length = config.data.clip_length or mc.clip_length
         self.motion_frames = mc.motion_frames if config.data.motion_frames is None else config.data.motion_frames
@@ -107,6 +109,7 @@ class Trainer:
             sample_row(cfg.stage, self.clips, row_generator(cfg.train.seed, step, first_row + r),
                        frame_window=cfg.data.frame_window, clip_length=self.clip_length,
                        motion_frames=self.motion_frames, beat_window=mc.unet.beat_window,
+                       beat_phase_bins=mc.unet.beat_phase_bins,
                        uncond_rate=cfg.train.uncond_rate, num_timesteps=mc.scheduler.num_train_timesteps)
             for r in range(batch_size)
         ]
