@@ -13,7 +13,8 @@ from musedance_core.checkpoint import read_checkpoint_info
 from musedance_core.config import MuseDanceConfig
 from musedance_core.loading import load_pipeline
 from musedance_core.text_encoder import tokenizer_from_files, word_tokenizer_files
-from trainer.default_model import AST_NAME, MODEL_NAME, caption_words, default_config
+from trainer.config import load_config
+from trainer.default_model import AST_NAME, CONFIGS, MODEL_NAME, caption_words, default_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "musedance" / MODEL_NAME
@@ -47,7 +48,12 @@ def test_the_shipped_model_is_the_recipes_small_self_contained_model():
     assert info.extra.get("training_stage") == "2"
     vocab = len(json.loads(info.tokenizer_files["vocab.json"]))
     config = info.config
-    assert config == default_config(vocab, config.vae.scaling_factor)  # what the recipe builds, trained VAE scale
+    # what the recipe builds (trained VAE scale), with the beat encoding its stage-2 config trains
+    built = default_config(vocab, config.vae.scaling_factor)
+    stage2 = load_config(CONFIGS / "default_stage2.yaml", {"model.base": "-"})
+    if stage2.model.beat_phase_bins is not None:
+        built.unet.beat_phase_bins = stage2.model.beat_phase_bins
+    assert config == built
     assert config.vae.scaling_factor != 1.0
     # the recipe's skip test: done at its stage-2 budget, more steps would train on
     from trainer.default_model import trained_to
