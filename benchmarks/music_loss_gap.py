@@ -34,6 +34,11 @@ BUCKETS = ((0, 250), (250, 500), (500, 750), (750, 1000))
 
 
 def main(argv: list[str] | None = None) -> int:
+    with tempfile.TemporaryDirectory(prefix="music_loss_gap_") as run_folder:  # the trainer's output, unused
+        return _main(argv, Path(run_folder))
+
+
+def _main(argv: list[str] | None, run_folder: Path) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="a MuseDance .safetensors export")
     parser.add_argument("--data", required=True, type=Path, help="a prepared split (python -m trainer.prepare)")
@@ -45,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="what the donor and 'none' replace: music tokens and beats (default), or one of them")
     args = parser.parse_args(argv)
     config = load_config(Path(__file__).resolve().parents[1] / "trainer/configs/default_stage2.yaml", {
-        "model.base": str(args.model), "data.path": str(args.data), "output": tempfile.mkdtemp(prefix="music_loss_gap_"),
+        "model.base": str(args.model), "data.path": str(args.data), "output": str(run_folder),
         "train.uncond_rate": 0.0, "train.seed": args.seed,
+        "model.beat_phase_bins": None,  # score the checkpoint's own beat encoder, whatever the recipe trains
     })
     trainer = Trainer(config, open_dataset(args.data))
     model = trainer.accelerator.unwrap_model(trainer.model)

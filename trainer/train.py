@@ -69,8 +69,12 @@ class Trainer:
         if self.pipe.tokenizer is None or self.pipe.text_encoder is None:
             raise ValueError("training needs the CLIP text encoder and tokenizer: use a base that carries them or set "
                              "model.tokenizer to a folder with vocab.json and merges.txt.")
-        if config.model.beat_phase_bins is not None:
-            set_beat_phase_bins(self.pipe, config.model.beat_phase_bins)
+        bins = config.model.beat_phase_bins
+        if bins is not None:
+            before = self.pipe.config.unet.beat_phase_bins
+            if set_beat_phase_bins(self.pipe, bins):
+                acc.print(f"model.beat_phase_bins={bins}: the base's beat encoder (phase bins {before}) is replaced "
+                          f"by a fresh one; stage 2 trains it.")
         mc = self.pipe.config
         self.clip_length = config.data.clip_length or mc.clip_length
         self.motion_frames = mc.motion_frames if config.data.motion_frames is None else config.data.motion_frames
