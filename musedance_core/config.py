@@ -19,6 +19,8 @@ from typing import Any
 # closer to the beat (BENCHMARKS.md), so it is a choice for the user, not the default.
 DEFAULT_NOISE_SHARE = 0.0
 
+MAX_BEAT_PHASE_BINS = 64  # UNetConfig.beat_phase_bins
+
 
 @dataclass
 class UNetConfig:
@@ -84,8 +86,9 @@ class UNetConfig:
             raise ValueError("UNetConfig: temporal_max_seq_length must be at least 2.")
         if self.beat_window < 0:
             raise ValueError(f"UNetConfig: beat_window must be 0 or more, got {self.beat_window}.")
-        if not 0 <= self.beat_phase_bins <= 64:
-            raise ValueError(f"UNetConfig: beat_phase_bins must be 0 (off) to 64, got {self.beat_phase_bins}.")
+        if not 0 <= self.beat_phase_bins <= MAX_BEAT_PHASE_BINS:
+            raise ValueError(f"UNetConfig: beat_phase_bins must be 0 (off) to {MAX_BEAT_PHASE_BINS}, "
+                             f"got {self.beat_phase_bins}.")
 
     def diffusers_kwargs(self) -> dict[str, Any]:
         """Arguments for diffusers' `UNet2DConditionModel` with the same spatial layout (the ReferenceNet)."""

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from musedance_core.config import MAX_BEAT_PHASE_BINS
+
 
 @dataclass
 class ModelConfig:
@@ -123,9 +125,10 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self.train, name)}.")
         bins = self.model.beat_phase_bins
         if bins is not None and (self.stage != 2 or isinstance(bins, bool) or not isinstance(bins, int)
-                                 or not 0 <= bins <= 64):
+                                 or not 0 <= bins <= MAX_BEAT_PHASE_BINS):
             raise ValueError(f"model.beat_phase_bins is for stage 2 (the beat encoder trains there) and must be an "
-                             f"integer from 0 (the paper's beat tokens) to 64, got {bins!r} in stage {self.stage}.")
+                             f"integer from 0 (the paper's beat tokens) to {MAX_BEAT_PHASE_BINS}, got {bins!r} in "
+                             f"stage {self.stage}.")
         if self.model.base is None:
             raise ValueError("model.base is required: an SD1.5 checkpoint (stage 1) or the stage-1 MuseDance export (stage 2).")
 

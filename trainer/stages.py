@@ -19,6 +19,7 @@ exactly the same data.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Iterator
@@ -116,13 +117,13 @@ def set_beat_phase_bins(pipe: MuseDancePipeline, bins: int) -> bool:
     stage 2 with another encoding: a fresh encoder (drawn from torch's global generator) replaces the
     old one, on its device and dtype. The same encoding as the base's keeps the base's encoder.
     """
-    unet_config = pipe.config.unet
-    if unet_config.beat_phase_bins == bins:
+    if pipe.config.unet.beat_phase_bins == bins:
         return False
-    old = pipe.unet.beat_encoder
-    weight = old.embedding.weight
-    pipe.unet.beat_encoder = BeatEncoder(weight.shape[1], old.window, bins).to(weight.device, weight.dtype)
-    unet_config.beat_phase_bins = bins
+    unet_config = dataclasses.replace(pipe.config.unet, beat_phase_bins=bins)  # checked like any config
+    weight = pipe.unet.beat_encoder.embedding.weight
+    pipe.unet.beat_encoder = BeatEncoder(unet_config.beat_dim, unet_config.beat_window, bins).to(
+        weight.device, weight.dtype)
+    pipe.config.unet = unet_config
     return True
 
 
