@@ -27,8 +27,9 @@ lid, drawn with numpy on a flat, gradient, striped, checked or noise background.
 parameter, the accent a(t) in [-1, 1], is driven by the beats: it sits at an extreme on every beat,
 alternating sides (arms up / arms down, sway left / right, ...), and moves monotonically between.
 "smooth" styles ease with a half cosine (the motion slows to rest on the beat and is fastest
-between beats); "sharp" styles hold the pose, then snap into the next one over the last part of
-the beat, arriving exactly on it. A slow idle sway, unrelated to the beat, moves another part.
+between beats); "sharp" styles hold the pose, then snap into the next one over the last half or so of
+the beat, arriving exactly on it. The accent also steps the whole figure sideways (STEP), the same
+way on the same beat parity in every clip. A slow idle sway, unrelated to the beat, moves another part.
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ SAMPLE_RATE = 16_000  # AST's rate: the music needs no resampling on the way in
 STEPS_PER_BEAT = 4  # patterns are written in 16th notes
 VIDEO_CRF = 12
 MASK_CRF = 0  # lossless: the decoded mask is exactly the drawn one
+# Every figure also steps sideways with the accent, STEP * a(t) of the image width (+-5.8 pixels at 64,
+# more than one latent cell of the default model's 8x8 latents): the figure's own move (an arm, a lid)
+# is a few pixels, too little of the frame to teach the temporal modules the beat (BENCHMARKS.md).
+# Not mirrored with the figure, so the same beat parity steps the same way in every clip.
+STEP = 0.09
+# A sharp move takes this fraction of the beat (drawn per clip), then holds: a hold of about half a
+# beat keeps the motion's stop (a kinematic beat, 2D-MM) near the beat it arrives on.
+SNAP = (0.5, 0.65)
 
 
 # --- music ---------------------------------------------------------------------------------------
@@ -329,10 +338,11 @@ class Canvas:
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
         self.xx, self.yy = (xx + 0.5) / size, (yy + 0.5) / size
         self.x0, self.ground, self.scale, self.flip = x0, ground, scale, flip
+        self.shift = 0.0  # the whole figure's sideways step (unit image coordinates, not mirrored)
 
     def point(self, x: float, y: float) -> tuple[float, float]:
         """Figure units (x right or mirrored, y up from the ground) -> unit image coordinates."""
-        return self.x0 + self.scale * (-x if self.flip else x), self.ground - self.scale * y
+        return self.x0 + self.shift + self.scale * (-x if self.flip else x), self.ground - self.scale * y
 
     def capsule(self, p0: tuple[float, float], p1: tuple[float, float], radius: float) -> np.ndarray:
         (x0, y0), (x1, y1) = self.point(*p0), self.point(*p1)
@@ -545,7 +555,7 @@ def make_clip(track: Track, index: int, size: int = 64, fps: float = 12.0) -> Cl
     background = str(rng.choice(BACKGROUNDS))
     image = draw_background(rng, size, background, colour)
     style = track.style.motion
-    motion = track_motion(track, style, snap=float(rng.uniform(0.25, 0.4)))
+    motion = track_motion(track, style, snap=float(rng.uniform(SNAP[0], SNAP[1])))
     idle_period, idle_phase = float(rng.uniform(2.3, 3.7)), float(rng.uniform(0, 2 * np.pi))
     canvas = Canvas(size, x0=float(rng.uniform(0.42, 0.58)), ground=float(rng.uniform(0.88, 0.95)),
                     scale=float(rng.uniform(1.05, 1.3)), flip=bool(rng.integers(2)))
@@ -557,6 +567,7 @@ def make_clip(track: Track, index: int, size: int = 64, fps: float = 12.0) -> Cl
     for k in range(count):
         idle = math.sin(2 * np.pi * times[k] / idle_period + idle_phase)
         picture, mask = image.copy(), np.zeros((size, size), bool)
+        canvas.shift = STEP * float(accents[k])
         for shape, rgb in draw(canvas, move, float(accents[k]), idle, colours):
             picture[shape] = rgb
             mask |= shape
@@ -564,7 +575,8 @@ def make_clip(track: Track, index: int, size: int = 64, fps: float = 12.0) -> Cl
         masks[k] = mask
     manner = str(rng.choice(MANNER[style]))
     article = "an" if colour[0] in "aeiou" else "a"
-    caption = f"{article} {colour} {noun} {MOVE_PHRASES[move]} {manner}, dancing to {track.style.phrase}"
+    caption = (f"{article} {colour} {noun} {MOVE_PHRASES[move]} and steps from side to side {manner}, "
+               f"dancing to {track.style.phrase}")
     return Clip(f"{track.name}_c{index}", track, kind, move, background, motion, caption, frames, masks, fps,
                 idle_period, colour)
 
