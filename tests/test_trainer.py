@@ -338,3 +338,28 @@ def test_resume_after_a_hard_kill(base, tmp_path, point, resumes_from):
     assert got.keys() == expected.keys()
     for name in expected:
         assert torch.equal(got[name], expected[name]), name
+
+
+def test_beat_drop_rate_trains_rows_with_the_beats_unknown_and_the_rest_kept(base, tmp_path):
+    """train.beat_drop_rate: the beat-guidance row (beats unknown, text and music kept); rate 0 draws nothing,
+    so every row is the one an older run drew."""
+    from musedance_core.temporal import UNKNOWN_BEAT
+
+    clips = make_clips()
+    plain = Trainer(tiny_config(2, base, tmp_path / "a", uncond_rate=0.0), clips)
+    dropped = Trainer(tiny_config(2, base, tmp_path / "b", uncond_rate=0.0, beat_drop_rate=1.0), clips)
+    rows, rows_dropped = plain.rows(3, 2, 0), dropped.rows(3, 2, 0)
+    for a, b in zip(rows, rows_dropped):
+        assert not a.beats_dropped and b.beats_dropped and a.timestep == b.timestep and a.noise_seed == b.noise_seed
+    batch, batch_dropped = plain.batch(rows), dropped.batch(rows_dropped)
+    assert (batch["windows"] != UNKNOWN_BEAT).any() and (batch_dropped["windows"] == UNKNOWN_BEAT).all()
+    assert (batch_dropped["context_windows"] == UNKNOWN_BEAT).all()
+    for key in ("music", "text", "context_music", "latents", "noise"):
+        torch.testing.assert_close(batch_dropped[key], batch[key])
+    assert batch["music"].abs().sum() > 0 and batch["text"].abs().sum() > 0
+    # Rows drawn as unconditional stay unconditional (everything dropped), never counted as beat-dropped.
+    both = Trainer(tiny_config(2, base, tmp_path / "c", uncond_rate=1.0, beat_drop_rate=1.0), clips)
+    assert all(r.uncond and not r.beats_dropped for r in both.rows(3, 4, 0))
+    for bad, stage in ((1.5, 2), (-0.1, 2), (0.2, 1)):
+        with pytest.raises(ValueError, match="beat_drop_rate"):
+            tiny_config(stage, base, tmp_path / "d", beat_drop_rate=bad)

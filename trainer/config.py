@@ -69,6 +69,9 @@ class RunConfig:
     gradient_checkpointing: bool = False
     seed: int = 0
     uncond_rate: float = 0.1  # rows trained as the sampler's unconditional row (classifier-free guidance)
+    # Stage 2: of the other rows, this fraction is trained with the beats unknown and the text and music
+    # kept: the sampler's row for a separate beat guidance scale (`beat_guidance_scale`); 0 never.
+    beat_drop_rate: float = 0.0
     # Stage 2: the temporal modules that learn; one left out stays as it starts (the identity after
     # stage 1), i.e. the model without it (ablations).
     temporal_modules: list[str] = field(default_factory=lambda: ["music", "beat", "motion"])
@@ -120,6 +123,9 @@ class TrainConfig:
                              f"got {self.train.motion_loss_weight} in stage {self.stage}.")
         if not 0.0 <= self.train.uncond_rate <= 1.0:
             raise ValueError(f"train.uncond_rate must be in [0, 1], got {self.train.uncond_rate}.")
+        if not 0.0 <= self.train.beat_drop_rate <= 1.0 or (self.train.beat_drop_rate and self.stage != 2):
+            raise ValueError(f"train.beat_drop_rate must be in [0, 1] and is for stage 2 (stage 1 sees no beats), "
+                             f"got {self.train.beat_drop_rate} in stage {self.stage}.")
         for name in ("steps", "batch_size", "gradient_accumulation", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self.train, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self.train, name)}.")

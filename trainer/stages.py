@@ -67,11 +67,12 @@ class Row:
     uncond: bool
     timestep: int
     noise_seed: int
+    beats_dropped: bool = False  # beats unknown, text and music kept (train.beat_drop_rate)
 
 
 def sample_row(stage: int, clips: ClipSource, gen: torch.Generator, *, frame_window: int, clip_length: int,
                motion_frames: int, beat_window: int, uncond_rate: float, num_timesteps: int,
-               beat_phase_bins: int = 0) -> Row:
+               beat_phase_bins: int = 0, beat_drop_rate: float = 0.0) -> Row:
     """Draw one example of `stage` with `gen` (see the module docstring)."""
     for _ in range(MAX_DRAWS):
         clip = clips[_randint(gen, 0, len(clips))]
@@ -90,6 +91,8 @@ def sample_row(stage: int, clips: ClipSource, gen: torch.Generator, *, frame_win
     uncond = bool(torch.rand((), generator=gen) < uncond_rate)
     timestep = _randint(gen, 0, num_timesteps)
     noise_seed = _randint(gen, 0, 2**62)
+    # Drawn last and only when asked for, so rate 0 leaves every other draw (and old runs' rows) as it was.
+    beats_dropped = bool(torch.rand((), generator=gen) < beat_drop_rate) and not uncond if beat_drop_rate > 0 else False
     beats = clip.beats[None].float()
     if stage == 1:
         # Single frames: the temporal modules are frozen identities here; they get the unconditional
@@ -106,7 +109,7 @@ def sample_row(stage: int, clips: ClipSource, gen: torch.Generator, *, frame_win
     return Row(
         reference=clip.frames[ref], mask=clip.masks[ref].float(), frames=clip.frames[start : start + length],
         context=context, music=music, windows=windows, context_music=context_music, context_windows=context_windows,
-        caption=clip.caption, uncond=uncond, timestep=timestep, noise_seed=noise_seed,
+        caption=clip.caption, uncond=uncond, timestep=timestep, noise_seed=noise_seed, beats_dropped=beats_dropped,
     )
 
 

@@ -114,7 +114,8 @@ class Trainer:
                        frame_window=cfg.data.frame_window, clip_length=self.clip_length,
                        motion_frames=self.motion_frames, beat_window=mc.unet.beat_window,
                        beat_phase_bins=mc.unet.beat_phase_bins,
-                       uncond_rate=cfg.train.uncond_rate, num_timesteps=mc.scheduler.num_train_timesteps)
+                       uncond_rate=cfg.train.uncond_rate, num_timesteps=mc.scheduler.num_train_timesteps,
+                       beat_drop_rate=cfg.train.beat_drop_rate)
             for r in range(batch_size)
         ]
 
@@ -135,6 +136,7 @@ class Trainer:
         b, scale = len(rows), mc.vae.scaling_factor
         vae = self.pipe.vae
         keep = torch.tensor([not r.uncond for r in rows], device=device)
+        beats_known = torch.tensor([not (r.uncond or r.beats_dropped) for r in rows], device=device)
         text = torch.stack([self._text(r.caption) for r in rows]).to(device)
         latents = vae_latents(vae, torch.cat([r.frames for r in rows]), scale).unflatten(0, (b, -1))
         noise = torch.stack([
@@ -151,12 +153,12 @@ class Trainer:
             "noise": noise,
             "timesteps": torch.tensor([r.timestep for r in rows], device=device),
             "music": torch.stack([r.music for r in rows]).to(device) * cond,
-            "windows": _drop_beats(torch.stack([r.windows for r in rows]).to(device), keep),
+            "windows": _drop_beats(torch.stack([r.windows for r in rows]).to(device), beats_known),
         }
         if rows[0].context is not None:
             batch["context_latents"] = vae_latents(vae, torch.cat([r.context for r in rows]), scale).unflatten(0, (b, -1))
             batch["context_music"] = torch.stack([r.context_music for r in rows]).to(device) * cond
-            batch["context_windows"] = _drop_beats(torch.stack([r.context_windows for r in rows]).to(device), keep)
+            batch["context_windows"] = _drop_beats(torch.stack([r.context_windows for r in rows]).to(device), beats_known)
         return batch
 
     # -- loop ----------------------------------------------------------------------------------
@@ -329,7 +331,8 @@ def _crash_point(point: str, step: int) -> None:
 
 
 def _drop_beats(windows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Unknown beats on the unconditional rows, as the sampler's unconditional half."""
+    """Unknown beats on the rows not in `keep` (the unconditional rows and those of train.beat_drop_rate),
+    as in the sampler's unconditional and beat-guidance rows."""
     from musedance_core.temporal import UNKNOWN_BEAT
 
     return torch.where(keep.view(-1, *[1] * (windows.ndim - 1)), windows, torch.full_like(windows, UNKNOWN_BEAT))
