@@ -19,6 +19,8 @@ from typing import Any
 # closer to the beat (BENCHMARKS.md), so it is a choice for the user, not the default.
 DEFAULT_NOISE_SHARE = 0.0
 
+MAX_GUIDANCE = 30.0  # the sampler's guidance scales (classifier-free and the beats' own) go up to this
+
 MAX_BEAT_PHASE_BINS = 64  # UNetConfig.beat_phase_bins
 
 

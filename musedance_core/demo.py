@@ -2,7 +2,7 @@
 
     python -m musedance_core.demo [--image PNG] [--music FILE] [--prompt TEXT] [--start S] [--seconds S]
                                   [--model CKPT] [--ast FOLDER] [--out outputs] [--steps 20] [--seed 0]
-                                  [--noise-share S]
+                                  [--noise-share S] [--beat-guidance G]
 
 Defaults: the default model that ships in models/ (trained with `python -m trainer.default_model` on
 the synthetic music-dance dataset, 64x64 at 12 fps) and its sample in assets/ (a dancer and a track
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DEFAULT_NOISE_SHARE
+from .config import DEFAULT_NOISE_SHARE, MAX_GUIDANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_NAME = "musedance_default.safetensors"  # trainer/default_model.py writes these two
@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--noise-share", type=float, default=DEFAULT_NOISE_SHARE,
                         help=f"starting noise shared by all frames, 0..1 (default {DEFAULT_NOISE_SHARE:g}; 0: "
                              "independent noise per frame)")
+    parser.add_argument("--beat-guidance", type=float, default=None,
+                        help="a guidance scale of the beats' own (default: none, the beats are guided with the rest "
+                             "by --guidance); above --guidance pushes the video further towards what the beats change")
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 600:
         parser.error("--seconds must be in (0, 600].")
@@ -67,6 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--steps must be at least 1.")
     if not 0.0 <= args.noise_share <= 1.0:
         parser.error("--noise-share must be in [0, 1].")
+    if args.beat_guidance is not None and not 0.0 <= args.beat_guidance <= MAX_GUIDANCE:
+        parser.error(f"--beat-guidance must be in [0, {MAX_GUIDANCE:g}].")
     for name, path, what in (("--image", args.image, "an image file"), ("--music", args.music, "a music file"),
                              ("--model", args.model, "a MuseDance .safetensors checkpoint")):
         if not path.is_file():
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     video = pipe(reference_image=image[0], mask=mask[0], text_embeds=pipe.encode_prompt(args.prompt),
                  music_tokens=tokens, beats=torch.from_numpy(beats), num_inference_steps=args.steps,
                  guidance_scale=args.guidance, seed=args.seed, noise_share=args.noise_share,
-                 callback=report)
+                 beat_guidance_scale=args.beat_guidance, callback=report)
     generated = time.perf_counter() - started
 
     out = args.out

@@ -24,7 +24,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .config import MuseDanceConfig
+from .config import MAX_GUIDANCE, MuseDanceConfig
 from .mask_encoder import build_mask_encoder
 from .masks import mask_condition
 from .reference import ReferenceBank, attach_reference_reader, attach_reference_writer
@@ -33,7 +33,6 @@ from .text_encoder import TOKENIZER_HELP, build_text_encoder, encode_prompt
 from .unet import MotionContext, MuseDanceUNet
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-MAX_GUIDANCE = 30.0
 
 
 class GenerationStopped(RuntimeError):
@@ -248,6 +247,7 @@ class MuseDancePipeline:
         eta: float = 0.0,
         seed: int = 0,
         noise_share: float = 0.0,
+        beat_guidance_scale: float | None = None,
         clip_length: int | None = None,
         motion_frames: int | None = None,
         decode_chunk_size: int = 8,
@@ -268,6 +268,12 @@ class MuseDancePipeline:
         sqrt(s) * shared + sqrt(1 - s) * own (PYoCo's "mixed" noise prior; each frame's noise stays N(0, I)):
         0 is independent noise per frame, 1 the same noise for every frame; higher values keep what the
         music does not change (background, colours) the same from frame to frame.
+        beat_guidance_scale: a guidance scale of the beats' own, None (the default) to guide them with
+        the rest. Given, each step also predicts with the beats unknown and the text, music and reference
+        kept (the row a model trained with train.beat_drop_rate knows) and combines
+        eps_u + g (eps_nobeats - eps_u) + g_b (eps - eps_nobeats) (one more model row per step; eps_u only
+        with guidance_scale g > 1). g_b = g is plain guidance; g_b > g pushes the video further towards
+        what the beats change.
         callback(StepInfo) runs after every denoising step; returning True raises GenerationStopped.
         """
         k = self.config.clip_length if clip_length is None else clip_length
@@ -275,6 +281,11 @@ class MuseDancePipeline:
         num_frames = self._check_sampling_args(
             music_tokens, beats, num_inference_steps, guidance_scale, eta, k, m, decode_chunk_size, noise_share
         )
+        if beat_guidance_scale is not None and (
+                isinstance(beat_guidance_scale, bool) or not isinstance(beat_guidance_scale, (int, float))
+                or not 0.0 <= float(beat_guidance_scale) <= MAX_GUIDANCE):
+            raise ValueError(f"beat_guidance_scale must be None (guide the beats with the rest) or in "
+                             f"[0, {MAX_GUIDANCE:g}], got {beat_guidance_scale!r}.")
         text = self._check_text("text_embeds", text_embeds)
         negative = (
             torch.zeros_like(text) if negative_text_embeds is None
@@ -294,8 +305,11 @@ class MuseDancePipeline:
             reference = self.encode_reference(reference_image, mask, text)
 
         do_cfg = guidance_scale > 1.0
-        rows = 2 if do_cfg else 1  # batch rows: [unconditional, conditional] or [conditional]
-        text_batch = torch.cat([negative, text]) if do_cfg else text
+        # The beats' own row only where it changes the result: g_b = g (or 1 without guidance) is plain guidance.
+        beat_cfg = beat_guidance_scale is not None and float(beat_guidance_scale) != (guidance_scale if do_cfg else 1.0)
+        # Batch rows, in this order: [unconditional] if do_cfg, [beats unknown] if beat_cfg, conditional.
+        rows = 1 + do_cfg + beat_cfg
+        text_batch = torch.cat([negative] * do_cfg + [text] * (1 + beat_cfg))
         text_batch = text_batch.to(device=device, dtype=dtype)
         # Music tokens stay where the caller keeps them (a whole song can be hundreds of MB); each
         # clip's slice moves to the device when its turn comes.
@@ -319,13 +333,13 @@ class MuseDancePipeline:
             else:  # the reference copies of the first clip's context sit at no time in the music
                 tokens = torch.zeros((1, length, *music.shape[2:]), device=device, dtype=dtype)
                 windows = unknown_beats(1, length, unet_config.beat_window, unet_config.beat_phase_bins, device)
-            if do_cfg:
-                tokens = torch.cat([torch.zeros_like(tokens), tokens])
-                windows = torch.cat([torch.full_like(windows, UNKNOWN_BEAT), windows])
+            unknown = torch.full_like(windows, UNKNOWN_BEAT)
+            tokens = torch.cat([torch.zeros_like(tokens)] * do_cfg + [tokens] * (1 + beat_cfg))
+            windows = torch.cat([unknown] * do_cfg + [unknown] * beat_cfg + [windows])
             return tokens, windows
 
         tokens = {name: t.to(device=device, dtype=dtype) for name, t in reference.tokens.items()}
-        self.bank.fill(tokens, rows, keep=torch.tensor([False, True], device=device) if do_cfg else None)
+        self.bank.fill(tokens, rows, keep=torch.tensor([False] + [True] * (rows - 1), device=device) if do_cfg else None)
         try:
             # First clip: the motion context is M copies of the reference latent.
             context_latents = reference.latent.to(device=device, dtype=torch.float32)[:, None].expand(1, m, *latent_shape)
@@ -345,9 +359,16 @@ class MuseDancePipeline:
                     model_in = scheduler.scale_model_input(latents, t).to(dtype)
                     model_in = model_in.expand(rows, *model_in.shape[1:])
                     noise_pred = self.unet(model_in, t, text_batch, music_c, beats_c, motion_context=context).float()
-                    if do_cfg:
+                    if do_cfg and beat_cfg:
+                        uncond, no_beats, cond = noise_pred.chunk(3)
+                        noise_pred = (uncond + guidance_scale * (no_beats - uncond)
+                                      + beat_guidance_scale * (cond - no_beats))
+                    elif do_cfg:
                         uncond, cond = noise_pred.chunk(2)
                         noise_pred = uncond + guidance_scale * (cond - uncond)
+                    elif beat_cfg:
+                        no_beats, cond = noise_pred.chunk(2)
+                        noise_pred = no_beats + beat_guidance_scale * (cond - no_beats)
                     latents = scheduler.step(noise_pred, t, latents, eta=eta, generator=generator).prev_sample
                     if callback is not None and callback(
                         StepInfo(clip_index, len(clip_starts), step, num_inference_steps, start, latents, context_latents)

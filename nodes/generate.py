@@ -155,12 +155,18 @@ class MuseDanceSampler:
                                           "tooltip": "Starting noise shared by all frames: 0 gives every frame "
                                                      "its own noise; higher keeps what the music does not move "
                                                      "(background, colours) steady from frame to frame."}),
+                "beat_guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                                            "tooltip": "A guidance scale of the beats' own; 0 (off): the beats are "
+                                                       "guided with the rest by `guidance`. Above `guidance` it "
+                                                       "pushes the video further towards what the beats change, "
+                                                       "for one more model pass per step (models trained with "
+                                                       "train.beat_drop_rate, as the default model is)."}),
             },
         }
 
     def run(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
             seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
-            eta: float = 0.0, noise_share: float = DEFAULT_NOISE_SHARE):
+            eta: float = 0.0, noise_share: float = DEFAULT_NOISE_SHARE, beat_guidance: float = 0.0):
         if reference.model is not model:
             raise ValueError("the reference was encoded by another MuseDance model than this sampler's; connect "
                              "the same Load MuseDance Model node to ReferenceNet Encode and to the sampler.")
@@ -187,7 +193,7 @@ class MuseDanceSampler:
                 negative_text_embeds=reference.negative_text_embeds,
                 music_tokens=music.tokens[:frames], beats=beats.vector[:frames].float(),
                 num_inference_steps=steps, guidance_scale=guidance, eta=eta, seed=seed,
-                noise_share=noise_share,
+                noise_share=noise_share, beat_guidance_scale=beat_guidance or None,
                 clip_length=k, motion_frames=motion_frames, callback=on_step,
             )
         finally:

@@ -42,7 +42,7 @@ def test_demo_takes_the_users_image_and_music(tmp_path, capsys):
         f.setframerate(samples.SAMPLE_RATE)
         f.writeframes(music.tobytes())
     assert demo.main(["--image", str(tmp_path / "me.png"), "--music", str(tmp_path / "song.wav"), "--start", "1.5",
-                      "--seconds", "4", "--out", str(tmp_path / "o"), "--steps", "1"]) == 0
+                      "--seconds", "4", "--out", str(tmp_path / "o"), "--steps", "1", "--beat-guidance", "4"]) == 0
     info = read_video_info(tmp_path / "o" / f"{demo.NAME}.mp4")
     assert info.num_frames == 18 and info.audio_duration == pytest.approx(1.5, abs=1 / 12)  # to the music's end
     assert "'a figure dancing to the beat'" in capsys.readouterr().out
@@ -53,6 +53,7 @@ def test_demo_takes_the_users_image_and_music(tmp_path, capsys):
     (["--image", "no/such.png"], "--image no/such.png does not exist"),
     (["--model", "none.safetensors"], "--model none.safetensors does not exist; give a MuseDance"),
     (["--seconds", "0"], "--seconds must be in"),
+    (["--beat-guidance", "-1"], "--beat-guidance must be in [0, 30]"),
 ])
 def test_bad_arguments_exit_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit):

@@ -156,3 +156,33 @@ def test_a_phase_aware_model_samples_and_hears_the_beat_grid(tiny_config, sample
     assert video.shape[0] == 12
     shifted = dict(inputs, beats=inputs["beats"].roll(2))  # same beat period, another phase on every frame
     assert (pipe(**shifted, seed=1, **FAST) - video).abs().max() > 1e-4
+
+
+def test_beat_guidance_adds_a_row_with_the_beats_unknown_and_scales_what_the_beats_change(tiny_config, sample_inputs):
+    from musedance_core.temporal import UNKNOWN_BEAT
+
+    inputs = sample_inputs(frames=10)
+    pipe = MuseDancePipeline.from_config(tiny_config, seed=0)
+    plain = pipe(**inputs, seed=1, **FAST)
+    assert torch.equal(pipe(**inputs, seed=1, beat_guidance_scale=FAST["guidance_scale"], **FAST), plain)  # g_b = g
+    # Fresh temporal modules (the identity): the beats change nothing, so no beat scale changes the video.
+    torch.testing.assert_close(pipe(**inputs, seed=1, beat_guidance_scale=6.0, **FAST), plain, atol=1e-5, rtol=0)
+    randomize_temporal_outputs(pipe.unet, seed=0)
+    calls = []
+    _count_calls(pipe.unet, calls)
+    plain = pipe(**inputs, seed=1, **FAST)
+    calls.clear()
+    strong = pipe(**inputs, seed=1, beat_guidance_scale=6.0, **FAST)
+    assert (strong - plain).abs().max() > 1e-3
+    steps = [args for args, kwargs in calls if not kwargs.get("return_motion_context")]
+    assert steps and all(args[0].shape[0] == 3 for args in steps)
+    for _, _, text, music, windows in steps:  # rows: unconditional, beats unknown, conditional
+        assert (windows[:2] == UNKNOWN_BEAT).all() and (windows[2] != UNKNOWN_BEAT).any()
+        assert torch.equal(music[1], music[2]) and music[2].abs().sum() > 0 and not music[0].any()
+        assert torch.equal(text[1], text[2])
+    calls.clear()
+    pipe(**inputs, seed=1, num_inference_steps=2, guidance_scale=1.0, beat_guidance_scale=3.0)
+    assert all(args[0].shape[0] == 2 for args, _ in calls)  # beats unknown, conditional
+    for bad in (-1.0, True, "3"):
+        with pytest.raises(ValueError, match="beat_guidance_scale"):
+            pipe(**inputs, seed=1, beat_guidance_scale=bad, **FAST)
