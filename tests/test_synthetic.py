@@ -73,7 +73,10 @@ def test_same_seed_gives_the_same_arrays_and_files(tmp_path):
     for name in dances:
         (frames_a, audio_a), (frames_b, audio_b) = (decode_all(tmp_path / side / name) for side in "ab")
         assert frames_a.shape == frames_b.shape == (24, 32, 32, 3) and np.array_equal(audio_a, audio_b)
-        assert np.abs(frames_a.astype(np.float32) - frames_b).mean() < 1.0
+        drawn = make_clip(make_track(3, int(Path(name).name[1:4]), 2.0), 0, size=32).frames.astype(np.float32)
+        error = np.abs(frames_a - drawn).mean()  # the codec's own error (H.264 at crf 12, 4:2:0 at 32 pixels)
+        assert error < 8 and np.abs(frames_b - drawn).mean() < 8
+        assert np.abs(frames_a.astype(np.float32) - frames_b).mean() < 0.5 * error  # run to run: well within it
 
 
 def test_layout_captions_and_split_by_track(tmp_path, capsys):
