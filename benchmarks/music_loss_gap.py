@@ -51,7 +51,7 @@ def _main(argv: list[str] | None, run_folder: Path) -> int:
     args = parser.parse_args(argv)
     config = load_config(Path(__file__).resolve().parents[1] / "trainer/configs/default_stage2.yaml", {
         "model.base": str(args.model), "data.path": str(args.data), "output": str(run_folder),
-        "train.uncond_rate": 0.0, "train.seed": args.seed,
+        "train.uncond_rate": 0.0, "train.beat_drop_rate": 0.0, "train.seed": args.seed,  # every row with its inputs
         "model.beat_phase_bins": None,  # score the checkpoint's own beat encoder, whatever the recipe trains
     })
     trainer = Trainer(config, open_dataset(args.data))

@@ -21,6 +21,11 @@ DEFAULT_NOISE_SHARE = 0.0
 
 MAX_GUIDANCE = 30.0  # the sampler's guidance scales (classifier-free and the beats' own) go up to this
 
+# The main job's beat guidance (the sampler's beat_guidance_scale) with the default model, which trains
+# with train.beat_drop_rate: 5 (against guidance 2.5) put its motion stops on the beats on training clips,
+# plain guidance did not (BENCHMARKS.md). The sampler node leaves it off unless set.
+DEFAULT_BEAT_GUIDANCE = 5.0
+
 MAX_BEAT_PHASE_BINS = 64  # UNetConfig.beat_phase_bins
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DEFAULT_NOISE_SHARE, MAX_GUIDANCE
+from .config import DEFAULT_BEAT_GUIDANCE, DEFAULT_NOISE_SHARE, MAX_GUIDANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_NAME = "musedance_default.safetensors"  # trainer/default_model.py writes these two
@@ -56,9 +56,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--noise-share", type=float, default=DEFAULT_NOISE_SHARE,
                         help=f"starting noise shared by all frames, 0..1 (default {DEFAULT_NOISE_SHARE:g}; 0: "
                              "independent noise per frame)")
-    parser.add_argument("--beat-guidance", type=float, default=None,
-                        help="a guidance scale of the beats' own (default: none, the beats are guided with the rest "
-                             "by --guidance); above --guidance pushes the video further towards what the beats change")
+    parser.add_argument("--beat-guidance", type=float, default=DEFAULT_BEAT_GUIDANCE,
+                        help=f"a guidance scale of the beats' own (default {DEFAULT_BEAT_GUIDANCE:g}, for the default "
+                             "model; the --guidance value turns it off): above --guidance it pushes the video further "
+                             "towards what the beats change")
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 600:
         parser.error("--seconds must be in (0, 600].")
@@ -70,7 +71,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--steps must be at least 1.")
     if not 0.0 <= args.noise_share <= 1.0:
         parser.error("--noise-share must be in [0, 1].")
-    if args.beat_guidance is not None and not 0.0 <= args.beat_guidance <= MAX_GUIDANCE:
+    if not 0.0 <= args.beat_guidance <= MAX_GUIDANCE:
         parser.error(f"--beat-guidance must be in [0, {MAX_GUIDANCE:g}].")
     for name, path, what in (("--image", args.image, "an image file"), ("--music", args.music, "a music file"),
                              ("--model", args.model, "a MuseDance .safetensors checkpoint")):
