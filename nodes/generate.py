@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..musedance_core.config import DEFAULT_NOISE_SHARE
+from ..musedance_core.config import DEFAULT_NOISE_SHARE, MAX_GUIDANCE
 from . import comfy
 from .mask import is_load_image_placeholder
 from .model import MuseDanceModel
@@ -139,7 +139,7 @@ class MuseDanceSampler:
                 "beats": ("MUSEDANCE_BEATS",),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED}),
                 "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "DDIM steps per clip."}),
-                "guidance": ("FLOAT", {"default": 3.5, "min": 1.0, "max": 30.0, "step": 0.1,
+                "guidance": ("FLOAT", {"default": 3.5, "min": 1.0, "max": MAX_GUIDANCE, "step": 0.1,
                                        "tooltip": "Classifier-free guidance scale; 1 turns guidance off."}),
                 "frame_count": ("INT", {"default": 0, "min": 0, "max": 1_000_000,
                                         "tooltip": "Frames to make; 0: all the frames of the music's duration."}),
@@ -155,7 +155,7 @@ class MuseDanceSampler:
                                           "tooltip": "Starting noise shared by all frames: 0 gives every frame "
                                                      "its own noise; higher keeps what the music does not move "
                                                      "(background, colours) steady from frame to frame."}),
-                "beat_guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1,
+                "beat_guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_GUIDANCE, "step": 0.1,
                                             "tooltip": "A guidance scale of the beats' own; 0 (off): the beats are "
                                                        "guided with the rest by `guidance`. Above `guidance` it "
                                                        "pushes the video further towards what the beats change, "
