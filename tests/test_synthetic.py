@@ -127,28 +127,46 @@ def test_beat_tracker_finds_the_ground_truth_beats(style):
 
 
 @pytest.mark.parametrize("style", ["house", "waltz", "rock", "ambient"])
-def test_accent_reaches_its_extreme_exactly_on_each_beat(style):
-    """The pose function's own ground truth: the accent stops at an extreme (then holds or turns) only on beats."""
+def test_accent_rests_at_its_extreme_exactly_on_each_beat(style):
+    """The pose function's own ground truth: every stop of the accent (the centre of a hold, or a turn)
+    is on a beat, every beat has one, and the poses there are extremes on alternating sides."""
     track = make_track(2, 0, style=style)
+    beats = track.beat_times
     for index in range(2):
         motion = make_clip(track, index, size=16).motion
         assert motion.style == STYLES[style].motion
         t = np.arange(0, 4000) / 1000.0  # 1 ms grid
         step = np.sign(np.round(np.diff(motion.accent(t)), 12))
-        # A run of moves in one direction ends (the next step is a hold or a turn): an arrival at an extreme.
-        ends = np.flatnonzero((step[:-1] != 0) & (step[1:] != step[:-1])) + 1
-        arrivals = t[ends]
-        beats = track.beat_times
-        assert arrivals.size == beats.size, (arrivals, beats)
-        assert np.abs(arrivals - beats).max() <= 0.0015
+        stops, k = [], 0
+        while k < step.size:
+            if step[k] == 0:  # a hold, from t[k] to t[j]; one cut off by the clip's ends has no known centre
+                j = k
+                while j < step.size and step[j] == 0:
+                    j += 1
+                if k > 0 and j < step.size:
+                    stops.append((t[k] + t[j]) / 2)
+                k = j
+            else:
+                if k + 1 < step.size and step[k + 1] == -step[k]:  # a turn between two moves
+                    stops.append(t[k + 1])
+                k += 1
+        stops = np.asarray(stops)
+        assert stops.size >= beats.size - 2, (stops, beats)
+        assert np.abs(stops[:, None] - beats[None, :]).min(axis=1).max() <= 0.0015, (stops, beats)
+        inside = beats[(beats > 0.5 * track.beat_period) & (beats < 4.0 - 0.5 * track.beat_period)]
+        assert np.abs(inside[:, None] - stops[None, :]).min(axis=1).max() <= 0.0015, (inside, stops)
         extremes = motion.accent(beats)
         assert np.all(np.abs(extremes) >= 0.75 - 1e-9) and np.all(extremes[1:] * extremes[:-1] < 0)  # alternating sides
+        if motion.style == "sharp":  # held from (1 - snap) / 2 of a period before the beat to as long after
+            half = (1 - motion.snap) / 2 * track.beat_period - 0.002
+            assert np.allclose(motion.accent(inside - half), motion.accent(inside))
+            assert np.allclose(motion.accent(inside + half), motion.accent(inside))
 
 
 @pytest.mark.parametrize("motion", ["sharp", "smooth"])
-def test_pixels_move_on_the_beat(motion):
-    """In the drawn frames: smooth clips are slowest at the beat frame, sharp clips finish a move on it."""
-    good = total = 0
+def test_pixels_rest_on_the_beat_and_move_fastest_on_the_off_beat(motion):
+    """In the drawn frames: the slowest frames are at the beat frame, the fastest change halfway between beats."""
+    slow = fast = total = gaps = 0
     for style in (s for s in STYLES if STYLES[s].motion == motion):
         track = make_track(0, 0, style=style)
         for index in range(3):
@@ -156,17 +174,20 @@ def test_pixels_move_on_the_beat(motion):
             change = np.abs(np.diff(clip.frames.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
             change = np.concatenate([[np.inf], change, [np.inf]])  # change[k]: frame k-1 -> k
             last = clip.frames.shape[0] - 1
-            for k in clip.accent_frames:
+            accents = clip.accent_frames
+            for k in accents:
                 if not 2 <= k <= last - 2:
                     continue
                 total += 1
-                if motion == "smooth":
-                    window = range(k - 2, k + 3)
-                    speed = [change[j] + change[j + 1] for j in window]
-                    good += abs(window[int(np.argmin(speed))] - k) <= 1
-                else:
-                    good += change[k + 1] < change[k]
-    assert total >= 20 and good / total >= 0.8, (good, total)
+                window = range(k - 2, k + 3)
+                speed = [change[j] + change[j + 1] for j in window]
+                slow += abs(window[int(np.argmin(speed))] - k) <= 1
+            for k0, k1 in zip(accents[:-1], accents[1:]):  # change[j] is timed at j - 0.5
+                gaps += 1
+                fastest = k0 + 1 + int(np.argmax(change[k0 + 1 : k1 + 1])) - 0.5
+                fast += abs(fastest - (k0 + k1) / 2) <= 1
+    assert total >= 20 and slow / total >= 0.8, (slow, total)
+    assert gaps >= 20 and fast / gaps >= 0.8, (fast, gaps)
 
 
 def test_styles_sound_different():

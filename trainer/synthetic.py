@@ -27,8 +27,9 @@ lid, drawn with numpy on a flat, gradient, striped, checked or noise background.
 parameter, the accent a(t) in [-1, 1], is driven by the beats: it sits at an extreme on every beat,
 alternating sides (arms up / arms down, sway left / right, ...), and moves monotonically between.
 "smooth" styles ease with a half cosine (the motion slows to rest on the beat and is fastest
-between beats); "sharp" styles hold the pose, then snap into the next one over the last half or so of
-the beat, arriving exactly on it. The accent also steps the whole figure sideways (STEP), the same
+between beats); "sharp" styles hold the pose through the beat and snap into the next one in between,
+the snap centred on the off-beat. Either way the figure is at rest on the beat (a kinematic beat,
+2D-MM) and fastest on the off-beat, where every style has an onset (AV-Align). The accent also steps the whole figure sideways (STEP), the same
 way on the same beat parity in every clip. A slow idle sway, unrelated to the beat, moves another part.
 """
 
@@ -56,8 +57,8 @@ MASK_CRF = 0  # lossless: the decoded mask is exactly the drawn one
 # is a few pixels, too little of the frame to teach the temporal modules the beat (BENCHMARKS.md).
 # Not mirrored with the figure, so the same beat parity steps the same way in every clip.
 STEP = 0.09
-# A sharp move takes this fraction of the beat (drawn per clip), then holds: a hold of about half a
-# beat keeps the motion's stop (a kinematic beat, 2D-MM) near the beat it arrives on.
+# A sharp move takes this fraction of the beat (drawn per clip), centred between two beats; the pose
+# is held for the rest, through the beat, so the hold's centre (its kinematic beat) is the beat.
 SNAP = (0.5, 0.65)
 
 
@@ -102,14 +103,14 @@ STYLES = {
                    {"kick": "X.......X.X.....", "snare": "....X.......X...", "hat": "x.x.x.x.x.x.x.x."},
                    "X.x.X.x.X.x.X.x.", 2, "drive", "X.......X.......", 8, "power", phrase="a rock backbeat"),
         MusicStyle("waltz", (90, 126), 3, "smooth",
-                   {"kick": "X...........", "tick": "x...x...x..."},
+                   {"kick": "X...........", "tick": "x...x...x...", "conga": "..x...x...x."},
                    "X...........", 4, "round", "....X...X...", 3, "pluck", phrase="a waltz"),
         MusicStyle("latin", (96, 124), 4, "smooth",
                    {"kick": "X...X...X...X...", "clave": "x.....x.....x.......x...x.......",
                     "conga": "..o...o...o...o.", "shaker": "oooooooooooooooo", "tick": "x...x...x...x..."},
                    "X.....o.X.....o.", 4, "round", "X...........X...", 2, "pluck", phrase="a latin clave rhythm"),
         MusicStyle("ambient", (70, 88), 4, "smooth",
-                   {"kick": "X...x...X...x...", "tick": "x...x...x...x..."},
+                   {"kick": "X...x...X...x...", "tick": "x...x...x...x...", "conga": "..X...X...X...X."},
                    "X...............", 16, "round", "X...............", 16, "pad", phrase="an ambient pulse"),
     )
 }
@@ -286,8 +287,8 @@ class Motion:
 
     beats: the beat grid, extended one beat beyond both ends of the clip. amplitudes: the extreme's
     size per beat (downbeats are larger). style "smooth": half-cosine ease from one extreme to the
-    next, at rest on the beat. "sharp": hold, then a smoothstep over the last `snap` of the beat
-    period, arriving exactly on the beat.
+    next, at rest on the beat. "sharp": a smoothstep over the middle `snap` of the beat period,
+    each pose held for the remaining 1 - snap of a period, centred on its beat.
     """
 
     style: str
@@ -302,7 +303,7 @@ class Motion:
         if self.style == "smooth":
             ease = (1 - np.cos(np.pi * u)) / 2
         else:
-            v = np.clip((u - (1 - self.snap)) / self.snap, 0.0, 1.0)
+            v = np.clip((u - (1 - self.snap) / 2) / self.snap, 0.0, 1.0)
             ease = v * v * (3 - 2 * v)
         key = self.amplitudes * np.where(np.arange(self.beats.size) % 2 == 0, 1.0, -1.0)
         return key[i] + (key[i + 1] - key[i]) * ease
