@@ -24,7 +24,7 @@ from trainer.prepare import PrepareSettings, prepare_dataset
 from trainer.synthetic import generate
 
 SEEDS = ("0", "1")
-ROWS = ("ground truth", "tiny", "tiny, shuffled music")
+ROWS = ("ground truth", "ground truth, other music", "tiny", "tiny, shuffled music")
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,9 @@ def test_table_has_the_rows_the_clip_count_and_the_command(evaluated):
         for column in ("Mean beat dist. (s) ↓", "Median beat dist. (s) ↓"):
             assert 0.0 <= mean_of(row[column]) < 2.0
         assert row["LPIPS ↓"] == row["FVD ↓"] == "n/a"  # no weight files given: never a made-up number
-    assert rows["ground truth"]["PSNR ↑"] == rows["ground truth"]["SSIM ↑"] == "n/a"
-    for name in ROWS[1:]:
+    for name in ROWS[:2]:
+        assert rows[name]["PSNR ↑"] == rows[name]["SSIM ↑"] == "n/a"
+    for name in ROWS[2:]:
         assert 5.0 < mean_of(rows[name]["PSNR ↑"]) < 40.0 and -1.0 <= mean_of(rows[name]["SSIM ↑"]) < 0.9
 
 
@@ -111,7 +112,7 @@ def test_json_holds_per_clip_and_per_seed_numbers_that_make_the_table(evaluated)
             assert stat["n"] == len(values) and stat["mean"] == pytest.approx(np.mean(values))
             assert stat["low"] <= stat["mean"] <= stat["high"]
             assert stat == bootstrap_ci(values, seed=0)  # the table is reproducible from the JSON
-        if name == "ground truth":
+        if name.startswith("ground truth"):
             continue
         for clip in row["clips"]:
             assert sorted(clip["seeds"]) == list(SEEDS)
@@ -160,6 +161,21 @@ def test_shuffled_music_comes_from_another_track_and_is_scored_against_the_own_a
         truth = next(row for row in evaluated["json"]["rows"] if row["name"] == "ground truth")
         own = next(c for c in truth["clips"] if c["name"] == clip["name"])
         assert clip["mean"]["mm_align_chance"] == pytest.approx(own["mean"]["mm_align_chance"])
+
+
+def test_ground_truth_with_other_music_is_the_real_dance_scored_against_the_controls_music(evaluated):
+    """The metrics' own control: the same frames, scored against the music the shuffled rows took."""
+    rows = {row["name"]: row for row in evaluated["json"]["rows"]}
+    track = {c["name"]: c["track"] for c in evaluated["index"]["clips"]}
+    truth = {c["name"]: c for c in rows["ground truth"]["clips"]}
+    shuffled = {c["name"]: c for c in rows["tiny, shuffled music"]["clips"]}
+    for clip in rows["ground truth, other music"]["clips"]:
+        assert track[clip["music_from"]] != track[clip["name"]]
+        assert clip["music_from"] == shuffled[clip["name"]]["music_from"]  # the controls' donors
+        # Scored against the donor's music: its chance level, and a real dance to other music is off the beat.
+        assert clip["mean"]["mm_align_chance"] == pytest.approx(truth[clip["music_from"]]["mean"]["mm_align_chance"])
+        assert clip["mean"]["mm_align"] < truth[clip["name"]]["mean"]["mm_align"] - 0.3, clip
+    assert "Ground truth, other music" in evaluated["markdown"]
 
 
 def test_bootstrap_interval_is_seeded_contains_the_mean_and_skips_undefined_values():

@@ -14,7 +14,10 @@ checked). Music beats are `analyze_beats` of the whole track, as preparation com
 Rows: "ground truth" (`--ground-truth`: the prepared frames themselves, how well the real dance
 aligns; nothing to compare image quality with), one per `--model`, and with `--shuffled-music` a
 control per model: each clip gets the music tokens and beats of a clip of another track while it is
-still scored against its own audio, so a model that follows the music scores lower there.
+still scored against its own audio, so a model that follows the music scores lower there. With both
+`--ground-truth` and `--shuffled-music`, "ground truth, other music" scores the real dances against
+the music the shuffled controls take (the same donor clips): what the metrics give a dance that is
+perfect but follows other music, so it shows whether a metric can tell dancing on the beat at all.
 
 Spread: a model's value for a clip is its mean over the sampling seeds; a cell is the mean over clips
 with a 95% percentile bootstrap interval (1000 resamples of the clips, seeded by `--eval-seed`). FVD
@@ -372,20 +375,29 @@ def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings
     names = load_tracks(tracks)
     clips = [load_clip(dataset, i, Path(clips_folder), names) for i in range(count)]
     fps = dataset.fps
-    donors = music_donors([c.track for c in clips], settings.eval_seed) if controlled else None
+    truth_control = ground_truth and shuffled is not None and shuffled is not False
+    donors = music_donors([c.track for c in clips], settings.eval_seed) if controlled or truth_control else None
     notes = ["PSNR, SSIM, LPIPS and FVD are n/a for the ground truth (nothing to compare it with)."] if ground_truth else []
     if settings.lpips_model is None:
         notes.append("LPIPS: n/a without --lpips-backbone and --lpips-linear (never computed with a random network).")
     if settings.i3d is None:
         notes.append(f"FVD: n/a without --i3d ({FVD_I3D_FILE}); with it, per seed on the first {FVD_FRAMES} "
                      "frames of every clip, averaged over the seeds.")
-    if controlled and donors is None:
+    if (controlled or truth_control) and donors is None:
         notes.append("Shuffled music: not possible, one track holds more than half of the clips (or one clip).")
     rows, real_features = [], {}
     if ground_truth:
         truth = [{"name": c.name, "track": c.track, "music_from": c.name, "frames": c.num_frames,
                   "mean": score(dataset[c.index].frames.float() / 255.0, c, fps)} for c in clips]
         rows.append(summarise("ground truth", {"clips": truth}, settings))
+        if truth_control and donors is not None:
+            other = []
+            for position, c in enumerate(clips):
+                music = clips[donors[position]]
+                length = min(c.num_frames, music.num_frames)
+                other.append({"name": c.name, "track": c.track, "music_from": music.name, "frames": length,
+                              "mean": score(dataset[c.index].frames[:length].float() / 255.0, music, fps)})
+            rows.append(summarise("ground truth, other music", {"clips": other}, settings))
     for name, path in models:
         pipe = load_pipeline(path, base=base, tokenizer=tokenizer, device=settings.device, dtype=settings.dtype)
         results = evaluate_model(pipe, dataset, clips, fps, settings, donors if name in controlled else None,
@@ -409,7 +421,9 @@ def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings
         f"{settings.eval_seed}]; (k/n): defined on k of the n clips only (e.g. a video without kinematic beats).",
         f"2D-MM Align: sigma {MM_ALIGN_SIGMA:g} s; 2D-MM chance is what motion unrelated to the music would score.",
         "Shuffled music: each clip gets the music tokens and beats of a clip of another track (fixed by the seed) "
-        "and is still scored against its own audio.",
+        "and is still scored against its own audio."
+        + (" Ground truth, other music: the real dances scored against the music of those same donor clips."
+           if any(row["name"] == "ground truth, other music" for row in rows) else ""),
         *notes,
     ]
     configuration = {"data": str(data), "clips_folder": str(clips_folder), "num_clips": count, "fps": fps,
