@@ -29,8 +29,9 @@ alternating sides (arms up / arms down, sway left / right, ...), and moves monot
 "smooth" styles ease with a half cosine (the motion slows to rest on the beat and is fastest
 between beats); "sharp" styles hold the pose through the beat and snap into the next one in between,
 the snap centred on the off-beat. Either way the figure is at rest on the beat (a kinematic beat,
-2D-MM) and fastest on the off-beat, where every style has an onset (AV-Align). The accent also steps the whole figure sideways (STEP), the same
-way on the same beat parity in every clip. A slow idle sway, unrelated to the beat, moves another part.
+2D-MM) and fastest on the off-beat, where every style has an onset (AV-Align). The accent also steps
+the whole figure sideways (STEP), the same way on the same beat parity in every clip. A slow idle
+sway, unrelated to the beat, moves another part.
 """
 
 from __future__ import annotations
