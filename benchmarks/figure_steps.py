@@ -46,12 +46,10 @@ def read_frames(path: Path) -> tuple[np.ndarray, float]:
 
 def figure_positions(frames: np.ndarray) -> np.ndarray:
     """Horizontal centroid (pixels) of each frame's automatic foreground mask; NaN where it is empty."""
-    positions = []
-    for frame in frames:
-        mask = foreground_mask(frame).mask.numpy().astype(bool).reshape(frame.shape[:2])
-        columns = mask.sum(axis=0)
-        positions.append(float((columns * np.arange(mask.shape[1])).sum() / columns.sum()) if columns.sum() else np.nan)
-    return np.asarray(positions)
+    columns = foreground_mask(frames).mask.numpy().astype(bool).reshape(frames.shape[:3]).sum(axis=1)  # [F, W]
+    counts = columns.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, (columns * np.arange(columns.shape[1])).sum(axis=1) / counts, np.nan)
 
 
 def measure(video: Path, music: Path) -> dict:

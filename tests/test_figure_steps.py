@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from musedance_core.video import write_video
+from trainer.default_model import write_wav
 from trainer.synthetic import make_clip, make_track
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "figure_steps.py"
@@ -37,11 +37,7 @@ def dance(tmp_path_factory):
     one_beat = int(round(track.beat_period * clip.fps))
     swapped = np.concatenate([clip.frames[:1].repeat(one_beat, axis=0), clip.frames[:-one_beat]])
     write_video(root / "swapped.mp4", swapped, clip.fps, crf=12)
-    with wave.open(str(root / "music.wav"), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(track.sample_rate)
-        f.writeframes((np.clip(track.waveform, -1, 1) * 32767).astype("<i2").tobytes())
+    write_wav(root / "music.wav", track.waveform, track.sample_rate)
     return root, clip
 
 

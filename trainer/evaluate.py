@@ -375,7 +375,7 @@ def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings
     names = load_tracks(tracks)
     clips = [load_clip(dataset, i, Path(clips_folder), names) for i in range(count)]
     fps = dataset.fps
-    truth_control = ground_truth and shuffled is not None and shuffled is not False
+    truth_control = ground_truth and shuffled not in (None, False)
     donors = music_donors([c.track for c in clips], settings.eval_seed) if controlled or truth_control else None
     notes = ["PSNR, SSIM, LPIPS and FVD are n/a for the ground truth (nothing to compare it with)."] if ground_truth else []
     if settings.lpips_model is None:
@@ -387,16 +387,18 @@ def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings
         notes.append("Shuffled music: not possible, one track holds more than half of the clips (or one clip).")
     rows, real_features = [], {}
     if ground_truth:
-        truth = [{"name": c.name, "track": c.track, "music_from": c.name, "frames": c.num_frames,
-                  "mean": score(dataset[c.index].frames.float() / 255.0, c, fps)} for c in clips]
-        rows.append(summarise("ground truth", {"clips": truth}, settings))
-        if truth_control and donors is not None:
-            other = []
-            for position, c in enumerate(clips):
+        truth, other = [], []
+        for position, c in enumerate(clips):
+            frames = dataset[c.index].frames.float() / 255.0
+            truth.append({"name": c.name, "track": c.track, "music_from": c.name, "frames": c.num_frames,
+                          "mean": score(frames, c, fps)})
+            if truth_control and donors is not None:
                 music = clips[donors[position]]
                 length = min(c.num_frames, music.num_frames)
                 other.append({"name": c.name, "track": c.track, "music_from": music.name, "frames": length,
-                              "mean": score(dataset[c.index].frames[:length].float() / 255.0, music, fps)})
+                              "mean": score(frames[:length], music, fps)})
+        rows.append(summarise("ground truth", {"clips": truth}, settings))
+        if other:
             rows.append(summarise("ground truth, other music", {"clips": other}, settings))
     for name, path in models:
         pipe = load_pipeline(path, base=base, tokenizer=tokenizer, device=settings.device, dtype=settings.dtype)
