@@ -248,6 +248,7 @@ class MuseDancePipeline:
         seed: int = 0,
         noise_share: float = 0.0,
         beat_guidance_scale: float | None = None,
+        reference_start: bool = False,
         clip_length: int | None = None,
         motion_frames: int | None = None,
         decode_chunk_size: int = 8,
@@ -268,6 +269,13 @@ class MuseDancePipeline:
         sqrt(s) * shared + sqrt(1 - s) * own (PYoCo's "mixed" noise prior; each frame's noise stays N(0, I)):
         0 is independent noise per frame, 1 the same noise for every frame; higher values keep what the
         music does not change (background, colours) the same from frame to frame.
+        reference_start: start every frame from the reference latent noised to the first timestep,
+        sqrt(a_t) * z_ref + sqrt(1 - a_t) * noise, instead of pure noise. SD1.5's schedule keeps signal at
+        its last timesteps (and DDIM's "leading" spacing begins below them), so in training the model saw
+        x_t carry the frame's low frequencies (its colours, where the figure is) and learnt to read them
+        from x_t; pure noise then hands every frame random colours. The frames of a dance share the
+        reference's background and figure, so the noised reference is the start the model was trained on
+        (as FrameInit in ConsistI2V or an image-to-video img2img start). Off by default.
         beat_guidance_scale: a guidance scale of the beats' own, None (the default) to guide them with
         the rest. Given, each step also predicts with the beats unknown and the text, music and reference
         kept (the row a model trained with train.beat_drop_rate knows) and combines
@@ -281,6 +289,8 @@ class MuseDancePipeline:
         num_frames = self._check_sampling_args(
             music_tokens, beats, num_inference_steps, guidance_scale, eta, k, m, decode_chunk_size, noise_share
         )
+        if not isinstance(reference_start, bool):
+            raise ValueError(f"reference_start must be True or False, got {reference_start!r}.")
         if beat_guidance_scale is not None and (
                 isinstance(beat_guidance_scale, bool) or not isinstance(beat_guidance_scale, (int, float))
                 or not 0.0 <= float(beat_guidance_scale) <= MAX_GUIDANCE):
@@ -354,7 +364,11 @@ class MuseDancePipeline:
                 noise = torch.randn((1, length, *latent_shape), generator=generator, dtype=torch.float32)
                 if shared is not None:
                     noise = mix_frame_noise(noise, shared, noise_share)
-                latents = noise.to(device) * scheduler.init_noise_sigma
+                if reference_start:  # q(x_t0 | z_ref): the reference, noised to the first timestep
+                    start_latent = reference.latent.to(device=device, dtype=torch.float32)[:, None]
+                    latents = scheduler.add_noise(start_latent.expand_as(noise), noise.to(device), scheduler.timesteps[:1])
+                else:
+                    latents = noise.to(device) * scheduler.init_noise_sigma
                 for step, t in enumerate(scheduler.timesteps):
                     model_in = scheduler.scale_model_input(latents, t).to(dtype)
                     model_in = model_in.expand(rows, *model_in.shape[1:])

@@ -44,6 +44,7 @@ CASES = {
     "eta": (lambda i: {"eta": 1.5}, "eta must be in"),
     "noise share": (lambda i: {"noise_share": 1.5}, "noise_share must be in"),
     "noise share negative": (lambda i: {"noise_share": -0.1}, "noise_share must be in"),
+    "reference start not a flag": (lambda i: {"reference_start": "yes"}, "reference_start must be True or False"),
     "clip too long": (lambda i: {"clip_length": 63}, "exceeds the model's temporal positional encoding"),
     "dtype": (lambda i: {"dtype": "fp64"}, "dtype must be one of"),
     "both references": (lambda i: {"reference": object()}, "either reference_image or reference"),

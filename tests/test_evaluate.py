@@ -38,7 +38,7 @@ def evaluated(tmp_path_factory):
     checkpoint = write_tiny_musedance(root / "tiny.safetensors")
     argv = ["--data", str(root / "prepared"), "--clips", str(root / "synth" / "train"),
             "--tracks", str(root / "synth" / "tracks.json"), "--model", f"tiny={checkpoint}", "--ground-truth",
-            "--shuffled-music", "--steps", "1", "--guidance", "1", "--beat-guidance", "2", "--seeds", *SEEDS,
+            "--shuffled-music", "--steps", "1", "--guidance", "1", "--beat-guidance", "2", "--reference-start", "--seeds", *SEEDS,
             "--out", str(root / "results.md"), "--json", str(root / "results.json")]
 
     calls, images = [], {}
@@ -52,7 +52,7 @@ def evaluated(tmp_path_factory):
     def record(self, **kwargs):
         calls.append({"image": images[id(kwargs["reference"])], "music": kwargs["music_tokens"].clone(),
                       "beats": kwargs["beats"].clone(), "seed": kwargs["seed"],
-                      "beat_guidance": kwargs["beat_guidance_scale"]})
+                      "beat_guidance": kwargs["beat_guidance_scale"], "reference_start": kwargs["reference_start"]})
         return call(self, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
@@ -81,8 +81,9 @@ def test_table_has_the_rows_the_clip_count_and_the_command(evaluated):
     markdown, rows = evaluated["markdown"], table(evaluated["markdown"])
     assert "python -m trainer.evaluate " + " ".join(evaluated["argv"]) in markdown
     assert "2 clips (24 frames at 12 fps, 32×32)" in markdown and "DDIM 1 steps" in markdown and "seeds 0, 1" in markdown
-    assert "guidance 1, beat guidance 2, noise share 0" in markdown
-    assert evaluated["calls"] and all(c["beat_guidance"] == 2.0 for c in evaluated["calls"])
+    assert "guidance 1, beat guidance 2, noise share 0, start from the noised reference" in markdown
+    assert evaluated["calls"] and all(c["beat_guidance"] == 2.0 and c["reference_start"] is True
+                                      for c in evaluated["calls"])
     assert list(rows) == list(ROWS)
     for name, row in rows.items():
         assert row["Clips"] == "2"

@@ -143,6 +143,34 @@ def test_noise_share_one_leaves_only_the_music_to_change_the_frames(tiny_config,
     assert not torch.equal(half, moving)
 
 
+def test_reference_start_begins_every_frame_at_the_noised_reference(tiny_pipe, sample_inputs):
+    """reference_start: the first denoising step sees sqrt(a_t) z_ref + sqrt(1 - a_t) noise at the first
+    timestep, the same noise the plain start uses (the generator stream is unchanged), in every clip."""
+    inputs = sample_inputs(frames=10)  # two clips of 6 and 4 frames
+    steps = 3
+    first_inputs = []
+    tiny_pipe.unet.register_forward_pre_hook(
+        lambda mod, args, kwargs: first_inputs.append((args[0].clone(), args[1])) if args[1] != 0 else None,
+        with_kwargs=True)
+    plain = tiny_pipe(**inputs, seed=5, num_inference_steps=steps, guidance_scale=1.0)
+    plain_starts = [x for x, t in first_inputs[::steps]]
+    first_inputs.clear()
+    started = tiny_pipe(**inputs, seed=5, num_inference_steps=steps, guidance_scale=1.0, reference_start=True)
+    starts = first_inputs[::steps]
+    assert len(starts) == 2 and not torch.equal(started, plain)
+    reference = tiny_pipe.encode_reference(inputs["reference_image"], inputs["mask"], inputs["text_embeds"])
+    scheduler = type(tiny_pipe.scheduler).from_config(tiny_pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    t0 = scheduler.timesteps[0]
+    a = scheduler.alphas_cumprod[t0]
+    for (x, t), noise in zip(starts, plain_starts):  # the plain start is the noise itself (DDIM sigma 1)
+        assert int(t) == int(t0)
+        expected = a.sqrt() * reference.latent[:, None] + (1 - a).sqrt() * noise
+        torch.testing.assert_close(x, expected, rtol=1e-5, atol=1e-5)
+    # the reference's signal: frames start closer to the reference than the plain start does
+    assert (starts[0][0] - reference.latent[:, None]).pow(2).mean() < (plain_starts[0] - reference.latent[:, None]).pow(2).mean()
+
+
 def test_a_phase_aware_model_samples_and_hears_the_beat_grid(tiny_config, sample_inputs):
     """beat_phase_bins > 0: the sampler builds the phase column the model expects, for every clip and for
     the unconditional rows, and the grid reaches the video."""

@@ -184,6 +184,7 @@ class Settings:
     steps: int = 25
     guidance: float = 3.5
     noise_share: float = 0.0
+    reference_start: bool = False
     beat_guidance: float | None = None
     seeds: tuple[int, ...] = (0,)
     eval_seed: int = 0
@@ -217,7 +218,8 @@ def evaluate_model(pipe, data: PreparedDataset, clips: list[TestClip], fps: floa
                 video = pipe(reference=reference, text_embeds=text, music_tokens=source.music[:count],
                              beats=source.beats[:count], num_inference_steps=settings.steps,
                              guidance_scale=settings.guidance, seed=seed,
-                             noise_share=settings.noise_share, beat_guidance_scale=settings.beat_guidance)
+                             noise_share=settings.noise_share, beat_guidance_scale=settings.beat_guidance,
+                             reference_start=settings.reference_start)
                 per_seed[str(seed)] = score(video, clip, fps, truth, settings.lpips_model)
                 if settings.i3d is not None and real_features[position] is not None:
                     fake = fvd_features(video, settings.i3d)
@@ -316,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, default=3.5, help="guidance scale (default 3.5)")
     parser.add_argument("--noise-share", type=float, default=0.0,
                         help="starting noise shared by the frames, 0..1 (default 0: independent; see the sampler)")
+    parser.add_argument("--reference-start", action="store_true",
+                        help="start each frame from the noised reference latent instead of pure noise (see the sampler)")
     parser.add_argument("--beat-guidance", type=float, default=None,
                         help="the beats' own guidance scale (default: none, guided with the rest; see the sampler)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="sampling seeds (default 0)")
@@ -337,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m trainer.evaluate " + shlex.join(argv)
     try:
         settings = Settings(steps=args.steps, guidance=args.guidance, noise_share=args.noise_share,
+                            reference_start=args.reference_start,
                             beat_guidance=args.beat_guidance,
                             seeds=tuple(args.seeds), eval_seed=args.eval_seed, device=args.device, dtype=args.dtype,
                             lpips_model=LPIPS(args.lpips_backbone, args.lpips_linear, args.lpips_net)
@@ -416,7 +421,8 @@ def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings
         f"{fps:g} fps, {width}×{height}), audio decoded from `{clips_folder}`.",
         f"Sampling: DDIM {settings.steps} steps, guidance {settings.guidance:g}"
         + ("" if settings.beat_guidance is None else f", beat guidance {settings.beat_guidance:g}")
-        + f", noise share {settings.noise_share:g}, seeds "
+        + f", noise share {settings.noise_share:g}"
+        + (", start from the noised reference" if settings.reference_start else "") + ", seeds "
         f"{', '.join(map(str, settings.seeds))} (a model's value for a clip is its mean over the seeds); "
         f"{settings.device}, {settings.dtype}.",
         f"Cells: mean over clips [{LEVEL:.0%} bootstrap interval, {RESAMPLES} resamples of the clips, seed "
