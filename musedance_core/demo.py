@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DEFAULT_BEAT_GUIDANCE, DEFAULT_NOISE_SHARE, MAX_GUIDANCE
+from .config import DEFAULT_BEAT_GUIDANCE, DEFAULT_NOISE_SHARE, DEFAULT_REFERENCE_START, MAX_GUIDANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_NAME = "musedance_default.safetensors"  # trainer/default_model.py writes these two
@@ -60,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"a guidance scale of the beats' own (default {DEFAULT_BEAT_GUIDANCE:g}, for the default "
                              "model; the --guidance value turns it off): above --guidance it pushes the video further "
                              "towards what the beats change")
+    parser.add_argument("--reference-start", action=argparse.BooleanOptionalAction, default=DEFAULT_REFERENCE_START,
+                        help="start every frame from the reference latent noised to the first step instead of pure "
+                             f"noise (default {'on' if DEFAULT_REFERENCE_START else 'off'}: keeps the reference's "
+                             "colours and background)")
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 600:
         parser.error("--seconds must be in (0, 600].")
@@ -145,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     video = pipe(reference_image=image[0], mask=mask[0], text_embeds=pipe.encode_prompt(args.prompt),
                  music_tokens=tokens, beats=torch.from_numpy(beats), num_inference_steps=args.steps,
                  guidance_scale=args.guidance, seed=args.seed, noise_share=args.noise_share,
-                 beat_guidance_scale=args.beat_guidance, callback=report)
+                 beat_guidance_scale=args.beat_guidance, reference_start=args.reference_start, callback=report)
     generated = time.perf_counter() - started
 
     out = args.out

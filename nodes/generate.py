@@ -161,12 +161,18 @@ class MuseDanceSampler:
                                                        "pushes the video further towards what the beats change, "
                                                        "for one more model pass per step (models trained with "
                                                        "train.beat_drop_rate, as the default model is)."}),
+                "reference_start": ("BOOLEAN", {"default": False,
+                                                "tooltip": "Start every frame from the reference image's latent, "
+                                                           "noised to the first step, instead of pure noise: the "
+                                                           "frames keep the reference's colours and background. On "
+                                                           "in the example workflows (the default model's setting)."}),
             },
         }
 
     def run(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
             seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
-            eta: float = 0.0, noise_share: float = DEFAULT_NOISE_SHARE, beat_guidance: float = 0.0):
+            eta: float = 0.0, noise_share: float = DEFAULT_NOISE_SHARE, beat_guidance: float = 0.0,
+            reference_start: bool = False):
         if reference.model is not model:
             raise ValueError("the reference was encoded by another MuseDance model than this sampler's; connect "
                              "the same Load MuseDance Model node to ReferenceNet Encode and to the sampler.")
@@ -194,7 +200,7 @@ class MuseDanceSampler:
                 music_tokens=music.tokens[:frames], beats=beats.vector[:frames].float(),
                 num_inference_steps=steps, guidance_scale=guidance, eta=eta, seed=seed,
                 noise_share=noise_share, beat_guidance_scale=beat_guidance or None,
-                clip_length=k, motion_frames=motion_frames, callback=on_step,
+                reference_start=bool(reference_start), clip_length=k, motion_frames=motion_frames, callback=on_step,
             )
         finally:
             model.done()

@@ -48,6 +48,21 @@ def test_demo_takes_the_users_image_and_music(tmp_path, capsys):
     assert "'a figure dancing to the beat'" in capsys.readouterr().out
 
 
+def test_demo_starts_from_the_noised_reference_unless_told_not_to(tmp_path, monkeypatch, capsys):
+    from musedance_core import MuseDancePipeline
+
+    seen, call = [], MuseDancePipeline.__call__
+
+    def record(self, **kwargs):
+        seen.append(kwargs["reference_start"])
+        return call(self, **kwargs)
+
+    monkeypatch.setattr(MuseDancePipeline, "__call__", record)
+    for extra in ([], ["--no-reference-start"]):
+        assert demo.main(["--out", str(tmp_path / "o"), "--seconds", "1", "--steps", "1", *extra]) == 0
+    assert seen == [True, False]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--size", "30"], "multiple of 8"),
     (["--image", "no/such.png"], "--image no/such.png does not exist"),

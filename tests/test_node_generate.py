@@ -128,6 +128,23 @@ def test_sampler_makes_the_frames_of_the_music_with_its_audio(nodes, scene):
     assert not torch.equal(frames, _sample(nodes, scene, seed=4)[0])
 
 
+def test_sampler_reference_start_reaches_the_sampler(nodes, scene, monkeypatch):
+    optional = nodes["MuseDanceSampler"].INPUT_TYPES()["optional"]
+    assert optional["reference_start"] == ("BOOLEAN", optional["reference_start"][1])
+    assert optional["reference_start"][1]["default"] is False  # off unless a workflow sets it
+    seen = []
+    call = type(scene["model"].pipeline).__call__
+
+    def record(self, **kwargs):
+        seen.append(kwargs["reference_start"])
+        return call(self, **kwargs)
+
+    monkeypatch.setattr(type(scene["model"].pipeline), "__call__", record)
+    plain = _sample(nodes, scene, frame_count=4)[0]
+    started = _sample(nodes, scene, frame_count=4, reference_start=True)[0]
+    assert seen == [False, True] and not torch.equal(plain, started)
+
+
 def test_sampler_frame_count_clips_and_reference_sharing(nodes, scene):
     frames, audio, _ = _sample(nodes, scene, frame_count=10, clip_length=4, motion_frames=1)
     assert frames.shape[0] == 10 and audio["waveform"].shape[-1] == round(10 / 12 * RATE)

@@ -132,9 +132,9 @@ def only_problem(ui: dict, object_info: dict, *words: str) -> None:
 
 
 def test_a_missing_widget_value_is_caught(basic, offline_info):
-    node(basic, 9)["widgets_values"].pop()  # beat_guidance
-    only_problem(basic, offline_info, "node 9", "9 widgets_values for 10 widgets")
-    with pytest.raises(ValueError, match="9 widgets_values for 10"):
+    node(basic, 9)["widgets_values"].pop()  # reference_start
+    only_problem(basic, offline_info, "node 9", "10 widgets_values for 11 widgets")
+    with pytest.raises(ValueError, match="10 widgets_values for 11"):
         ui_to_api(basic, offline_info)
 
 
