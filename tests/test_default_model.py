@@ -97,3 +97,24 @@ def test_base_checkpoint_has_a_trained_vae_and_the_referencenet_as_a_copy_of_the
         if name in reference:
             assert torch.equal(tensor, reference[name]), name
     assert pipe.encode_prompt("a box hops").shape == (1, 77, 64)
+
+
+def test_stage1_from_model_keeps_the_model_but_its_temporal_modules(tmp_path):
+    from musedance_core.unet import is_temporal_parameter
+    from trainer.default_model import stage1_from_model, trained_to
+
+    out = stage1_from_model(MODEL, tmp_path / "stage1.safetensors")
+    info = read_checkpoint_info(out)
+    assert info.extra["training_stage"] == "1" and not trained_to(out, int(read_checkpoint_info(MODEL).extra["training_step"]))
+    assert not list(tmp_path.glob(".*.tmp"))
+    made, shipped = load_pipeline(out), load_pipeline(MODEL)
+    assert {"unet.music_beat", "unet.motion"} <= set(made.load_report.initialised)
+    ours, theirs = made.unet.state_dict(), shipped.unet.state_dict()
+    spatial = [n for n in theirs if not is_temporal_parameter(n)]
+    assert spatial and all(torch.equal(ours[n], theirs[n]) for n in spatial)
+    assert all(torch.equal(a, b) for a, b in zip(made.reference_net.state_dict().values(),
+                                                  shipped.reference_net.state_dict().values()))
+    # the temporal modules start again as identities (zero output layers); the model's had learnt
+    outputs = [n for n in theirs if is_temporal_parameter(n) and ".proj_out." in n]
+    assert outputs and not any(ours[n].any() for n in outputs)
+    assert any(theirs[n].any() for n in outputs)

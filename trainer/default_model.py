@@ -2,6 +2,7 @@
 
     python -m trainer.default_model [--work runs/default] [--models models] [--assets assets]
                                     [--stage1-steps N] [--stage2-steps N] [--no-ablations] [--jobs N]
+                                    [--stage1-from-model]
 
 No MuseDance weights are public and none can be downloaded, so the pack ships this one (models/),
 small enough to generate a 4-second clip in seconds on a CPU. Every step is skipped when its output
@@ -17,6 +18,9 @@ which were built on the old stage 1):
 4. stage 1 (trainer/configs/default_stage1.yaml) and stage 2 (default_stage2.yaml) through
    `python -m trainer.train`, the commands a user runs;
 5. the ablations: stage 2 again, same steps, with the beat, the music or the motion module left out.
+
+--stage1-from-model makes stage 1's export from the shipped model instead of steps 3 and 4's VAE and
+stage 1 (`stage1_from_model`), to train the ablations again when the run folder is gone.
 
 The music encoder is an AST of the real architecture with seeded random weights, frozen, as the
 paper's AST is: there is no pretrained AST to ship, and a frozen random projection of the
@@ -38,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from musedance_core.ast_encoder import save_tiny_ast
 from musedance_core.checkpoint import read_checkpoint_info, save_checkpoint
@@ -45,6 +51,7 @@ from musedance_core.config import MaskEncoderConfig, MuseDanceConfig, TextEncode
 from musedance_core.demo import DEFAULT_AST_NAME, DEFAULT_MODEL_NAME
 from musedance_core.pipeline import MuseDancePipeline
 from musedance_core.text_encoder import word_tokenizer_files
+from musedance_core.unet import is_temporal_parameter
 
 from .config import load_config
 from .data import PreparedDataset
@@ -157,6 +164,34 @@ def trained_to(path: Path, steps: int) -> bool:
     return read_checkpoint_info(path).extra.get("training_step") == str(steps)
 
 
+def stage1_from_model(model: Path, out: Path) -> Path:
+    """Stage 1's export made again from a model that stage 2 trained from it; returns `out`.
+
+    Stage 2 trains only the music, beat and motion modules, so the model holds every other weight of
+    stage 1 (in the model's storage precision, here fp16). Without its temporal modules, loading the
+    file initialises them the way a stage-1 export has them: identities, untrained.
+    """
+    tensors = {}
+    with safe_open(str(model), "pt") as weights:
+        meta = dict(weights.metadata() or {})
+        for key in weights.keys():
+            component, name = key.split(".", 1)
+            if component == "unet" and is_temporal_parameter(name):
+                continue
+            tensor = weights.get_tensor(key)
+            tensors[key] = tensor.float() if tensor.is_floating_point() else tensor
+    meta.pop("training_step", None)  # not a stage-1 run's step: `trained_to` must not take it for one
+    meta.update(dtype="float32", training_stage="1", made_from=f"{model.name} without its temporal modules")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def run_stage(config: Path, data: Path, output: Path, sets: dict[str, object], threads: int | None = None) -> None:
     """`python -m trainer.train` (resuming when the run folder has a checkpoint), as a user runs it.
 
@@ -186,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stage1-steps", type=int, help="override train.steps of stage 1")
     parser.add_argument("--stage2-steps", type=int, help="override train.steps of stage 2 and the ablations")
     parser.add_argument("--no-ablations", action="store_true", help="skip the three ablation runs")
+    parser.add_argument("--stage1-from-model", action="store_true",
+                        help="make stage 1's export from the shipped model (its layers but the temporal modules) "
+                             "instead of training the VAE and stage 1: to train the ablations again when the run "
+                             "folder is gone")
     parser.add_argument("--jobs", type=int, default=1,
                         help="stage-2 runs (the model and its ablations) trained at once, the CPU threads split "
                              "between them (default 1; 2 trains about 1.5x faster on a 2-core CPU)")
@@ -207,20 +246,28 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("train", "test"):
         log(f"prepare {split}")
         prepare_dataset(synth / split, work / f"prepared_{split}", ast, settings, progress=False)
-    train = PreparedDataset(work / "prepared_train")
-    # 3. tokenizer, VAE, base checkpoint
-    tokenizer_files = word_tokenizer_files(caption_words(synth / "train"))
-    base = build_base(work, train, tokenizer_files, args.vae_steps)
-    # 4. the two stages
-    stage1_export = work / "stage1" / "export" / "musedance_default_stage1.safetensors"
-    steps1 = {"train.steps": args.stage1_steps} if args.stage1_steps else {}
-    steps2 = {"train.steps": args.stage2_steps} if args.stage2_steps else {}
-    budget1 = args.stage1_steps or load_config(CONFIGS / "default_stage1.yaml", {"model.base": "-"}).train.steps
-    budget2 = args.stage2_steps or load_config(CONFIGS / "default_stage2.yaml", {"model.base": "-"}).train.steps
-    if not trained_to(stage1_export, budget1):
-        run_stage(CONFIGS / "default_stage1.yaml", work / "prepared_train", work / "stage1",
-                  {"model.base": str(base), **steps1})
     final = models / "musedance" / MODEL_NAME
+    steps2 = {"train.steps": args.stage2_steps} if args.stage2_steps else {}
+    budget2 = args.stage2_steps or load_config(CONFIGS / "default_stage2.yaml", {"model.base": "-"}).train.steps
+    if args.stage1_from_model:
+        if not final.is_file():
+            parser.error(f"--stage1-from-model needs the model {final}; run without it to train the model.")
+        stage1_export = work / "stage1" / "export" / "musedance_default_stage1_from_model.safetensors"
+        if not stage1_export.is_file():
+            log(f"stage 1's export from {final}")
+            stage1_from_model(final, stage1_export)
+    else:
+        # 3. tokenizer, VAE, base checkpoint
+        train = PreparedDataset(work / "prepared_train")
+        tokenizer_files = word_tokenizer_files(caption_words(synth / "train"))
+        base = build_base(work, train, tokenizer_files, args.vae_steps)
+        # 4. the two stages
+        stage1_export = work / "stage1" / "export" / "musedance_default_stage1.safetensors"
+        steps1 = {"train.steps": args.stage1_steps} if args.stage1_steps else {}
+        budget1 = args.stage1_steps or load_config(CONFIGS / "default_stage1.yaml", {"model.base": "-"}).train.steps
+        if not trained_to(stage1_export, budget1):
+            run_stage(CONFIGS / "default_stage1.yaml", work / "prepared_train", work / "stage1",
+                      {"model.base": str(base), **steps1})
     # 5. stage 2 and the ablations (same budget), --jobs at a time
     runs = []
     if not trained_to(final, budget2):
