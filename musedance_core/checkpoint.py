@@ -112,10 +112,19 @@ def save_checkpoint(
     )
     for name, text in (tokenizer_files or {}).items():
         meta[TOKENIZER_KEY + name] = text
+    return write_safetensors(path, tensors, meta)
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Write a .safetensors file atomically (a temporary file beside it, then renamed); returns the path.
+
+    A failed or interrupted write leaves no partial file under `path`.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_file(tensors, str(tmp), metadata=metadata)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

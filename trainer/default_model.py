@@ -43,10 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from musedance_core.ast_encoder import save_tiny_ast
-from musedance_core.checkpoint import read_checkpoint_info, save_checkpoint
+from musedance_core.checkpoint import read_checkpoint_info, save_checkpoint, write_safetensors
 from musedance_core.config import MaskEncoderConfig, MuseDanceConfig, TextEncoderConfig, UNetConfig, VAEConfig
 from musedance_core.demo import DEFAULT_AST_NAME, DEFAULT_MODEL_NAME
 from musedance_core.pipeline import MuseDancePipeline
@@ -182,14 +181,7 @@ def stage1_from_model(model: Path, out: Path) -> Path:
             tensors[key] = tensor.float() if tensor.is_floating_point() else tensor
     meta.pop("training_step", None)  # not a stage-1 run's step: `trained_to` must not take it for one
     meta.update(dtype="float32", training_stage="1", made_from=f"{model.name} without its temporal modules")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_safetensors(out, tensors, meta)
 
 
 def run_stage(config: Path, data: Path, output: Path, sets: dict[str, object], threads: int | None = None) -> None:
