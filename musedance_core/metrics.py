@@ -3,7 +3,8 @@
 Music-motion alignment, from the mean optical-flow magnitude of each frame pair (`flow.py`):
 - AV-Align (Yariv et al., TempoTokens `av_align.py` at bf0b1e3): audio onsets against local maxima
   of the flow curve (`audio_onsets`, `video_peaks`), matched within one frame, scored by
-  intersection over union (`av_align_iou`).
+  intersection over union (`av_align_iou`); `onset_coverage` is what a peak on a random frame would
+  hit, and `beat_phase` places peaks and onsets in the beat interval (the benchmark's diagnosis).
 - 2D-MM Align (DabFusion eq. in Sec. 4.2, after the Beat Alignment Score of AIST++/FACT): mean over
   kinematic beats (local minima of the flow curve) of exp(-d^2 / 2 sigma^2), d the distance in
   seconds to the nearest music beat; with the mean and median of d, MuseDance's "distance errors",
@@ -124,13 +125,9 @@ def video_peaks(magnitudes: np.ndarray, fps: float, min_peak: float = AV_ALIGN_M
     return i[peak] / float(fps)
 
 
-def av_align_iou(audio_peaks: np.ndarray, video_peaks: np.ndarray, fps: float) -> float:
-    """Intersection over union of audio and video peaks, the reference's `calc_intersection_over_union`.
-
-    Each audio peak, in order, matches the first unused video peak v with v - 1/fps < a < v + 1/fps
-    (open window: one frame either side, DabFusion's "three-frame window"); IoU = matches /
-    (|A| + |V| - matches). 0.0 when both are empty (the reference divides by zero there).
-    """
+def av_align_matches(audio_peaks: np.ndarray, video_peaks: np.ndarray, fps: float) -> int:
+    """AV-Align's intersection: each audio peak, in order, takes the first unused video peak v with
+    v - 1/fps < a < v + 1/fps (open window: one frame either side, DabFusion's "three-frame window")."""
     window = 1.0 / float(fps)
     used = np.zeros(len(video_peaks), dtype=bool)
     matches = 0
@@ -140,8 +137,50 @@ def av_align_iou(audio_peaks: np.ndarray, video_peaks: np.ndarray, fps: float) -
                 used[j] = True
                 matches += 1
                 break
+    return matches
+
+
+def av_align_iou(audio_peaks: np.ndarray, video_peaks: np.ndarray, fps: float) -> float:
+    """Intersection over union of audio and video peaks, the reference's `calc_intersection_over_union`:
+    matches / (|A| + |V| - matches) with `av_align_matches`. 0.0 when both are empty (the reference
+    divides by zero there)."""
+    matches = av_align_matches(audio_peaks, video_peaks, fps)
     union = len(audio_peaks) + len(video_peaks) - matches
     return matches / union if union else 0.0
+
+
+def onset_coverage(audio_peaks: np.ndarray, num_frames: int, fps: float) -> float:
+    """Share of the frames that can hold a video peak (1 .. F-2, `video_peaks`) lying within AV-Align's
+    window of some onset: how often a video peak on a random frame would match, the chance level of
+    a video peak's hit rate (matches / |V|). Dense onsets make it high: at 12 fps, 4 onsets a second
+    already cover about two frames in three, so there AV-Align mostly counts video peaks."""
+    if num_frames < 3:
+        raise ValueError(f"onset_coverage needs at least 3 frames (a peak needs two neighbours), got {num_frames}.")
+    times = np.arange(1, num_frames - 1) / float(fps)
+    onsets = np.asarray(audio_peaks, dtype=np.float64).ravel()
+    if onsets.size == 0:
+        return 0.0
+    window = 1.0 / float(fps)  # the comparison of `av_align_matches`, so that boundaries round alike
+    near = ((times[:, None] - window < onsets[None, :]) & (onsets[None, :] < times[:, None] + window)).any(axis=1)
+    return float(near.mean())
+
+
+def beat_phase(times: np.ndarray, music_beats: np.ndarray) -> np.ndarray:
+    """Where each time (seconds) falls in its beat interval: 0 on a beat, 0.5 on the off-beat, in [0, 1).
+
+    NaN for times before the first or after the last beat (no interval to place them in). With it a
+    video's flow peaks, its kinematic beats and the music's onsets can be put side by side.
+    """
+    times = np.asarray(times, dtype=np.float64).ravel()
+    beats = np.sort(np.asarray(music_beats, dtype=np.float64).ravel())
+    phase = np.full(times.shape, np.nan)
+    if beats.size < 2:
+        return phase
+    j = np.searchsorted(beats, times, side="right") - 1
+    inside = (j >= 0) & (j < beats.size - 1)
+    k = j[inside]
+    phase[inside] = (times[inside] - beats[k]) / (beats[k + 1] - beats[k])
+    return phase
 
 
 # ---------------------------------------------------------------------------------------------

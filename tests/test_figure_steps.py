@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from musedance_core.video import write_video
 from trainer.default_model import write_wav
+from helpers import load_benchmark
 from trainer.synthetic import make_clip, make_track
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "figure_steps.py"
 
 
 @pytest.fixture(scope="module")
 def figure_steps():
-    spec = importlib.util.spec_from_file_location("figure_steps", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("figure_steps")
 
 
 @pytest.fixture(scope="module")

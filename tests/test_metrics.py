@@ -75,6 +75,38 @@ def test_av_align_iou_counts_each_video_peak_once_within_an_open_one_frame_windo
     assert metrics.av_align_iou([], [], FPS) == 0.0
 
 
+def test_av_align_matches_is_the_intersection_the_iou_is_built_from():
+    assert metrics.av_align_matches([0.5, 0.52], [0.5], FPS) == 1  # one video peak serves one onset
+    assert metrics.av_align_matches([0.5 + 0.9 / FPS, 1.0], [0.5, 1.0, 2.0], FPS) == 2
+    assert metrics.av_align_matches([0.5 + 1 / FPS], [0.5], FPS) == 0
+
+
+def test_onset_coverage_is_the_hit_rate_of_peaks_on_random_frames():
+    # Frames 1..10 can hold a peak (12 frames). Onsets at frames 4.2 and 6.5 cover frames 4, 5 and
+    # 6, 7 (within one frame, open window): 4 of 10; one at frame 0.5 covers frame 1 only (frame 0
+    # is never a peak).
+    assert metrics.onset_coverage(np.array([4.2, 6.5]) / FPS, 12, FPS) == pytest.approx(4 / 10)
+    assert metrics.onset_coverage(np.array([0.5]) / FPS, 12, FPS) == pytest.approx(1 / 10)
+    # Onsets every 1.5 frames cover every frame; none cover nothing.
+    assert metrics.onset_coverage(np.arange(0, 12, 1.5) / FPS, 12, FPS) == 1.0
+    assert metrics.onset_coverage([], 12, FPS) == 0.0
+    # A peak at every covered frame matches with that rate: the chance level is what random peaks get.
+    onsets = np.array([2.0, 5.5, 9.2]) / FPS
+    frames = np.arange(1, 47) / FPS
+    hits = [metrics.av_align_matches(onsets, [t], FPS) for t in frames]
+    assert metrics.onset_coverage(onsets, 48, FPS) == pytest.approx(np.mean(hits))
+    with pytest.raises(ValueError, match="at least 3 frames"):
+        metrics.onset_coverage(onsets, 2, FPS)
+
+
+def test_beat_phase_places_times_in_their_beat_interval():
+    beats = np.array([0.5, 1.0, 2.0])  # intervals of 0.5 s and 1 s
+    phase = metrics.beat_phase([0.5, 0.75, 1.25, 1.9, 0.2, 2.5], beats)
+    np.testing.assert_allclose(phase[:4], [0.0, 0.5, 0.25, 0.9])
+    assert np.isnan(phase[4:]).all()  # before the first and after the last beat
+    assert np.isnan(metrics.beat_phase([0.3], [0.5])).all()  # one beat makes no interval
+
+
 MOVES = [6, 15, 24, 30]  # frames the pan arrives at; it is still otherwise
 
 

@@ -194,6 +194,14 @@ class Settings:
     i3d: Path | None = None
 
 
+def sample_video(pipe, reference, text: torch.Tensor, source, count: int, settings: Settings, seed: int) -> torch.Tensor:
+    """The first `count` frames animated to the music tokens and beats of `source` (a prepared clip)."""
+    return pipe(reference=reference, text_embeds=text, music_tokens=source.music[:count], beats=source.beats[:count],
+                num_inference_steps=settings.steps, guidance_scale=settings.guidance, seed=seed,
+                noise_share=settings.noise_share, beat_guidance_scale=settings.beat_guidance,
+                reference_start=settings.reference_start)
+
+
 def evaluate_model(pipe, data: PreparedDataset, clips: list[TestClip], fps: float, settings: Settings,
                    donors: list[int] | None, real_features: dict[int, np.ndarray | None]) -> dict[str, dict]:
     """{"model": result, "shuffled": result (only with donors)}, each {"clips": per-clip results, "fvd"}.
@@ -215,11 +223,7 @@ def evaluate_model(pipe, data: PreparedDataset, clips: list[TestClip], fps: floa
             count = min(own.num_frames, source.num_frames)
             per_seed = {}
             for seed in settings.seeds:
-                video = pipe(reference=reference, text_embeds=text, music_tokens=source.music[:count],
-                             beats=source.beats[:count], num_inference_steps=settings.steps,
-                             guidance_scale=settings.guidance, seed=seed,
-                             noise_share=settings.noise_share, beat_guidance_scale=settings.beat_guidance,
-                             reference_start=settings.reference_start)
+                video = sample_video(pipe, reference, text, source, count, settings, seed)
                 per_seed[str(seed)] = score(video, clip, fps, truth, settings.lpips_model)
                 if settings.i3d is not None and real_features[position] is not None:
                     fake = fvd_features(video, settings.i3d)
