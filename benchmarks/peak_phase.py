@@ -42,7 +42,14 @@ from musedance_core.metrics import (  # noqa: E402
     onset_coverage,
 )
 from trainer.data import PreparedDataset  # noqa: E402
-from trainer.evaluate import Settings, load_clip, load_tracks, music_donors, sample_video  # noqa: E402
+from trainer.evaluate import (  # noqa: E402
+    Settings,
+    _model_arg,
+    load_clip,
+    load_tracks,
+    music_donors,
+    sample_video,
+)
 
 BINS = 10  # phase histogram bins: [0, 0.1), ..., [0.9, 1)
 
@@ -98,19 +105,12 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _model_arg(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--model must be NAME=CKPT, got {text!r}.")
-    return name, Path(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="a prepared split (python -m trainer.prepare)")
     parser.add_argument("--clips", type=Path, required=True, help="the clips folder it was prepared from")
     parser.add_argument("--tracks", type=Path, help="tracks.json of trainer.synthetic (the shuffle's tracks)")
-    parser.add_argument("--model", action="append", type=_model_arg, default=[], metavar="NAME=CKPT")
+    parser.add_argument("--model", action="append", type=_model_arg, default=[], metavar="[NAME=]CKPT")
     parser.add_argument("--shuffled-music", nargs="*", default=[], metavar="NAME",
                         help="models that also get the shuffled-music control")
     parser.add_argument("--ground-truth", action="store_true")
