@@ -131,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--shuffled-music names {unknown}, which are not --model names.")
     if args.stride < 1:
         parser.error(f"--stride must be at least 1, got {args.stride}.")
-    data = PreparedDataset(args.data)
-    indices = list(range(0, len(data), args.stride))[: args.limit]
-    tracks = load_tracks(args.tracks)
-    clips = [load_clip(data, i, args.clips, tracks) for i in indices]
+    try:
+        data = PreparedDataset(args.data)
+        indices = list(range(0, len(data), args.stride))[: args.limit]
+        tracks = load_tracks(args.tracks)
+        clips = [load_clip(data, i, args.clips, tracks) for i in indices]
+    except (ValueError, FileNotFoundError) as error:
+        parser.exit(2, f"error: {error}\n")
     fps = data.fps
     settings = Settings(steps=args.steps, guidance=args.guidance, beat_guidance=args.beat_guidance,
                         noise_share=args.noise_share, reference_start=args.reference_start)
