@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
+from helpers import load_benchmark
 from musedance_core.video import write_video
 from trainer.default_model import write_wav
-from helpers import load_benchmark
 from trainer.synthetic import make_clip, make_track
 
 
