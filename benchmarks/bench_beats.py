@@ -33,11 +33,10 @@ from pathlib import Path
 import librosa
 import mir_eval
 import numpy as np
-
-from musedance_core import beats
-from musedance_core.samples import synth_music
-
 from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
+
+from musedance_core import beat_tracker, beats
+from musedance_core.samples import synth_music
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16_000
@@ -97,11 +96,8 @@ def grid_frames(wave: np.ndarray) -> np.ndarray:
     Their times, frames * hop / sr, are the beat times on the 32 ms hop grid that `analyze_beats`
     returned before the refinement: the "before" of the timing-error table.
     """
-    wave = wave - wave.mean()
-    envelope, accents, loudness = beats._onset_curves(wave, SR, 512)
-    tempo = float(librosa.feature.tempo(onset_envelope=envelope, sr=SR, hop_length=512)[0])
-    frames = beats._choose_level(envelope, accents, SR / 512, tempo, 100.0, 50.0, 240.0)
-    return beats._trim_edges(frames, loudness, SR / 512)
+    curves = beat_tracker.onset_curves(wave - wave.mean(), SR, 512)
+    return beat_tracker.track_beats(curves, min_bpm=beats.DEFAULT_MIN_BPM, max_bpm=beats.DEFAULT_MAX_BPM)
 
 
 def matched_errors(truth: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -213,10 +209,10 @@ def song_timing(song_seconds: float, repeats: int) -> dict:
         return float(np.median(times))
 
     analysis = beats.analyze_beats(song, SR)
-    envelope, accents, _ = beats._onset_curves(song - song.mean(), SR, 512)
+    curves = beat_tracker.onset_curves(song - song.mean(), SR, 512)
     frames = grid_frames(song)
-    tempo = float(librosa.feature.tempo(onset_envelope=envelope, sr=SR, hop_length=512)[0])
-    frame_rate = SR / 512
+    span = dict(min_bpm=beats.DEFAULT_MIN_BPM, max_bpm=beats.DEFAULT_MAX_BPM)
+    tempo = beat_tracker.estimate_tempo(curves, **span)
     return {
         "song_seconds": song_seconds,
         "song": "musedance_core.samples.synth_music, 120 BPM",
@@ -224,12 +220,10 @@ def song_timing(song_seconds: float, repeats: int) -> dict:
         "tempo_bpm": round(analysis.tempo, 2),
         "f_measure": load_test_signals().f_measure(np.arange(0.0, song_seconds - 0.1, 0.5), analysis.times),
         "total_s": median_time(lambda: beats.analyze_beats(song, SR)),
-        "onset_curves_s": median_time(lambda: beats._onset_curves(song, SR, 512)),
-        "tempo_estimate_s": median_time(lambda: librosa.feature.tempo(onset_envelope=envelope, sr=SR, hop_length=512)),
-        "beat_programme_and_level_check_s": median_time(
-            lambda: beats._choose_level(envelope, accents, frame_rate, tempo, 100.0, 50.0, 240.0)
-        ),
-        "attack_times_s": median_time(lambda: beats._attack_times(song, frames, 512, SR)),
+        "onset_curves_s": median_time(lambda: beat_tracker.onset_curves(song, SR, 512)),
+        "tempo_estimate_s": median_time(lambda: beat_tracker.estimate_tempo(curves, **span)),
+        "beat_programme_and_level_check_s": median_time(lambda: beat_tracker.choose_level(curves, tempo, **span)),
+        "attack_times_s": median_time(lambda: beat_tracker.attack_times(song, frames, 512, SR)),
         "vector_12fps_s": median_time(lambda: analysis.vector(12.0, int(song_seconds * 12))),
         "repeats": repeats,
     }

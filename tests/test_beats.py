@@ -182,11 +182,11 @@ def test_dynamic_programme_matches_librosa():
     """The numpy port of the beat programme gives librosa's beats, apart from its two edge changes."""
     import librosa  # librosa.beat compiles a numba function on import (~2 s); only this test needs it
 
-    from musedance_core.beats import _onset_curves, _track
+    from musedance_core.beat_tracker import onset_curves, track
 
     for wave, bpm in [(click_track(97.0)[0], 97.0), (drum_loop(123.0, hats=4)[0], 123.0), (drum_loop(70.0)[0], 140.0)]:
-        envelope = _onset_curves(wave, SR, 512)[0]
-        ours = _track(envelope, SR / 512, bpm, 100.0)
+        envelope = onset_curves(wave, SR, 512).tempo_envelope
+        ours = track(envelope, SR / 512, bpm, 100.0)
         _, theirs = librosa.beat.beat_track(
             onset_envelope=envelope.astype(np.float64), sr=SR, hop_length=512, bpm=bpm, trim=False
         )
@@ -287,7 +287,8 @@ def test_soft_music_keeps_the_analysis_frame_times():
 
 def test_attack_search_moves_a_beat_only_to_an_attack_within_its_range():
     """`_attack_times` on single frames near one click in faint noise: to the click if it is in range, else stay."""
-    from musedance_core.beats import ATTACK_SECONDS, SEARCH_HOPS, _attack_times
+    from musedance_core.beat_tracker import ATTACK_SECONDS, SEARCH_HOPS
+    from musedance_core.beat_tracker import attack_times as _attack_times
 
     hop, radius = 512, int(SEARCH_HOPS * 512)
     wave = 1e-3 * np.random.default_rng(6).standard_normal(3 * SR)
@@ -369,11 +370,17 @@ def _with(value: float, at: int = 100) -> np.ndarray:
         (np.zeros((SR, 2)), SR, {}, "transpose"),
         (np.zeros(SR), 0, {}, "sample_rate"),
         (np.zeros(SR), 16_000.5, {}, "sample_rate"),
-        (np.zeros(SR), SR, {"hop_length": 0}, "hop_length"),
-        (np.zeros(SR), SR, {"tightness": -1.0}, "tightness"),
-        (np.zeros(SR), SR, {"min_bpm": 100.0, "max_bpm": 150.0}, "twice min_bpm"),
+        (np.zeros(SR), SR, {"method": "aubio"}, "musedance, librosa, madmom"),
+        (np.zeros(SR), SR, {"min_bpm": 150.0, "max_bpm": 100.0}, "range 150-100 BPM is empty"),
+        (np.zeros(SR), SR, {"min_bpm": 120.0, "max_bpm": 120.0}, "is empty"),
+        (np.zeros(SR), SR, {"max_bpm": 1000.0}, "max_bpm must be a tempo from 30 to 300"),
+        (np.zeros(SR), SR, {"min_bpm": float("nan")}, "min_bpm"),
+        (np.zeros(SR), SR, {"preferred_bpm": 40.0}, "outside the tempo range 50-240"),
+        (np.zeros(SR), SR, {"tempo_change": "triple"}, "as found, half, double"),
+        (np.zeros(SR), SR, {"offset": 6.0}, r"within \+-5 s"),
     ],
-    ids=["nan", "inf", "empty", "3-d", "time-major", "zero rate", "float rate", "hop", "tightness", "bpm range"],
+    ids=["nan", "inf", "empty", "3-d", "time-major", "zero rate", "float rate", "method", "reversed range",
+         "empty range", "beyond limits", "nan bpm", "preferred outside", "tempo change", "offset"],
 )
 def test_bad_input_is_rejected_with_a_clear_error(waveform, rate, kwargs, message):
     with pytest.raises(ValueError, match=message):
