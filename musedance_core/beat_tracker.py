@@ -85,6 +85,7 @@ BALANCED = 0.9
 HALVE_BELOW_BALANCE = 0.5  # even and odd beats this unbalanced are a beat and its off-beat
 DOUBLE_BELOW_BPM = 90.0  # an estimate this slow with accented half-beats is half the tempo
 DOUBLE_BALANCE = 0.8  # ... and half-beat points this balanced with the beats
+LEVEL_EVIDENCE_BEATS = 8  # fewer beats than two bars of 4/4 at the estimate: too little to change the level
 # Leading and trailing beats whose onset support is below this fraction of the median beat's are
 # dropped: the programme extrapolates its grid into a silent or noisy lead-in and tail.
 EDGE_SUPPORT = 0.25
@@ -267,7 +268,8 @@ def choose_level(curves: OnsetCurves, tempo: float, *, min_bpm: float, max_bpm: 
     - double a slow estimate (below DOUBLE_BELOW_BPM) whose half-beat points are as accented
       (`balance` at least DOUBLE_BALANCE) as its beats, or as either half of them (a metronome
       with a louder downbeat): dance music at 130-180 BPM taken at half speed.
-    Both stay inside [min_bpm, max_bpm]; where `balance` cannot tell, the estimate stands.
+    Both stay inside [min_bpm, max_bpm]; where `balance` cannot tell, or the music holds fewer than
+    LEVEL_EVIDENCE_BEATS beats at the estimate (a clip of a few seconds), the estimate stands.
     On the 105 real recordings the estimate alone has the annotated level on 74, and the rules of
     the previous tracker (halve below 0.6, double at any tempo once the half-beat points balanced
     the beats at 0.6) moved 14 tempos that librosa's own estimate had right. The halving rule was
@@ -279,6 +281,8 @@ def choose_level(curves: OnsetCurves, tempo: float, *, min_bpm: float, max_bpm: 
     accents, frame_rate = curves.accents, curves.frame_rate
     floor = np.median(onset_near(accents, np.arange(accents.shape[1])), axis=1)
     frames = track(curves.tracking, frame_rate, tempo)
+    if frames.size < LEVEL_EVIDENCE_BEATS:
+        return frames, tempo
     beats = onset_near(accents, frames)
     halves = balance(beats[:, 0::2], beats[:, 1::2], floor)
     if halves is not None and halves < HALVE_BELOW_BALANCE and tempo / 2 >= min_bpm:
