@@ -21,7 +21,6 @@ import sys
 import threading
 from types import ModuleType
 
-import librosa
 import numpy as np
 
 SAMPLE_RATE = 44_100  # the rate madmom's models were trained at; it cannot resample without ffmpeg
@@ -92,6 +91,8 @@ def track(waveform: np.ndarray, sample_rate: int, *, min_bpm: float, max_bpm: fl
                       "DBNDownBeatTrackingProcessor": DBNDownBeatTrackingProcessor}
     wave = np.asarray(waveform, dtype=np.float32)
     if sample_rate != SAMPLE_RATE:
+        import librosa  # here, not at import: the node pack asks `available()` when ComfyUI lists nodes
+
         wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
     # Fresh processors each call: an RNN processor caches an FFT window scaled for the dtype it saw first.
     activations = processors["RNNBeatProcessor"]()(wave)

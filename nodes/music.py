@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..musedance_core import madmom_beats
+from ..musedance_core.beat_files import BEAT_FILE_SUFFIXES
 from . import comfy
 from .model_folders import comfy_model_folders
 
@@ -138,20 +140,19 @@ def _input_file(name: str, what: str = "audio"):
 
 
 BEAT_FILE_NONE = "none"
+# musedance_core.beats' METHODS and TEMPO_CHANGES (tests check they agree): importing that module here
+# would load librosa whenever ComfyUI lists the nodes.
+BEAT_METHODS = ("musedance", "librosa", "madmom")
 TEMPO_CHANGES = ("as found", "half", "double")
 MADMOM_MISSING = "madmom (not installed)"
 
 
 def beat_methods() -> list[str]:
     """The Beat Extract methods; madmom is named as not installed where it cannot run."""
-    from ..musedance_core.beats import METHODS, method_available
-
-    return [m if method_available(m) else MADMOM_MISSING if m == "madmom" else m for m in METHODS]
+    return [MADMOM_MISSING if m == "madmom" and not madmom_beats.available() else m for m in BEAT_METHODS]
 
 
 def beat_files() -> list[str]:
-    from ..musedance_core.beat_files import BEAT_FILE_SUFFIXES
-
     folder = comfy.input_folder()
     names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in BEAT_FILE_SUFFIXES) if folder.is_dir() else []
     return [BEAT_FILE_NONE, *names]
@@ -252,7 +253,7 @@ class BeatExtract:
 def _beat_options(method: str, min_bpm: float, max_bpm: float, preferred_bpm: float, tempo: str,
                   offset_ms: float, beat_file: str):
     """The node's settings as validated core options; madmom missing is an error only when it would be used."""
-    from ..musedance_core.beats import BeatOptions, madmom_beats
+    from ..musedance_core.beats import BeatOptions
 
     if beat_file == BEAT_FILE_NONE and method in ("madmom", MADMOM_MISSING) and not madmom_beats.available():
         raise RuntimeError(f"beat method 'madmom' needs madmom, which is not installed: {madmom_beats.INSTALL_HINT}.")

