@@ -35,10 +35,13 @@ METHODS = ("musedance", "librosa", "madmom")
 TEMPO_CHANGES = ("as found", "half", "double")
 ANALYSIS_RATE = 16_000
 HOP_LENGTH = 512  # 32 ms at 16 kHz: the onset curves' hop (beat_tracker's measurements assume it)
-DEFAULT_MIN_BPM = 50.0
+DEFAULT_MIN_BPM = 50.0  # the "musedance" tracker's range when none is given; librosa and madmom keep their own
 DEFAULT_MAX_BPM = 240.0
 BPM_LIMITS = (30.0, 300.0)  # tempos a range may ask for: beyond these, no music has a danceable beat
 MAX_OFFSET_SECONDS = 5.0
+# Each method's own tempo range: ours, librosa's tempo estimator (no floor, max_tempo 320, within
+# BPM_LIMITS here) and madmom's DBN beat tracker (its MIN_BPM and MAX_BPM).
+METHOD_RANGES = {"musedance": (DEFAULT_MIN_BPM, DEFAULT_MAX_BPM), "librosa": BPM_LIMITS, "madmom": (55.0, 215.0)}
 # A waveform whose peak is below this (-80 dBFS) is treated as silence: it is below 16-bit dither,
 # and tracking it would put beats on noise.
 SILENCE_PEAK = 1e-4
@@ -48,13 +51,14 @@ SILENCE_PEAK = 1e-4
 class BeatOptions:
     """How to find the beats: method, tempo range and preference, tempo change, offset (seconds).
 
-    Constructing one validates it (ValueError naming the setting and the fix), so the node can
-    check a user's settings before any music is read.
+    min_bpm, max_bpm: None keeps the method's own bound (musedance 50-240 BPM, librosa none below
+    and 320 above, madmom 55-215). Constructing one validates it (ValueError naming the setting and
+    the fix), so the node can check a user's settings before any music is read.
     """
 
     method: str = "musedance"
-    min_bpm: float = DEFAULT_MIN_BPM
-    max_bpm: float = DEFAULT_MAX_BPM
+    min_bpm: float | None = None
+    max_bpm: float | None = None
     preferred_bpm: float | None = None
     tempo_change: str = "as found"
     offset: float = 0.0
@@ -63,22 +67,28 @@ class BeatOptions:
         if self.method not in METHODS:
             raise ValueError(f"beat method must be one of {', '.join(METHODS)}, got {self.method!r}.")
         low, high = BPM_LIMITS
-        for name in ("min_bpm", "max_bpm"):
+        for name in ("min_bpm", "max_bpm", "preferred_bpm"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
+                                          and low <= value <= high):
                 raise ValueError(f"{name} must be a tempo from {low:g} to {high:g} BPM, got {value!r}.")
-        if not self.min_bpm < self.max_bpm:
-            raise ValueError(f"the tempo range {self.min_bpm:g}-{self.max_bpm:g} BPM is empty: min_bpm must be "
-                             "below max_bpm. Widen the range (the default is 50-240 BPM).")
-        preferred = self.preferred_bpm
-        if preferred is not None and not (isinstance(preferred, (int, float)) and math.isfinite(preferred)
-                                          and self.min_bpm <= preferred <= self.max_bpm):
-            raise ValueError(f"preferred tempo {preferred!r} BPM lies outside the tempo range "
-                             f"{self.min_bpm:g}-{self.max_bpm:g} BPM; move it inside, or widen the range.")
+        floor, ceiling = self.tempo_range
+        if not floor < ceiling:
+            raise ValueError(f"the tempo range {floor:g}-{ceiling:g} BPM is empty: min_bpm must be below "
+                             "max_bpm. Widen the range, or leave it to the method.")
+        if self.preferred_bpm is not None and not floor <= self.preferred_bpm <= ceiling:
+            raise ValueError(f"preferred tempo {self.preferred_bpm:g} BPM lies outside the tempo range "
+                             f"{floor:g}-{ceiling:g} BPM; move it inside, or widen the range.")
         if self.tempo_change not in TEMPO_CHANGES:
             raise ValueError(f"tempo_change must be one of {', '.join(TEMPO_CHANGES)}, got {self.tempo_change!r}.")
         if not (isinstance(self.offset, (int, float)) and abs(self.offset) <= MAX_OFFSET_SECONDS):
             raise ValueError(f"beat offset must be within +-{MAX_OFFSET_SECONDS:g} s, got {self.offset!r}.")
+
+    @property
+    def tempo_range(self) -> tuple[float, float]:
+        """(min, max) BPM the method searches: the user's bounds, the method's own where none is given."""
+        floor, ceiling = METHOD_RANGES[self.method]
+        return (floor if self.min_bpm is None else self.min_bpm, ceiling if self.max_bpm is None else self.max_bpm)
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,8 +164,8 @@ def analyze_beats(
     sample_rate: int,
     *,
     method: str = "musedance",
-    min_bpm: float = DEFAULT_MIN_BPM,
-    max_bpm: float = DEFAULT_MAX_BPM,
+    min_bpm: float | None = None,
+    max_bpm: float | None = None,
     preferred_bpm: float | None = None,
     tempo_change: str = "as found",
     offset: float = 0.0,
@@ -164,29 +174,32 @@ def analyze_beats(
 
     waveform: mono [T] or multi-channel [C, T] float audio (channels are averaged), any sample rate.
     method: "musedance" (default), "librosa" or "madmom" (module docstring). min_bpm, max_bpm: the
-    tempo range searched; preferred_bpm: the tempo to prefer when the music allows several (it also
+    tempo range searched (None: the method's own, `BeatOptions`); preferred_bpm: the tempo to prefer when the music allows several (it also
     fixes the metrical level). tempo_change: "as found", "half" or "double". offset: seconds added
     to every beat (negative: earlier); beats moved outside the music are dropped.
     Silence (peak below -80 dBFS, or no onsets) and audio shorter than one analysis window give an
     analysis with no beats and tempo 0, and a warning. Raises ValueError for an empty waveform, NaN
     or infinite samples or bad options, and RuntimeError when the method is not installed.
     """
-    options = BeatOptions(method, float(min_bpm), float(max_bpm),
-                          None if preferred_bpm is None else float(preferred_bpm), tempo_change, float(offset))
+    number = lambda value: None if value is None else float(value)  # noqa: E731
+    options = BeatOptions(method, number(min_bpm), number(max_bpm), number(preferred_bpm), tempo_change, float(offset))
     wave, original = _analysis_audio(waveform, sample_rate)
     curves = _curves_or_none(wave)
     if isinstance(curves, str):
         return _no_beats(curves, wave, options.method)
 
     if options.method == "musedance":
-        frames = beat_tracker.track_beats(curves, min_bpm=options.min_bpm, max_bpm=options.max_bpm,
-                                          preferred_bpm=options.preferred_bpm)
+        floor, ceiling = options.tempo_range
+        frames = beat_tracker.track_beats(curves, min_bpm=floor, max_bpm=ceiling, preferred_bpm=options.preferred_bpm)
         times, numbers = beat_tracker.attack_times(wave, frames, HOP_LENGTH, ANALYSIS_RATE), None
     elif options.method == "librosa":
         times, numbers = _librosa_beats(wave, options), None
-    else:
-        times, numbers = madmom_beats.track(original, int(sample_rate), min_bpm=options.min_bpm,
-                                            max_bpm=options.max_bpm)
+    else:  # madmom's DBNs know no preferred tempo: it narrows their range to half an octave around it
+        floor, ceiling = options.min_bpm, options.max_bpm
+        if options.preferred_bpm is not None:
+            floor = floor or max(options.preferred_bpm / 2 ** 0.5, BPM_LIMITS[0])
+            ceiling = ceiling or min(options.preferred_bpm * 2 ** 0.5, BPM_LIMITS[1])
+        times, numbers = madmom_beats.track(original, int(sample_rate), min_bpm=floor, max_bpm=ceiling)
         numbers = numbers if numbers.size and numbers.min() >= 1 else None
     return _finish(wave, curves, np.asarray(times, np.float64), numbers, options, options.method)
 
@@ -308,9 +321,10 @@ def _librosa_beats(wave: np.ndarray, options: BeatOptions) -> np.ndarray:
     rate = 22_050
     audio = librosa.resample(wave, orig_sr=ANALYSIS_RATE, target_sr=rate, res_type="soxr_hq")
     envelope = librosa.onset.onset_strength(y=audio, sr=rate)
+    floor, ceiling = options.tempo_range
     tempo = float(librosa.feature.tempo(onset_envelope=envelope, sr=rate, start_bpm=options.preferred_bpm or 120.0,
-                                        max_tempo=options.max_bpm)[0])
-    while tempo < options.min_bpm and 2 * tempo <= options.max_bpm:
+                                        max_tempo=320.0 if options.max_bpm is None else ceiling)[0])
+    while tempo < floor and 2 * tempo <= ceiling:
         tempo *= 2
     _, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=rate, bpm=tempo)
     return librosa.frames_to_time(frames, sr=rate)

@@ -71,7 +71,7 @@ def import_madmom() -> ModuleType:
                                f"{INSTALL_HINT}.") from error
 
 
-def track(waveform: np.ndarray, sample_rate: int, *, min_bpm: float, max_bpm: float,
+def track(waveform: np.ndarray, sample_rate: int, *, min_bpm: float | None = None, max_bpm: float | None = None,
           meters: tuple[int, ...] = (3, 4), processors: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Beats and their places in the bar from madmom: (times float64 [B], beat numbers int64 [B]).
 
@@ -79,6 +79,7 @@ def track(waveform: np.ndarray, sample_rate: int, *, min_bpm: float, max_bpm: fl
     of RNNBeatProcessor + DBNBeatTrackingProcessor, madmom's beat tracker; each beat takes its number
     from the nearest beat (within 70 ms) of RNNDownBeatProcessor + DBNDownBeatTrackingProcessor, and
     beats that tracker did not find are numbered on from their predecessor.
+    min_bpm, max_bpm: the tempo range, passed to both DBNs; None keeps madmom's own defaults.
     processors: the four madmom classes by name, for tests; by default madmom's own.
     """
     if processors is None:
@@ -95,11 +96,11 @@ def track(waveform: np.ndarray, sample_rate: int, *, min_bpm: float, max_bpm: fl
 
         wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=SAMPLE_RATE, res_type="soxr_hq")
     # Fresh processors each call: an RNN processor caches an FFT window scaled for the dtype it saw first.
+    tempo_range = {key: value for key, value in (("min_bpm", min_bpm), ("max_bpm", max_bpm)) if value is not None}
     activations = processors["RNNBeatProcessor"]()(wave)
-    times = processors["DBNBeatTrackingProcessor"](fps=FPS, min_bpm=min_bpm, max_bpm=max_bpm)(activations)
+    times = processors["DBNBeatTrackingProcessor"](fps=FPS, **tempo_range)(activations)
     bar_activations = processors["RNNDownBeatProcessor"]()(wave)
-    bars = processors["DBNDownBeatTrackingProcessor"](beats_per_bar=list(meters), fps=FPS, min_bpm=min_bpm,
-                                                      max_bpm=max_bpm)(bar_activations)
+    bars = processors["DBNDownBeatTrackingProcessor"](beats_per_bar=list(meters), fps=FPS, **tempo_range)(bar_activations)
     times = np.asarray(times, dtype=np.float64).reshape(-1)
     bars = np.asarray(bars, dtype=np.float64).reshape(-1, 2)
     return times, number_beats(times, bars)

