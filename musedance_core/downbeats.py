@@ -19,6 +19,7 @@ import numpy as np
 METERS = (3, 4)
 THREE_MARGIN = 0.15  # 3/4 must beat 4/4's bar-line score by this much (in standard deviations)
 MIN_BARS = 2  # fewer whole bars than this of the longest meter: no meter can be told
+CHROMA_BLOCK_SECONDS = 60.0
 
 
 def number_beats(wave: np.ndarray, sample_rate: int, times: np.ndarray, accents: np.ndarray,
@@ -47,7 +48,13 @@ def _bar_line_features(wave: np.ndarray, sample_rate: int, times: np.ndarray, ac
                        frame_rate: float) -> np.ndarray:
     """float64 [B]: chroma change plus bass onset minus snare/chord onset at each beat, each standardised."""
     hop = 512
-    chroma = librosa.feature.chroma_stft(y=wave, sr=sample_rate, hop_length=hop, n_fft=2048)  # [12, N]
+    block = hop * int(CHROMA_BLOCK_SECONDS * sample_rate / hop)
+    pieces = []  # in blocks, so that a long song never holds its whole spectrogram at once
+    for at in range(0, wave.size, block):
+        piece = librosa.feature.chroma_stft(y=wave[at:at + block], sr=sample_rate, hop_length=hop, n_fft=2048)
+        last = at + block >= wave.size
+        pieces.append(piece if last else piece[:, : block // hop])  # frame j at at + j * hop; the next block has the rest
+    chroma = np.concatenate(pieces, axis=1)  # [12, N]
     frames = np.clip(np.round(times * sample_rate / hop).astype(np.int64), 0, chroma.shape[1] - 1)
     edges = np.concatenate([[0], frames, [chroma.shape[1]]])
     segments = np.stack([chroma[:, a:max(b, a + 1)].mean(axis=1) for a, b in zip(edges[:-1], edges[1:])], axis=1)
