@@ -73,7 +73,7 @@ def import_madmom() -> ModuleType:
 
 def track(waveform: np.ndarray, sample_rate: int, *, min_bpm: float | None = None, max_bpm: float | None = None,
           meters: tuple[int, ...] = (3, 4), processors: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Beats and their places in the bar from madmom: (times float64 [B], beat numbers int64 [B]).
+    """Beats and their places in the bar from madmom: (times float64 [B], beat numbers int64 [B], 0: unknown).
 
     waveform: mono float32 [T] at `sample_rate` (resampled here to 44.1 kHz). The beat times are those
     of RNNBeatProcessor + DBNBeatTrackingProcessor, madmom's beat tracker; each beat takes its number
@@ -106,18 +106,28 @@ def track(waveform: np.ndarray, sample_rate: int, *, min_bpm: float | None = Non
     return times, number_beats(times, bars)
 
 
+AGREEMENT = 0.8  # the share of beats and of downbeat-tracker rows that must pair up to number the beats
+
+
 def number_beats(times: np.ndarray, bars: np.ndarray, tolerance: float = 0.07) -> np.ndarray:
-    """int64 [B]: each beat's place in its bar, from (time, number) rows of a downbeat tracker.
+    """int64 [B]: each beat's place in its bar, from (time, number) rows of a downbeat tracker; 0 where unknown.
 
     A beat within `tolerance` seconds of a row takes its number; the others count on from the beat
-    before (wrapping after the largest number seen), or back from the first numbered beat.
+    before (wrapping after the largest number seen), or back from the first numbered beat. All zeros
+    when the two trackers disagree on the beat (fewer than AGREEMENT of the beats or of the rows pair
+    up): madmom's downbeat tracker sometimes counts three "beats" to each of the beat tracker's, and
+    its numbers then mean nothing for these beats.
     """
     numbers = np.zeros(times.size, dtype=np.int64)
     if times.size == 0 or bars.shape[0] == 0:
         return numbers
     meter = int(bars[:, 1].max())
-    nearest = np.abs(times[:, None] - bars[None, :, 0]).argmin(axis=1)
-    close = np.abs(times - bars[nearest, 0]) <= tolerance
+    distance = np.abs(times[:, None] - bars[None, :, 0])
+    nearest = distance.argmin(axis=1)
+    close = distance[np.arange(times.size), nearest] <= tolerance
+    rows_paired = (distance.min(axis=0) <= tolerance).mean()
+    if close.mean() < AGREEMENT or rows_paired < AGREEMENT:
+        return numbers
     numbers[close] = bars[nearest[close], 1].astype(np.int64)
     known = np.flatnonzero(close)
     if known.size == 0:

@@ -190,6 +190,13 @@ def test_madmom_adapter_passes_44_khz_audio_and_the_range_and_numbers_the_beats(
     assert len(set(ids)) == 2  # a fresh processor per call: madmom caches a window scaled for the first dtype
 
 
+def test_madmom_adapter_numbers_nothing_when_the_two_trackers_disagree_on_the_beat():
+    times = np.arange(12) * 0.9  # the beat tracker at 67 BPM; the downbeat tracker counts three to each of its beats
+    bars = np.stack([np.arange(36) * 0.3, np.arange(36) % 3 + 1], axis=1)
+    numbers = madmom_beats.number_beats(times, bars)
+    np.testing.assert_array_equal(numbers, np.zeros(12))  # not "every beat a downbeat, meter 1"
+
+
 def test_madmom_adapter_numbers_nothing_without_downbeats_and_keeps_madmoms_range():
     fake = FakeMadmom(np.array([0.5, 1.0]), np.zeros((0, 2)))
     found, numbers = madmom_beats.track(np.zeros(SR, np.float32), SR, processors=fake.processors)
