@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..musedance_core import madmom_beats
-from ..musedance_core.beat_files import BEAT_FILE_SUFFIXES
+from ..musedance_core.beat_files import BEAT_FILE_SUFFIXES, read_beat_file
 from . import comfy
 from .model_folders import comfy_model_folders
 
@@ -168,7 +168,8 @@ class BeatExtract:
     OUTPUT_TOOLTIPS = ("One 0/1 flag per video frame, and which frames start a bar.", "Beats per minute.",
                        "The waveform, the onset strength, the beats (red) and the first beat of each bar "
                        "(wide yellow) of the chosen stretch.",
-                       "Beats per bar (3 or 4; 0 when too few beats to tell).")
+                       "Beats per bar: 3 or 4 as found (a beat file's own numbers may say otherwise), half or "
+                       "double that after a tempo change, 0 when there are too few beats to tell.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
@@ -265,8 +266,6 @@ def _beat_options(method: str, min_bpm: float, max_bpm: float, preferred_bpm: fl
 
 
 def _read_beat_file(name: str):
-    from ..musedance_core.beat_files import read_beat_file
-
     return read_beat_file(_input_file(name, "beat file"))
 
 
