@@ -174,8 +174,8 @@ def analyze_beats(
 
     waveform: mono [T] or multi-channel [C, T] float audio (channels are averaged), any sample rate.
     method: "musedance" (default), "librosa" or "madmom" (module docstring). min_bpm, max_bpm: the
-    tempo range searched (None: the method's own, `BeatOptions`); preferred_bpm: the tempo to prefer when the music allows several (it also
-    fixes the metrical level). tempo_change: "as found", "half" or "double". offset: seconds added
+    tempo range searched (None: the method's own, `BeatOptions`); preferred_bpm: the tempo to prefer
+    when the music allows several (it also fixes the metrical level). tempo_change: "as found", "half" or "double". offset: seconds added
     to every beat (negative: earlier); beats moved outside the music are dropped.
     Silence (peak below -80 dBFS, or no onsets) and audio shorter than one analysis window give an
     analysis with no beats and tempo 0, and a warning. Raises ValueError for an empty waveform, NaN
@@ -345,13 +345,18 @@ def _finish(wave: np.ndarray, curves: beat_tracker.OnsetCurves | None, times: np
         strengths = np.ones(times.size, np.float32)
     else:
         envelope = curves.tempo_envelope
-        frames = np.clip(np.round(times * curves.frame_rate).astype(np.int64), 0, curves.loudness.size - 1)
-        strengths = beat_tracker.onset_near(curves.loudness[None], frames)[0]
+        strengths = _loudness_at(times, curves)
         if strengths.size and strengths.max() > 0:
             strengths = strengths / strengths.max()
     tempo = 60.0 / np.polyfit(np.arange(times.size), times, 1)[0] if times.size >= 2 else 0.0
     return BeatAnalysis(times.astype(np.float64), float(tempo), envelope, HOP_LENGTH, ANALYSIS_RATE,
                         np.asarray(strengths, np.float32), numbers, meter, method)
+
+
+def _loudness_at(times: np.ndarray, curves: beat_tracker.OnsetCurves) -> np.ndarray:
+    """float64 [B]: the loudness flux around each beat (its onset's strength)."""
+    frames = np.clip(np.round(times * curves.frame_rate).astype(np.int64), 0, curves.loudness.size - 1)
+    return beat_tracker.onset_near(curves.loudness[None], frames)[0]
 
 
 def _change_tempo(times: np.ndarray, numbers: np.ndarray | None, change: str,
@@ -365,8 +370,7 @@ def _change_tempo(times: np.ndarray, numbers: np.ndarray | None, change: str,
         if downbeat_times.size:
             parity = int(np.flatnonzero(numbers == 1)[0] % 2)
         elif curves is not None:  # the louder half of the beats
-            frames = np.clip(np.round(times * curves.frame_rate).astype(np.int64), 0, curves.loudness.size - 1)
-            loud = beat_tracker.onset_near(curves.loudness[None], frames)[0]
+            loud = _loudness_at(times, curves)
             parity = int(loud[1::2].sum() > loud[0::2].sum())
         else:
             parity = 0

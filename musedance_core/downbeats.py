@@ -16,6 +16,8 @@ from __future__ import annotations
 import librosa
 import numpy as np
 
+from .beat_tracker import onset_near
+
 METERS = (3, 4)
 THREE_MARGIN = 0.15  # 3/4 must beat 4/4's bar-line score by this much (in standard deviations)
 MIN_BARS = 2  # fewer whole bars than this of the longest meter: no meter can be told
@@ -61,7 +63,7 @@ def _bar_line_features(wave: np.ndarray, sample_rate: int, times: np.ndarray, ac
     segments /= np.linalg.norm(segments, axis=0, keepdims=True) + 1e-9
     change = 1.0 - np.sum(segments[:, :-1] * segments[:, 1:], axis=0)  # [B]: before beat k vs after it
     index = np.clip(np.round(times * frame_rate).astype(np.int64), 0, accents.shape[1] - 1)
-    near = sum(accents[:, np.clip(index + d, 0, accents.shape[1] - 1)] for d in (-1, 0, 1))  # [2, B]
+    near = onset_near(accents, index)  # [2, B]
     return _standard(change) + _standard(near[0]) - _standard(near[1])
 
 
