@@ -11,7 +11,7 @@ from .nodes.model_folders import register_model_folders
 # (no folder_paths to import) this does nothing, so the pack still imports.
 register_model_folders()
 
-# ComfyUI serves the JavaScript in web/ to its frontend (Load Music's upload button).
+# ComfyUI serves the JavaScript in web/ to its frontend (Load Song's upload button).
 WEB_DIRECTORY = "./web"
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

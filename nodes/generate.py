@@ -73,7 +73,7 @@ class ReferenceNetEncode:
                                                            "pad with the border colour, or stretch."}),
             },
             "optional": {
-                "mask": ("MASK", {"tooltip": "The subject's mask (DensePose Mask node). Without it the whole "
+                "mask": ("MASK", {"tooltip": "The subject's mask (Subject Mask node). Without it the whole "
                                              "image counts as the subject."}),
                 "negative_prompt": ("STRING", {"multiline": True, "default": "",
                                                "tooltip": "What guidance steers away from; empty is SD's usual."}),
@@ -124,7 +124,7 @@ class MuseDanceSampler:
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
     RETURN_NAMES = ("frames", "audio", "fps")
-    OUTPUT_TOOLTIPS = ("The video frames.", "The music of exactly these frames, for Video Combine.",
+    OUTPUT_TOOLTIPS = ("The video frames.", "The music of exactly these frames, for Save Dance Video.",
                        "Frames per second of the video.")
     DESCRIPTION = ("Generates the dance clip by clip (K frames each); each clip continues from the last "
                    "motion_frames frames of the one before, so any length of music works.")

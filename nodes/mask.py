@@ -1,4 +1,4 @@
-"""DensePose Mask: the subject's foreground mask from whatever the user has, and a preview of it."""
+"""Subject Mask: the subject's foreground mask from whatever the user has, and a preview of it."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def is_load_image_placeholder(mask: torch.Tensor, image: torch.Tensor) -> bool:
     return tuple(mask.shape[-2:]) == (64, 64) and tuple(image.shape[1:3]) != (64, 64) and not bool(mask.any())
 
 
-class DensePoseMask:
+class SubjectMask:
     """Image (+ optional mask / DensePose image / DensePose model) -> MASK and an overlay preview."""
 
     CATEGORY = CATEGORY
@@ -105,5 +105,5 @@ class DensePoseMask:
         return (masks, mask_overlay(image, masks))
 
 
-NODE_CLASS_MAPPINGS = {"MuseDanceMask": DensePoseMask}
-NODE_DISPLAY_NAME_MAPPINGS = {"MuseDanceMask": "DensePose Mask (MuseDance)"}
+NODE_CLASS_MAPPINGS = {"MuseDanceMask": SubjectMask}
+NODE_DISPLAY_NAME_MAPPINGS = {"MuseDanceMask": "Subject Mask (MuseDance)"}

@@ -1,4 +1,4 @@
-"""Music nodes: Load Music, Beat Extract (with a plot), Load AST and AST Music Encode.
+"""Music nodes: Load Song, Beat Extract (with a plot), Load AST and AST Music Encode.
 
 Beats and music tokens come out per video frame, for one fps and one stretch of the song
 (start, duration); the sampler checks that both describe the same frames.
@@ -54,7 +54,7 @@ class FrameBeats:
 class FrameMusic:
     span: FrameSpan
     tokens: torch.Tensor  # [F, L, d] on the CPU
-    audio: dict  # the music of exactly these frames, as ComfyUI AUDIO (for Video Combine)
+    audio: dict  # the music of exactly these frames, as ComfyUI AUDIO (for Save Dance Video)
 
 
 def frame_span(audio: dict, fps: float, start: float, duration: float) -> FrameSpan:
@@ -86,7 +86,7 @@ def span_audio(audio: dict, span: FrameSpan) -> dict:
     return {"waveform": audio["waveform"][:1, :, first:last].clone(), "sample_rate": rate}
 
 
-class LoadMusic:
+class LoadSong:
     """An audio file from ComfyUI's input folder -> AUDIO (for ComfyUI versions without their own loader)."""
 
     CATEGORY = CATEGORY
@@ -324,13 +324,13 @@ def check_same_frames(beats: FrameBeats, music: FrameMusic) -> FrameSpan:
 
 
 NODE_CLASS_MAPPINGS = {
-    "MuseDanceLoadMusic": LoadMusic,
+    "MuseDanceLoadMusic": LoadSong,
     "MuseDanceBeatExtract": BeatExtract,
     "MuseDanceLoadAST": LoadAST,
     "MuseDanceASTEncode": ASTMusicEncode,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "MuseDanceLoadMusic": "Load Music (MuseDance)",
+    "MuseDanceLoadMusic": "Load Song (MuseDance)",
     "MuseDanceBeatExtract": "Beat Extract (MuseDance)",
     "MuseDanceLoadAST": "Load AST (MuseDance)",
     "MuseDanceASTEncode": "AST Music Encode (MuseDance)",

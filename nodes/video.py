@@ -1,4 +1,4 @@
-"""Video Combine: IMAGE frames (+ AUDIO) -> a video file in ComfyUI's output folder, previewed in the UI.
+"""Save Dance Video: IMAGE frames (+ AUDIO) -> a video file in ComfyUI's output folder, previewed in the UI.
 
 The filename prefix may name subfolders (`MuseDance/dance`) but never leave the output folder:
 absolute paths, drive letters, `..` and links that lead outside are refused. The file is written
@@ -49,7 +49,7 @@ def output_path(prefix: str, extension: str, output_dir: Path | None = None) -> 
     return real / name, name, "/".join(parts[:-1])
 
 
-class VideoCombine:
+class SaveDanceVideo:
     """IMAGE frames + optional AUDIO -> an MP4 or WebM in the output folder, shown as a playable preview."""
 
     CATEGORY = "MuseDance"
@@ -98,5 +98,5 @@ class VideoCombine:
         return {"ui": {"images": [result], "animated": (True,)}, "result": (relative,)}
 
 
-NODE_CLASS_MAPPINGS = {"MuseDanceVideoCombine": VideoCombine}
-NODE_DISPLAY_NAME_MAPPINGS = {"MuseDanceVideoCombine": "Video Combine (MuseDance)"}
+NODE_CLASS_MAPPINGS = {"MuseDanceVideoCombine": SaveDanceVideo}
+NODE_DISPLAY_NAME_MAPPINGS = {"MuseDanceVideoCombine": "Save Dance Video (MuseDance)"}

@@ -1,4 +1,4 @@
-"""Load MuseDance Model, ReferenceNet Encode, MuseDance Sampler and Video Combine called as ComfyUI calls them.
+"""Load MuseDance Model, ReferenceNet Encode, MuseDance Sampler and Save Dance Video called as ComfyUI calls them.
 
 No server: the pack is imported as ComfyUI imports it (the `pack` fixture), with its model folders
 pointed at tiny models written here and its output folder at a temporary one.

@@ -1,4 +1,4 @@
-"""The DensePose Mask node, called as ComfyUI calls it (IMAGE / MASK tensors), without a server."""
+"""The Subject Mask node, called as ComfyUI calls it (IMAGE / MASK tensors), without a server."""
 
 from __future__ import annotations
 

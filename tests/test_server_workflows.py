@@ -126,9 +126,9 @@ def expected_frames(workflow: dict, sampler_id: str) -> tuple[int, float]:
 
 
 def check_video(comfy: ComfyServer, entry: dict, workflow: dict, combine_id: str, tmp_path: Path) -> Path:
-    """What Video Combine `combine_id` wrote is a video of its sampler's frames with the music; its path."""
+    """What Save Dance Video `combine_id` wrote is a video of its sampler's frames with the music; its path."""
     ui = entry["outputs"][combine_id]
-    assert ui.get("animated"), f"Video Combine's ui has no 'animated' entry, so the frontend shows no player: {ui}"
+    assert ui.get("animated"), f"Save Dance Video's ui has no 'animated' entry, so the frontend shows no player: {ui}"
     (video,) = ui["images"]
     assert video["type"] == "output", video
     data = comfy.view(video["filename"], video["subfolder"], video["type"])

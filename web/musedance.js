@@ -1,4 +1,4 @@
-// MuseDance's web extension: an upload button on Load Music (MuseDance).
+// MuseDance's web extension: an upload button on Load Song (MuseDance).
 // ComfyUI serves this file because the pack's __init__.py sets WEB_DIRECTORY = "./web".
 // The button posts the chosen file to ComfyUI's /upload/image endpoint (which stores any file in the
 // input folder) and selects it in the node's list. It is not saved in workflows (serialize = false).
