@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -23,9 +24,11 @@ import numpy as np
 import torch
 from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
-from musedance_core.ast_encoder import FBANK_HOP, SAMPLE_RATE, MusicEncoder, patch_grid, window_starts
-from musedance_core.samples import synth_music
+from musedance_core.audio.ast_encoder import FBANK_HOP, SAMPLE_RATE, MusicEncoder, patch_grid, window_starts
 from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from sample_media import synth_music  # noqa: E402 - the tests' synthetic song
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 

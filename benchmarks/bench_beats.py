@@ -9,7 +9,7 @@ synthetic music of tests/test_beats.py (click tracks and drum loops with bass, c
 every 10 BPM, next to librosa's `beat_track` with its defaults on the same audio; the timing error
 of the beats that F-measure matched, against the true beats, before and after the attack-time
 refinement (`_attack_times`); then a few further signals at the tempos in between (`further_accuracy`).
-Speed: `analyze_beats` on the demo's synthetic song (`musedance_core.samples.synth_music`, 120 BPM),
+Speed: `analyze_beats` on the demo's synthetic song (`tests/sample_media.synth_music`, 120 BPM),
 warm, split into its stages; then the first call in fresh Python processes, with librosa's numba
 cache present, with an empty cache directory (the first run after installing), and again with the
 cache that run wrote; and, for comparison, librosa's own `beat_track` in a fresh process.
@@ -35,8 +35,10 @@ import mir_eval
 import numpy as np
 from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
 
-from musedance_core import beat_tracker, beats
-from musedance_core.samples import synth_music
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from sample_media import synth_music  # noqa: E402 - the tests' synthetic song
+
+from musedance_core.audio import beat_tracker, beats
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16_000
@@ -50,7 +52,7 @@ t_start = time.perf_counter()
 import numpy as np
 import musedance_core  # the package imports torch and diffusers for the model
 t0 = time.perf_counter()
-from musedance_core.beats import analyze_beats
+from musedance_core.audio.beats import analyze_beats
 t1 = time.perf_counter()
 wave = np.zeros(160_000, np.float32)
 for k in range(20):
@@ -215,7 +217,7 @@ def song_timing(song_seconds: float, repeats: int) -> dict:
     tempo = beat_tracker.estimate_tempo(curves, **span)
     return {
         "song_seconds": song_seconds,
-        "song": "musedance_core.samples.synth_music, 120 BPM",
+        "song": "tests/sample_media.synth_music, 120 BPM",
         "beats_found": int(analysis.times.size),
         "tempo_bpm": round(analysis.tempo, 2),
         "f_measure": load_test_signals().f_measure(np.arange(0.0, song_seconds - 0.1, 0.5), analysis.times),
@@ -296,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {scenario}: " + ", ".join(f"{k} {v}" for k, v in figures.items()), flush=True)
 
     report = {
-        "benchmark": "musedance_core.beats.analyze_beats: accuracy, speed on a synthetic song, first call",
+        "benchmark": "musedance_core.audio.beats.analyze_beats: accuracy, speed on a synthetic song, first call",
         "machine": info,
         "accuracy": {
             "metric": "mir_eval.beat.f_measure, 70 ms window, trim_beats(min_beat_time=0)",

@@ -3,7 +3,7 @@
     python benchmarks/bench_default_model.py [--steps 20] [--repeats 3] [--threads N]
 
 Times what the main job times (load once, then per run: music tokens, beats, ReferenceNet, DDIM over
-the clips with guidance and the main job's beat guidance, VAE decode) on the sample in assets/, and writes
+the clips with guidance and the main job's beat guidance, VAE decode) on the sample in musedance_demo/assets/, and writes
 benchmarks/results/default_model.json with the machine it ran on.
 """
 
@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
-from musedance_core.ast_encoder import MusicEncoder
-from musedance_core.audio import load_music
-from musedance_core.beats import analyze_beats
+from musedance_core.audio.ast_encoder import MusicEncoder
+from musedance_core.audio.music import load_music
+from musedance_core.audio.beats import analyze_beats
 from musedance_core.config import DEFAULT_BEAT_GUIDANCE
-from musedance_core.demo import ASSETS, DEFAULT_AST, DEFAULT_MODEL, load_image
-from musedance_core.loading import load_pipeline
-from musedance_core.masks import foreground_mask
+from musedance_demo.demo import ASSETS, DEFAULT_AST, DEFAULT_MODEL, load_image
+from musedance_core.loading.loader import load_pipeline
+from musedance_core.masks.subject import foreground_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -197,7 +197,7 @@ class Sampler:
 
 def wrap_stages(stages: list[dict], t0: float) -> None:
     """Record VmRSS/VmHWM after each loader stage, by wrapping the loader's functions (child process only)."""
-    from musedance_core import loading
+    from musedance_core.loading import loader as loading
 
     def record(label: str) -> None:
         status = proc_status()
@@ -227,8 +227,8 @@ def measure_case(path: Path, dtype: str, stages_wanted: bool, timeline: bool) ->
     import transformers  # noqa: F401
 
     from musedance_core.config import MuseDanceConfig
-    from musedance_core.loading import load_pipeline
-    from musedance_core.weights import tensor_bytes
+    from musedance_core.loading.loader import load_pipeline
+    from musedance_core.loading.weights import tensor_bytes
 
     gc.collect()
     before = proc_status()

@@ -1,6 +1,6 @@
 """Does the figure in a generated video step from side to side on the beat? (the main job's visible check)
 
-    python benchmarks/figure_steps.py [--video outputs/musedance_demo.mp4] [--music assets/sample_music.wav]
+    python benchmarks/figure_steps.py [--video outputs/musedance_demo.mp4] [--music musedance_demo/assets/sample_music.wav]
                                       [--truth GROUND_TRUTH.mp4] [--json benchmarks/results/figure_steps.json]
 
 The synthetic dancers the default model learnt from step sideways with the beat, the same way on the
@@ -26,9 +26,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from musedance_core.audio import load_music  # noqa: E402
-from musedance_core.beats import analyze_beats  # noqa: E402
-from musedance_core.masks import foreground_mask  # noqa: E402
+from musedance_core.audio.music import load_music  # noqa: E402
+from musedance_core.audio.beats import analyze_beats  # noqa: E402
+from musedance_core.masks.subject import foreground_mask  # noqa: E402
 
 
 def read_frames(path: Path) -> tuple[np.ndarray, float]:
@@ -79,7 +79,7 @@ def measure(video: Path, music: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", type=Path, default=ROOT / "outputs" / "musedance_demo.mp4")
-    parser.add_argument("--music", type=Path, default=ROOT / "assets" / "sample_music.wav")
+    parser.add_argument("--music", type=Path, default=ROOT / "musedance_demo" / "assets" / "sample_music.wav")
     parser.add_argument("--truth", type=Path, help="the ground-truth dance to the same music, for the step directions")
     parser.add_argument("--json", type=Path, help="write the numbers here as JSON")
     args = parser.parse_args(argv)

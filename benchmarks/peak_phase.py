@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine_info import machine  # noqa: E402
 
-from musedance_core.loading import load_pipeline  # noqa: E402
-from musedance_core.metrics import (  # noqa: E402
+from musedance_core.loading.loader import load_pipeline  # noqa: E402
+from musedance_core.evaluation.metrics import (  # noqa: E402
     av_align_matches,
     beat_phase,
     evaluate_video,

@@ -5,7 +5,7 @@
         [--table benchmarks/results/real_beats.md]
 
 --data is a folder of recordings, each with a `.beats` file of the same stem (one annotated time per
-line, optionally its beat number; `musedance_core.beat_files` reads it). benchmarks/real_beats_data.py
+line, optionally its beat number; `musedance_core.audio.beat_files` reads it). benchmarks/real_beats_data.py
 builds that folder from public repositories, as listed in benchmarks/real_beats_manifest.json; the
 manifest also says which excerpts are held out from tuning and gives each one's style.
 
@@ -45,9 +45,9 @@ import mir_eval
 import numpy as np
 from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
 
-from musedance_core import beats
-from musedance_core.audio import load_music
-from musedance_core.beat_files import read_beat_file
+from musedance_core.audio import beats
+from musedance_core.audio.music import load_music
+from musedance_core.audio.beat_files import read_beat_file
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "benchmarks" / "real_beats_manifest.json"
@@ -144,7 +144,7 @@ def run_core(audio: Path, window: tuple[float, float] | None, method: str) -> di
 def run_madmom_reference(audio: Path, window: tuple[float, float] | None) -> dict:
     """madmom's own processors (no adapter in between), default settings, on the music at 44.1 kHz
     mono as librosa loads it (madmom resamples only through ffmpeg): RNN + DBN beats and downbeats."""
-    from musedance_core import madmom_beats
+    from musedance_core.audio import madmom_beats
 
     madmom_beats.import_madmom()
     from madmom.features.beats import DBNBeatTrackingProcessor, RNNBeatProcessor

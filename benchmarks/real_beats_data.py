@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from musedance_core.beat_files import parse_beat_text
+from musedance_core.audio.beat_files import parse_beat_text
 
 MANIFEST = Path(__file__).resolve().parent / "real_beats_manifest.json"
 

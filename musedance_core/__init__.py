@@ -17,17 +17,17 @@ from typing import Any
 
 _EXPORTS = {
     "MuseDanceConfig": "config",
-    "MuseDancePipeline": "pipeline",
-    "GenerationStopped": "pipeline",
-    "ReferenceEncoding": "pipeline",
-    "StepInfo": "pipeline",
-    "load_pipeline": "loading",
-    "save_checkpoint": "checkpoint",
-    "WeightsFileError": "weights",
-    "foreground_mask": "masks",
-    "MaskRefinement": "masks",
-    "MaskWarning": "masks",
-    "fit_image": "framing",
+    "MuseDancePipeline": "sampling.pipeline",
+    "GenerationStopped": "sampling.pipeline",
+    "ReferenceEncoding": "sampling.pipeline",
+    "StepInfo": "sampling.pipeline",
+    "load_pipeline": "loading.loader",
+    "save_checkpoint": "loading.checkpoint",
+    "WeightsFileError": "loading.weights",
+    "foreground_mask": "masks.subject",
+    "MaskRefinement": "masks.subject",
+    "MaskWarning": "masks.subject",
+    "fit_image": "masks.framing",
 }
 __all__ = list(_EXPORTS)
 

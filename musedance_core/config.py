@@ -19,6 +19,11 @@ from typing import Any
 # closer to the beat (BENCHMARKS.md), so it is a choice for the user, not the default.
 DEFAULT_NOISE_SHARE = 0.0
 
+# The default model that ships in the pack's models/ folder (trainer/default_model.py makes it), by file name
+# in models/musedance/ and folder name in models/audio_encoders/.
+DEFAULT_CHECKPOINT_NAME = "musedance_default.safetensors"
+DEFAULT_AST_NAME = "musedance_default_ast"
+
 MAX_GUIDANCE = 30.0  # the sampler's guidance scales (classifier-free and the beats' own) go up to this
 
 # The main job's beat guidance (the sampler's beat_guidance_scale) with the default model, which trains

@@ -29,14 +29,14 @@ class MuseDanceReference:
     """What flows along a MUSEDANCE_REFERENCE link."""
 
     model: MuseDanceModel  # the model that encoded it; the sampler must use the same one
-    encoding: object  # musedance_core.pipeline.ReferenceEncoding, tensors on the CPU
+    encoding: object  # musedance_core.sampling.pipeline.ReferenceEncoding, tensors on the CPU
     text_embeds: torch.Tensor  # [1, 77, D] on the CPU
     negative_text_embeds: torch.Tensor | None
     image: torch.Tensor  # the reference as the model sees it, IMAGE [1, H, W, 3]
 
 
 def _to_cpu(encoding):
-    from ..musedance_core.pipeline import ReferenceEncoding
+    from ..musedance_core.sampling.pipeline import ReferenceEncoding
 
     return ReferenceEncoding(
         latent=encoding.latent.cpu(), tokens={k: v.cpu() for k, v in encoding.tokens.items()},
@@ -82,8 +82,8 @@ class ReferenceNetEncode:
 
     def run(self, model: MuseDanceModel, image: torch.Tensor, prompt: str, width: int, height: int, resize: str,
             mask: torch.Tensor | None = None, negative_prompt: str = ""):
-        from ..musedance_core.framing import fit_image
-        from ..musedance_core.masks import mask_for_image
+        from ..musedance_core.masks.framing import fit_image
+        from ..musedance_core.masks.subject import mask_for_image
 
         if image.ndim != 4 or image.shape[0] != 1:
             raise ValueError(f"ReferenceNet Encode takes one image; got a batch of {image.shape[0]} "

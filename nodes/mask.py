@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from ..musedance_core.model_folders import MODEL_KINDS
+from .model_paths import MODEL_KINDS
 from . import comfy
 from .model_folders import comfy_model_folders
 
@@ -79,7 +79,7 @@ class SubjectMask:
 
     def run(self, image, densepose_model, threshold, grow, feather, fill_holes, keep_largest,
             mask=None, invert_mask=False, densepose_image=None):
-        from ..musedance_core.masks import MaskRefinement, MaskWarning, foreground_mask, mask_overlay
+        from ..musedance_core.masks.subject import MaskRefinement, MaskWarning, foreground_mask, mask_overlay
 
         if mask is not None and is_load_image_placeholder(mask, image):
             log.warning("MuseDance: the connected mask is Load Image's empty placeholder (the image has no "
@@ -87,7 +87,7 @@ class SubjectMask:
             mask = None
         model = None
         if densepose_model != NO_MODEL and mask is None and densepose_image is None:
-            from ..musedance_core.densepose import DensePoseModel
+            from ..musedance_core.masks.densepose import DensePoseModel
 
             path = comfy_model_folders().resolve(MODEL_KINDS["densepose"].name, densepose_model)
             model = DensePoseModel.from_file(path, device=comfy.compute_device())

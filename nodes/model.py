@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from ..musedance_core.model_folders import TOKENIZER_FILES, ModelPathError
+from ..musedance_core.loading.formats import TOKENIZER_FILES
+from .model_paths import ModelPathError
 from . import comfy
 from .model_folders import comfy_model_folders, comfy_tokenizer_folder
 
@@ -35,7 +36,7 @@ FILE_INPUTS = {
 class MuseDanceModel:
     """What flows along a MUSEDANCE_MODEL link: the pipeline and how its memory is managed."""
 
-    pipeline: Any  # musedance_core.pipeline.MuseDancePipeline
+    pipeline: Any  # musedance_core.sampling.pipeline.MuseDancePipeline
     managed: comfy.ManagedModules
     name: str  # for messages: the files it came from
     report: str = ""
@@ -92,7 +93,7 @@ def find_tokenizer(checkpoint: Path | None) -> Path | None:
     `comfy/sd1_tokenizer` (the SD1.5 tokenizer, shipped with ComfyUI).
     """
     if checkpoint is not None:
-        from ..musedance_core.checkpoint import read_checkpoint_info
+        from ..musedance_core.loading.checkpoint import read_checkpoint_info
 
         if read_checkpoint_info(checkpoint).tokenizer_files:
             return None
@@ -153,7 +154,7 @@ class LoadMuseDanceModel:
         return True
 
     def run(self, checkpoint: str, base_checkpoint: str, motion_module: str, precision: str, device: str):
-        from ..musedance_core.loading import load_pipeline
+        from ..musedance_core.loading.loader import load_pipeline
 
         paths = resolve_files(checkpoint=checkpoint, base_checkpoint=base_checkpoint, motion_module=motion_module)
         if precision not in PRECISIONS or device not in DEVICES:

@@ -21,7 +21,8 @@ import os
 from pathlib import Path
 from types import ModuleType
 
-from ..musedance_core.model_folders import MODEL_KINDS, TOKENIZER_FILES, ModelFolders
+from ..musedance_core.loading.formats import TOKENIZER_FILES
+from .model_paths import MODEL_KINDS, ModelFolders
 
 log = logging.getLogger(__name__)
 

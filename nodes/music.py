@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..musedance_core import madmom_beats
-from ..musedance_core.beat_files import BEAT_FILE_SUFFIXES, read_beat_file
+from ..musedance_core.audio import madmom_beats
+from ..musedance_core.audio.beat_files import BEAT_FILE_SUFFIXES, read_beat_file
 from . import comfy
 from .model_folders import comfy_model_folders
 
@@ -104,7 +104,7 @@ class LoadSong:
                                                           "to upload' button puts one there."})}}
 
     def run(self, audio: str):
-        from ..musedance_core.audio import decode_audio_file
+        from ..musedance_core.audio.music import decode_audio_file
 
         path = _input_file(audio)
         wave, rate = decode_audio_file(path)
@@ -140,7 +140,7 @@ def _input_file(name: str, what: str = "audio"):
 
 
 BEAT_FILE_NONE = "none"
-# musedance_core.beats' METHODS and TEMPO_CHANGES (tests check they agree): importing that module here
+# musedance_core.audio.beats' METHODS and TEMPO_CHANGES (tests check they agree): importing that module here
 # would load librosa whenever ComfyUI lists the nodes.
 BEAT_METHODS = ("musedance", "librosa", "madmom")
 TEMPO_CHANGES = ("as found", "half", "double")
@@ -229,8 +229,8 @@ class BeatExtract:
     def run(self, audio: dict, fps: float, start_time: float, duration: float, method: str = "musedance",
             min_bpm: float = 0.0, max_bpm: float = 0.0, preferred_bpm: float = 0.0, tempo: str = "as found",
             offset_ms: float = 0.0, beat_file: str = BEAT_FILE_NONE):
-        from ..musedance_core.audio import load_music
-        from ..musedance_core.beats import analyze_beats, beat_vector, beats_from_list, sample_rate_for
+        from ..musedance_core.audio.music import load_music
+        from ..musedance_core.audio.beats import analyze_beats, beat_vector, beats_from_list, sample_rate_for
         from ..musedance_core.plots import beat_plot
 
         options = _beat_options(method, min_bpm, max_bpm, preferred_bpm, tempo, offset_ms, beat_file)
@@ -256,7 +256,7 @@ class BeatExtract:
 def _beat_options(method: str, min_bpm: float, max_bpm: float, preferred_bpm: float, tempo: str,
                   offset_ms: float, beat_file: str):
     """The node's settings as validated core options; madmom missing is an error only when it would be used."""
-    from ..musedance_core.beats import BeatOptions
+    from ..musedance_core.audio.beats import BeatOptions
 
     if beat_file == BEAT_FILE_NONE and method in ("madmom", MADMOM_MISSING) and not madmom_beats.available():
         raise RuntimeError(f"beat method 'madmom' needs madmom, which is not installed: {madmom_beats.INSTALL_HINT}.")
@@ -283,7 +283,7 @@ class LoadAST:
                        "preprocessor_config.json (e.g. the AudioSet AST)."})}}
 
     def run(self, ast_model: str):
-        from ..musedance_core.ast_encoder import MusicEncoder
+        from ..musedance_core.audio.ast_encoder import MusicEncoder
 
         return (MusicEncoder.from_folder(comfy_model_folders().resolve("audio_encoders", ast_model)),)
 
@@ -302,7 +302,7 @@ class ASTMusicEncode:
                              "start_time": START, "duration": DURATION}}
 
     def run(self, ast, audio: dict, fps: float, start_time: float, duration: float):
-        from ..musedance_core.audio import load_music
+        from ..musedance_core.audio.music import load_music
 
         span = frame_span(audio, fps, start_time, duration)
         music = load_music(audio)  # 16 kHz mono, the whole song: windows overlap the stretch's edges

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 # The tokenizer writer lives in the core: the default model's recipe builds its own vocabulary with it.
-from musedance_core.text_encoder import BOS_TOKEN, EOS_TOKEN, bytes_to_unicode, write_word_tokenizer  # noqa: F401
+from musedance_core.models.text_encoder import BOS_TOKEN, EOS_TOKEN, bytes_to_unicode, write_word_tokenizer  # noqa: F401
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."

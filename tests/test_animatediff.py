@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import ldm_layout as L
-from musedance_core.animatediff import inspect_motion_module
-from musedance_core.loading import load_pipeline
-from musedance_core.weights import WeightsFileError, open_weights
+from musedance_core.loading.animatediff import inspect_motion_module
+from musedance_core.loading.loader import load_pipeline
+from musedance_core.loading.weights import WeightsFileError, open_weights
 from tiny_files import tiny_motion_adapter, tiny_sd15, write_animatediff
 
 # Same weights, same ops (diffusers' AnimateDiffTransformer3D on both sides): fp32 rounding only.
@@ -99,7 +99,7 @@ def test_an_sd_checkpoint_given_as_motion_module_is_refused(base):
 
 
 def test_the_checkpoints_own_motion_modules_win_over_an_animatediff_file(base, tmp_path):
-    from musedance_core.checkpoint import save_checkpoint
+    from musedance_core.loading.checkpoint import save_checkpoint
 
     source, base_path = base
     adapter = tiny_motion_adapter(source.config, seed=9)

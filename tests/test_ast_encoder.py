@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
-from musedance_core.ast_encoder import (
+from musedance_core.audio.ast_encoder import (
     MusicEncoder,
     frame_music_tokens,
     patch_grid,
@@ -389,7 +389,9 @@ def test_tiny_ast_is_seeded_and_leaves_the_global_rng_alone():
 
 def test_an_ast_folder_in_models_audio_encoders_is_found_and_loaded(tmp_path):
     """The way the node pack finds an AST: by name inside models/audio_encoders, then from_folder."""
-    from musedance_core.model_folders import ModelFolders
+    from helpers import pack_module
+
+    ModelFolders = pack_module("nodes.model_paths").ModelFolders
 
     saved = save_tiny_ast(tmp_path / "models" / "audio_encoders" / "MIT" / "ast-tiny", hidden_size=16)
     folders = ModelFolders.from_models_dir(tmp_path / "models")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from musedance_core.audio import TARGET_SAMPLE_RATE, Music, decode_audio_file, load_music, to_comfy_audio
+from musedance_core.audio.music import TARGET_SAMPLE_RATE, Music, decode_audio_file, load_music, to_comfy_audio
 from musedance_core.video import write_video
 
 SR = TARGET_SAMPLE_RATE

@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from musedance_core import beats, madmom_beats
-from musedance_core.beat_files import BeatList
+from musedance_core.audio import beats, madmom_beats
+from musedance_core.audio.beat_files import BeatList
 from test_beats import SR, _decay, _place, click_track, drum_loop, f_measure
 
 

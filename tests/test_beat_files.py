@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from musedance_core.beat_files import MAX_BEAT_FILE_BYTES, parse_beat_text, read_beat_file
+from musedance_core.audio.beat_files import MAX_BEAT_FILE_BYTES, parse_beat_text, read_beat_file
 
 
 @pytest.mark.parametrize(

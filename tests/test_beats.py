@@ -13,7 +13,7 @@ import mir_eval
 import numpy as np
 import pytest
 
-from musedance_core.beats import BeatAnalysis, analyze_beats, beat_times, beat_vector
+from musedance_core.audio.beats import BeatAnalysis, analyze_beats, beat_times, beat_vector
 
 SR = 16_000
 
@@ -182,7 +182,7 @@ def test_dynamic_programme_matches_librosa():
     """The numpy port of the beat programme gives librosa's beats, apart from its two edge changes."""
     import librosa  # librosa.beat compiles a numba function on import (~2 s); only this test needs it
 
-    from musedance_core.beat_tracker import onset_curves, track
+    from musedance_core.audio.beat_tracker import onset_curves, track
 
     for wave, bpm in [(click_track(97.0)[0], 97.0), (drum_loop(123.0, hats=4)[0], 123.0), (drum_loop(70.0)[0], 140.0)]:
         envelope = onset_curves(wave, SR, 512).tempo_envelope
@@ -287,8 +287,8 @@ def test_soft_music_keeps_the_analysis_frame_times():
 
 def test_attack_search_moves_a_beat_only_to_an_attack_within_its_range():
     """`_attack_times` on single frames near one click in faint noise: to the click if it is in range, else stay."""
-    from musedance_core.beat_tracker import ATTACK_SECONDS, SEARCH_HOPS
-    from musedance_core.beat_tracker import attack_times as _attack_times
+    from musedance_core.audio.beat_tracker import ATTACK_SECONDS, SEARCH_HOPS
+    from musedance_core.audio.beat_tracker import attack_times as _attack_times
 
     hop, radius = 512, int(SEARCH_HOPS * 512)
     wave = 1e-3 * np.random.default_rng(6).standard_normal(3 * SR)

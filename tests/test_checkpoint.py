@@ -11,10 +11,10 @@ from safetensors import safe_open
 import ldm_layout as L
 from helpers import randomize_temporal_outputs
 from musedance_core import MuseDanceConfig, MuseDancePipeline
-from musedance_core.checkpoint import FORMAT_VERSION, read_checkpoint_info, save_checkpoint
-from musedance_core.loading import load_pipeline
-from musedance_core.text_encoder import read_tokenizer_files
-from musedance_core.weights import WeightsFileError
+from musedance_core.loading.checkpoint import FORMAT_VERSION, read_checkpoint_info, save_checkpoint
+from musedance_core.loading.loader import load_pipeline
+from musedance_core.models.text_encoder import read_tokenizer_files
+from musedance_core.loading.weights import WeightsFileError
 
 
 def _pipe(seed: int = 0) -> MuseDancePipeline:
@@ -66,7 +66,7 @@ def test_round_trip_is_bit_exact_and_self_contained(tmp_path, tokenizer_dir):
 
 
 def _with_tokenizer(pipe, folder):
-    from musedance_core.text_encoder import load_tokenizer
+    from musedance_core.models.text_encoder import load_tokenizer
 
     pipe.tokenizer = load_tokenizer(folder)
     return pipe

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from musedance_core.reference import spatial_self_attention_layers
-from musedance_core.temporal import beat_windows
+from musedance_core.models.reference import spatial_self_attention_layers
+from musedance_core.models.temporal import beat_windows
 
 from helpers import randomize_temporal_outputs
 

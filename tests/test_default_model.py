@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from musedance_core.ast_encoder import MusicEncoder
-from musedance_core.checkpoint import read_checkpoint_info
+from musedance_core.audio.ast_encoder import MusicEncoder
+from musedance_core.loading.checkpoint import read_checkpoint_info
 from musedance_core.config import MuseDanceConfig
-from musedance_core.loading import load_pipeline
-from musedance_core.text_encoder import tokenizer_from_files, word_tokenizer_files
+from musedance_core.loading.loader import load_pipeline
+from musedance_core.models.text_encoder import tokenizer_from_files, word_tokenizer_files
 from trainer.config import load_config
 from trainer.default_model import AST_NAME, CONFIGS, MODEL_NAME, caption_words, default_config
 
@@ -100,7 +100,7 @@ def test_base_checkpoint_has_a_trained_vae_and_the_referencenet_as_a_copy_of_the
 
 
 def test_stage1_from_model_keeps_the_model_but_its_temporal_modules(tmp_path):
-    from musedance_core.unet import is_temporal_parameter
+    from musedance_core.models.unet import is_temporal_parameter
     from trainer.default_model import stage1_from_model, trained_to
 
     out = stage1_from_model(MODEL, tmp_path / "stage1.safetensors")

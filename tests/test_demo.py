@@ -1,4 +1,4 @@
-"""The main job end to end with the shipped default model, and the sample media of musedance_core.samples."""
+"""The main job end to end with the shipped default model."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from musedance_core import demo, samples
-from musedance_core.beats import beat_times
+from musedance_demo import demo
+from trainer.synthetic import make_track
 from musedance_core.video import read_video_info
 
 
@@ -35,11 +35,12 @@ def test_demo_takes_the_users_image_and_music(tmp_path, capsys):
     image[..., :3] = 90
     image[20:80, 30:50] = (230, 40, 40, 255)  # the subject, opaque on a transparent background
     Image.fromarray(image, "RGBA").save(tmp_path / "me.png")
-    music = (samples.synth_music(3.0) * 32767).astype("<i2")
+    track = make_track(seed=0, index=0, seconds=3.0)
+    music = (track.waveform * 32767).astype("<i2")
     with wave.open(str(tmp_path / "song.wav"), "wb") as f:
         f.setnchannels(1)
         f.setsampwidth(2)
-        f.setframerate(samples.SAMPLE_RATE)
+        f.setframerate(track.sample_rate)
         f.writeframes(music.tobytes())
     assert demo.main(["--image", str(tmp_path / "me.png"), "--music", str(tmp_path / "song.wav"), "--start", "1.5",
                       "--seconds", "4", "--out", str(tmp_path / "o"), "--steps", "1", "--beat-guidance", "4"]) == 0
@@ -74,18 +75,3 @@ def test_bad_arguments_exit_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit):
         demo.main(argv)
     assert message in capsys.readouterr().err
-
-
-def test_synthesised_music_has_the_intended_tempo():
-    music = samples.synth_music(6.0)
-    assert music.dtype == np.float32 and np.abs(music).max() == pytest.approx(0.8)
-    interval = np.median(np.diff(beat_times(music, samples.SAMPLE_RATE)))
-    assert interval == pytest.approx(60.0 / samples.BPM, rel=0.05)
-
-
-def test_reference_mask_covers_the_figure_only():
-    image, mask = samples.draw_reference(64)
-    assert image.shape == (64, 64, 3) and mask.shape == (64, 64)
-    assert 0.0 <= image.min() and image.max() <= 1.0
-    assert 0.05 < mask.mean() < 0.5
-    assert mask[0, 0] == 0 and mask[20, 32] == 1  # a background corner; the torso

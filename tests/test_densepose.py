@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from musedance_core.densepose import DensePoseModel, DensePoseModelError, is_torchscript_file, mask_from_densepose_image
-from musedance_core.masks import MaskWarning, foreground_mask
+from musedance_core.masks.densepose import DensePoseModel, DensePoseModelError, is_torchscript_file, mask_from_densepose_image
+from musedance_core.masks.subject import MaskWarning, foreground_mask
 from scenes import FIGURE_COLOURS, densepose_drawing, figure_parts, iou, jpeg, photo
 
 STYLES = ("viridis", "parula", "iuv")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from musedance_core.ast_encoder import save_tiny_ast
-from musedance_core.pipeline import MuseDancePipeline
+from musedance_core.audio.ast_encoder import save_tiny_ast
+from musedance_core.sampling.pipeline import MuseDancePipeline
 from tiny_files import write_tiny_musedance
 from trainer.data import PreparedDataset
 from trainer.evaluate import Settings, bootstrap_ci, main, music_donors, run

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from musedance_core.framing import as_images, as_masks, fit_image, plan_framing
+from musedance_core.masks.framing import as_images, as_masks, fit_image, plan_framing
 from scenes import iou
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from musedance_core.grabcut import automatic_mask
-from musedance_core.masks import MaskWarning, foreground_mask
+from musedance_core.masks.grabcut import automatic_mask
+from musedance_core.masks.subject import MaskWarning, foreground_mask
 from scenes import FIGURE_COLOURS, figure_parts, iou, jpeg, object_mask, photo, soft_figure_photo
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from musedance_core.masks import (
+from musedance_core.masks.subject import (
     MaskRefinement,
     MaskWarning,
     check_coverage,

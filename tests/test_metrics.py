@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from musedance_core import metrics
-from musedance_core.flow import farneback_flow, flow_magnitudes, to_gray
+from musedance_core.evaluation import metrics
+from musedance_core.evaluation.flow import farneback_flow, flow_magnitudes, to_gray
 
 FPS = 12
 SR = 16000

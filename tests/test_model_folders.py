@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from musedance_core.model_folders import MODEL_KINDS, SHOWN_NAMES, ModelFolders, ModelNotFound, ModelPathError
+from helpers import pack_module
+
+_paths = pack_module("nodes.model_paths")
+MODEL_KINDS, SHOWN_NAMES, ModelFolders = _paths.MODEL_KINDS, _paths.SHOWN_NAMES, _paths.ModelFolders
+ModelNotFound, ModelPathError = _paths.ModelNotFound, _paths.ModelPathError
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_symlinks = pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="needs POSIX symlinks")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from musedance_core.samples import draw_reference, synth_music
+from sample_media import draw_reference, synth_music
 from musedance_core.video import read_video_info
 from tiny_files import WORKFLOW_AST, WORKFLOW_CHECKPOINT, write_workflow_models
 
@@ -34,7 +34,7 @@ def models_dir(tmp_path_factory):
 
 def _model_folders(pack):
     """The pack's own ModelFolders class (the pack is imported under another name than musedance_core)."""
-    return sys.modules[f"{pack.__name__}.musedance_core.model_folders"].ModelFolders
+    return sys.modules[f"{pack.__name__}.nodes.model_paths"].ModelFolders
 
 
 @contextlib.contextmanager

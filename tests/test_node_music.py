@@ -45,7 +45,7 @@ def test_bad_stretches_are_explained(pack, start, duration, message):
 
 
 def test_ast_encode_gives_tokens_for_the_same_frames(pack, tmp_path):
-    from musedance_core.ast_encoder import MusicEncoder, save_tiny_ast
+    from musedance_core.audio.ast_encoder import MusicEncoder, save_tiny_ast
 
     encoder = MusicEncoder.from_folder(save_tiny_ast(tmp_path / "ast"))
     wave, _ = click_track(120, seconds=8.0)
@@ -163,7 +163,7 @@ def test_beat_extract_refuses_beats_after_the_music_and_offsets_that_empty_it(pa
 
 def test_madmom_method_without_madmom_is_named_and_refused(pack, tmp_path, monkeypatch):
     node = _beat_node(pack, tmp_path, monkeypatch)
-    madmom_beats = __import__(f"{pack.__name__}.musedance_core.madmom_beats", fromlist=["_"])
+    madmom_beats = __import__(f"{pack.__name__}.musedance_core.audio.madmom_beats", fromlist=["_"])
     monkeypatch.setattr(madmom_beats, "available", lambda: False)
     methods = node.INPUT_TYPES()["optional"]["method"][0]
     assert methods == ["musedance", "librosa", "madmom (not installed)"]
@@ -174,7 +174,7 @@ def test_madmom_method_without_madmom_is_named_and_refused(pack, tmp_path, monke
 
 
 def test_node_choices_are_the_cores(pack):
-    from musedance_core import beats
+    from musedance_core.audio import beats
 
     music = __import__(f"{pack.__name__}.nodes.music", fromlist=["_"])
     assert music.BEAT_METHODS == beats.METHODS and music.TEMPO_CHANGES == beats.TEMPO_CHANGES

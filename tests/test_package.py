@@ -64,12 +64,71 @@ names = [m.name for m in pkgutil.walk_packages(musedance_core.__path__, "musedan
 for name in names:
     importlib.import_module(name)
 loaded = [m for m in sys.modules if m.split(".")[0] in {COMFY_MODULES!r}]
-assert "musedance_core.video" in names and "musedance_core.demo" in names, names
+assert "musedance_core.video" in names and "musedance_core.sampling.pipeline" in names, names
 assert not attempts and not loaded, (attempts, loaded)
 print(len(names), "modules")
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+# Who may import whom, by package (first match wins). The generation library is musedance_core without its
+# evaluation subpackage; nodes/ is the only place that knows ComfyUI.
+GENERATION = "musedance_core"
+FORBIDDEN_IMPORTS = {
+    "musedance_core.evaluation": ("musedance_demo", "trainer", "nodes", *COMFY_MODULES, "comfy_api"),
+    GENERATION: ("musedance_core.evaluation", "musedance_demo", "trainer", "nodes", *COMFY_MODULES, "comfy_api"),
+    "musedance_demo": ("trainer", "nodes", *COMFY_MODULES, "comfy_api"),
+    "trainer": ("musedance_demo", "nodes", *COMFY_MODULES, "comfy_api"),
+}
+
+
+def imports_of(path: Path, module: str) -> list[tuple[int, str]]:
+    """Every module `path` imports (at any depth, relative ones made absolute), with its line."""
+    import ast
+
+    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found.append((node.lineno, base))
+            found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names]
+    return found
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_imports_go_only_the_allowed_directions():
+    """The generation library never imports evaluation, the main job, the trainer or ComfyUI; evaluation, the
+    main job and the trainer never import the nodes or ComfyUI (and not each other's entry points)."""
+    checked, wrong = 0, []
+    for folder in ("musedance_core", "musedance_demo", "trainer"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            module = module_name(path)
+            rules = next(banned for owner, banned in FORBIDDEN_IMPORTS.items()
+                         if module == owner or module.startswith(owner + "."))
+            for line, imported in imports_of(path, module):
+                if any(imported == b or imported.startswith(b + ".") for b in rules):
+                    wrong.append(f"{path.relative_to(ROOT)}:{line} imports {imported}")
+            checked += 1
+    assert checked > 40 and not wrong, "\n".join(wrong)
+
+
+def test_the_import_rule_sees_relative_and_function_level_imports(tmp_path):
+    source = "def f():\n    from ..evaluation import metrics\n    import trainer.train\n"
+    path = tmp_path / "x.py"
+    path.write_text(source)
+    found = {name for _, name in imports_of(path, "musedance_core.sampling.x")}
+    assert {"musedance_core.evaluation", "musedance_core.evaluation.metrics", "trainer.train"} <= found
 
 
 def requirement_name(line: str) -> str:
@@ -89,7 +148,7 @@ def test_dependencies_have_no_torchvision_torchaudio_and_torch_is_unpinned():
     assert {requirement_name(d) for d in project["dependencies"]} - {"torch"} <= names
 
 
-def test_pip_installs_only_the_core_library():
+def test_pip_installs_only_the_core_library_and_the_main_job():
     """Installing `nodes` as a top-level package would shadow ComfyUI's own `nodes` module."""
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    assert find["include"] == ["musedance_core*"]
+    assert find["include"] == ["musedance_core*", "musedance_demo*"]

@@ -117,7 +117,7 @@ def test_half_precision_runs(tiny_config, sample_inputs, dtype):
 
 
 def test_mixed_noise_keeps_unit_variance_and_correlates_frames_by_the_share():
-    from musedance_core.pipeline import mix_frame_noise
+    from musedance_core.sampling.pipeline import mix_frame_noise
 
     gen = torch.Generator().manual_seed(0)
     own, shared = torch.randn(1, 4, 200_000, generator=gen), torch.randn(1, 1, 200_000, generator=gen)
@@ -187,7 +187,7 @@ def test_a_phase_aware_model_samples_and_hears_the_beat_grid(tiny_config, sample
 
 
 def test_beat_guidance_adds_a_row_with_the_beats_unknown_and_scales_what_the_beats_change(tiny_config, sample_inputs):
-    from musedance_core.temporal import UNKNOWN_BEAT
+    from musedance_core.models.temporal import UNKNOWN_BEAT
 
     inputs = sample_inputs(frames=10)
     pipe = MuseDancePipeline.from_config(tiny_config, seed=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-from musedance_core.reference import (
+from musedance_core.models.reference import (
     ReferenceBank,
     ReferenceReadProcessor,
     ReferenceWriteProcessor,

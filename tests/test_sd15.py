@@ -7,10 +7,10 @@ import torch
 
 import ldm_layout as L
 from musedance_core.config import MuseDanceConfig, UNetConfig
-from musedance_core.loading import load_pipeline
-from musedance_core.sd15 import checkpoint_family
-from musedance_core.temporal import beat_windows
-from musedance_core.weights import WeightsFileError, open_weights
+from musedance_core.loading.loader import load_pipeline
+from musedance_core.loading.sd15 import checkpoint_family
+from musedance_core.models.temporal import beat_windows
+from musedance_core.loading.weights import WeightsFileError, open_weights
 from tiny_files import tiny_sd15
 
 # The loaded models run the same ops on the same weights as their sources: fp32 outputs agree to
@@ -157,7 +157,7 @@ def test_an_animatediff_file_given_as_base_is_refused(tmp_path):
 
 
 def test_missing_tokenizer_files_say_where_to_put_them(source, tmp_path):
-    from musedance_core.text_encoder import TokenizerNotFound
+    from musedance_core.models.text_encoder import TokenizerNotFound
 
     path = source.write(tmp_path)
     empty = tmp_path / "tokenizer"

@@ -29,7 +29,7 @@ from PIL import Image
 
 from comfy_server import ComfyServer, ComfyServerError, comfy_server_fixture, execution_error
 from musedance_core.config import MuseDanceConfig
-from musedance_core.samples import draw_reference, synth_music
+from sample_media import draw_reference, synth_music
 from musedance_core.video import read_video_info
 from tiny_files import write_workflow_models
 

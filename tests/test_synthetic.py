@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from musedance_core.ast_encoder import save_tiny_ast
-from musedance_core.beats import analyze_beats
-from musedance_core.masks import refine_mask
+from musedance_core.audio.ast_encoder import save_tiny_ast
+from musedance_core.audio.beats import analyze_beats
+from musedance_core.masks.subject import refine_mask
 from musedance_core.video import read_video_info
 from trainer.prepare import PrepareSettings, find_clips, prepare_dataset
 from trainer.synthetic import MOVE_PHRASES, STYLES, generate, main, make_clip, make_track, split_tracks

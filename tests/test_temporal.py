@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from musedance_core.temporal import (
+from musedance_core.models.temporal import (
     BEAT,
     NO_BEAT,
     PHASE_OFFSET,

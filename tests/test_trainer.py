@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from musedance_core.config import MuseDanceConfig
-from musedance_core.loading import load_pipeline
-from musedance_core.unet import is_temporal_parameter
+from musedance_core.loading.loader import load_pipeline
+from musedance_core.models.unet import is_temporal_parameter
 from tiny_files import write_tiny_musedance
 from trainer.clips import PreparedClip
 from trainer.config import config_from_dict, load_config
@@ -343,7 +343,7 @@ def test_resume_after_a_hard_kill(base, tmp_path, point, resumes_from):
 def test_beat_drop_rate_trains_rows_with_the_beats_unknown_and_the_rest_kept(base, tmp_path):
     """train.beat_drop_rate: the beat-guidance row (beats unknown, text and music kept); rate 0 draws nothing,
     so every row is the one an older run drew."""
-    from musedance_core.temporal import UNKNOWN_BEAT
+    from musedance_core.models.temporal import UNKNOWN_BEAT
 
     clips = make_clips()
     plain = Trainer(tiny_config(2, base, tmp_path / "a", uncond_rate=0.0), clips)

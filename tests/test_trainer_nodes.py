@@ -6,8 +6,8 @@ import sys
 
 import torch
 
-from musedance_core.ast_encoder import save_tiny_ast
-from musedance_core.samples import draw_reference, synth_music
+from musedance_core.audio.ast_encoder import save_tiny_ast
+from sample_media import draw_reference, synth_music
 from test_trainer import SIZE, make_clips, tiny_config
 from tiny_files import write_tiny_musedance
 from trainer.train import Trainer
@@ -21,7 +21,7 @@ def test_exported_checkpoint_runs_in_the_nodes(pack, tmp_path, monkeypatch, fres
     exported = trainer.export(models / "musedance")
     save_tiny_ast(models / "audio_encoders" / "ast", hidden_size=trainer.pipe.config.unet.music_dim)
 
-    folders = sys.modules[f"{pack.__name__}.musedance_core.model_folders"].ModelFolders.from_models_dir(models)
+    folders = sys.modules[f"{pack.__name__}.nodes.model_paths"].ModelFolders.from_models_dir(models)
     for name in ("model", "music"):
         monkeypatch.setattr(sys.modules[f"{pack.__name__}.nodes.{name}"], "comfy_model_folders", lambda: folders)
     nodes = pack.NODE_CLASS_MAPPINGS

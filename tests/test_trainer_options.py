@@ -115,8 +115,8 @@ def phase_config(stage: int, base, output, bins, **train):
 def test_beat_phase_bins_give_stage_2_a_fresh_phase_encoder_and_reach_the_export(base, tmp_path):
     from safetensors.torch import load_file
 
-    from musedance_core.checkpoint import read_checkpoint_info
-    from musedance_core.temporal import beat_token_count
+    from musedance_core.loading.checkpoint import read_checkpoint_info
+    from musedance_core.models.temporal import beat_token_count
 
     config = phase_config(2, base, tmp_path / "phase", 6, steps=2)
     trainer = Trainer(config, make_clips())

@@ -17,10 +17,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from musedance_core.ast_encoder import MusicEncoder, save_tiny_ast
-from musedance_core.audio import load_music
-from musedance_core.framing import plan_framing
-from musedance_core.masks import foreground_mask
+from musedance_core.audio.ast_encoder import MusicEncoder, save_tiny_ast
+from musedance_core.audio.music import load_music
+from musedance_core.masks.framing import plan_framing
+from musedance_core.masks.subject import foreground_mask
 from musedance_core.video import write_video
 from trainer import prepare
 from trainer.clips import PreparedClip

@@ -7,8 +7,8 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel
 
 from musedance_core.config import MuseDanceConfig
-from musedance_core.temporal import beat_windows
-from musedance_core.unet import MuseDanceUNet, is_temporal_parameter
+from musedance_core.models.temporal import beat_windows
+from musedance_core.models.unet import MuseDanceUNet, is_temporal_parameter
 
 from helpers import randomize_temporal_outputs
 

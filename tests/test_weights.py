@@ -11,9 +11,9 @@ from torch import nn
 
 import ldm_layout as L
 from musedance_core.config import MuseDanceConfig
-from musedance_core.loading import load_pipeline
-from musedance_core.temporal import MotionModule
-from musedance_core.weights import (
+from musedance_core.loading.loader import load_pipeline
+from musedance_core.models.temporal import MotionModule
+from musedance_core.loading.weights import (
     WeightsFileError,
     assign_weights,
     empty_parameters,
@@ -104,7 +104,7 @@ def test_missing_files_and_unknown_types(tmp_path):
 
 def test_a_truncated_musedance_checkpoint_fails_cleanly(tmp_path):
     from musedance_core import MuseDancePipeline
-    from musedance_core.checkpoint import save_checkpoint
+    from musedance_core.loading.checkpoint import save_checkpoint
 
     pipe = MuseDancePipeline.from_config(MuseDanceConfig.tiny())
     path = save_checkpoint(tmp_path / "m.safetensors", pipe.config, pipe.modules())

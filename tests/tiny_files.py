@@ -16,7 +16,7 @@ from transformers import CLIPTextModel
 
 import ldm_layout as L
 from musedance_core.config import MuseDanceConfig
-from musedance_core.text_encoder import build_text_encoder
+from musedance_core.models.text_encoder import build_text_encoder
 
 
 def randomize(module: nn.Module, seed: int) -> nn.Module:
@@ -97,9 +97,9 @@ def write_tiny_musedance(path: Path, config: MuseDanceConfig | None = None, seed
     import tempfile
 
     from helpers import randomize_temporal_outputs
-    from musedance_core.checkpoint import save_checkpoint
-    from musedance_core.pipeline import MuseDancePipeline
-    from musedance_core.text_encoder import read_tokenizer_files
+    from musedance_core.loading.checkpoint import save_checkpoint
+    from musedance_core.sampling.pipeline import MuseDancePipeline
+    from musedance_core.models.text_encoder import read_tokenizer_files
 
     config = config or MuseDanceConfig.tiny()
     pipe = MuseDancePipeline.from_config(config, seed=seed, text_encoder=True)
@@ -112,7 +112,7 @@ def write_tiny_musedance(path: Path, config: MuseDanceConfig | None = None, seed
 
 def write_workflow_models(models_dir: Path, config: MuseDanceConfig | None = None) -> dict[str, Path]:
     """Tiny models under the names the example workflows use, in ComfyUI's folder layout below `models_dir`."""
-    from musedance_core.ast_encoder import save_tiny_ast
+    from musedance_core.audio.ast_encoder import save_tiny_ast
 
     config = config or MuseDanceConfig.tiny()
     models_dir = Path(models_dir)

@@ -19,8 +19,8 @@ class PreparedClip:
 
     frames: uint8 [N, H, W, 3] at the training size (already cropped or padded);
     masks: float [N, H, W] in [0, 1], 1 on the subject (framed like the frames);
-    beats: float32 [N] of 0/1, beat flag of each frame (`musedance_core.beats`);
-    music: float [N, L, d] AST music tokens of each frame (`musedance_core.ast_encoder`);
+    beats: float32 [N] of 0/1, beat flag of each frame (`musedance_core.audio.beats`);
+    music: float [N, L, d] AST music tokens of each frame (`musedance_core.audio.ast_encoder`);
     caption: the motion description.
     """
 

@@ -19,7 +19,7 @@ from musedance_core.config import MAX_BEAT_PHASE_BINS
 
 @dataclass
 class ModelConfig:
-    """Where the starting weights come from (see musedance_core.loading.load_pipeline)."""
+    """Where the starting weights come from (see musedance_core.loading.loader.load_pipeline)."""
 
     base: str | None = None  # SD1.5 single-file checkpoint or a full MuseDance checkpoint
     motion_module: str | None = None  # AnimateDiff file for the motion modules (stage 2)

@@ -1,6 +1,6 @@
 """The recipe of the default model: a small MuseDance trained with trainer/ on the synthetic dataset.
 
-    python -m trainer.default_model [--work runs/default] [--models models] [--assets assets]
+    python -m trainer.default_model [--work runs/default] [--models models] [--assets musedance_demo/assets]
                                     [--stage1-steps N] [--stage2-steps N] [--no-ablations] [--jobs N]
                                     [--stage1-from-model]
 
@@ -44,13 +44,12 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from musedance_core.ast_encoder import save_tiny_ast
-from musedance_core.checkpoint import read_checkpoint_info, save_checkpoint, write_safetensors
-from musedance_core.config import MaskEncoderConfig, MuseDanceConfig, TextEncoderConfig, UNetConfig, VAEConfig
-from musedance_core.demo import DEFAULT_AST_NAME, DEFAULT_MODEL_NAME
-from musedance_core.pipeline import MuseDancePipeline
-from musedance_core.text_encoder import word_tokenizer_files
-from musedance_core.unet import is_temporal_parameter
+from musedance_core.audio.ast_encoder import save_tiny_ast
+from musedance_core.loading.checkpoint import read_checkpoint_info, save_checkpoint, write_safetensors
+from musedance_core.config import DEFAULT_AST_NAME, DEFAULT_CHECKPOINT_NAME, MaskEncoderConfig, MuseDanceConfig, TextEncoderConfig, UNetConfig, VAEConfig
+from musedance_core.sampling.pipeline import MuseDancePipeline
+from musedance_core.models.text_encoder import word_tokenizer_files
+from musedance_core.models.unet import is_temporal_parameter
 
 from .config import load_config
 from .data import PreparedDataset
@@ -59,7 +58,7 @@ from .synthetic import generate
 from .vae import frame_pool, latent_scaling_factor, reconstruction_psnr, train_vae
 
 CONFIGS = Path(__file__).parent / "configs"
-MODEL_NAME, AST_NAME = DEFAULT_MODEL_NAME, DEFAULT_AST_NAME  # where the main job looks for them
+MODEL_NAME, AST_NAME = DEFAULT_CHECKPOINT_NAME, DEFAULT_AST_NAME
 SIZE = 64
 FPS = 12.0
 MUSIC_DIM = 64
@@ -207,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("runs/default"), help="data and runs (default runs/default)")
     parser.add_argument("--models", type=Path, default=Path("models"),
                         help="where the model and its music encoder go (default models/, what the pack ships)")
-    parser.add_argument("--assets", type=Path, default=Path("assets"),
-                        help="where the main job's sample image and music go (default assets/)")
+    parser.add_argument("--assets", type=Path, default=Path("musedance_demo/assets"),
+                        help="where the main job's sample image and music go (default musedance_demo/assets/)")
     parser.add_argument("--vae-steps", type=int, default=VAE_STEPS, help=f"VAE training steps (default {VAE_STEPS})")
     parser.add_argument("--stage1-steps", type=int, help="override train.steps of stage 1")
     parser.add_argument("--stage2-steps", type=int, help="override train.steps of stage 2 and the ablations")
@@ -289,7 +288,7 @@ def write_sample(test: PreparedDataset, synth: Path, assets: Path) -> None:
     caption of a test clip (a track the model never saw), a human-like dancer, arms moving, music near 120 BPM."""
     from PIL import Image
 
-    from musedance_core.audio import load_music
+    from musedance_core.audio.music import load_music
 
     index = json.loads((synth / "tracks.json").read_text(encoding="utf-8"))
     bpm = {t["name"]: t["bpm"] for t in index["tracks"]}

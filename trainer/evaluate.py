@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from musedance_core.audio import load_music
-from musedance_core.beats import analyze_beats
-from musedance_core.loading import load_pipeline
-from musedance_core.metrics import (
+from musedance_core.audio.music import load_music
+from musedance_core.audio.beats import analyze_beats
+from musedance_core.loading.loader import load_pipeline
+from musedance_core.evaluation.metrics import (
     FVD_I3D_FILE,
     LPIPS,
     MM_ALIGN_SIGMA,

@@ -42,11 +42,11 @@ import av
 import torch
 from safetensors.torch import save_file
 
-from musedance_core.ast_encoder import GLOBAL_TOKENS, MusicEncoder, patch_grid
-from musedance_core.audio import TARGET_SAMPLE_RATE, load_music
-from musedance_core.beats import analyze_beats, beat_vector
-from musedance_core.framing import Framing, fit_image
-from musedance_core.masks import MaskWarning, foreground_mask
+from musedance_core.audio.ast_encoder import GLOBAL_TOKENS, MusicEncoder, patch_grid
+from musedance_core.audio.music import TARGET_SAMPLE_RATE, load_music
+from musedance_core.audio.beats import analyze_beats, beat_vector
+from musedance_core.masks.framing import Framing, fit_image
+from musedance_core.masks.subject import MaskWarning, foreground_mask
 
 FORMAT = "musedance-prepared"
 VERSION = 1

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import nn
 
-from musedance_core.pipeline import MuseDancePipeline, reference_features
-from musedance_core.temporal import BeatEncoder, beat_windows, unknown_beats
+from musedance_core.sampling.pipeline import MuseDancePipeline, reference_features
+from musedance_core.models.temporal import BeatEncoder, beat_windows, unknown_beats
 
 from .clips import ClipSource, PreparedClip
 
@@ -203,7 +203,7 @@ class StageModel(nn.Module):
 
     Holds the UNet, ReferenceNet and F_m (the VAE and text encoder stay outside: they are frozen and
     only prepare inputs). Stage 1 trains the UNet's spatial layers, the ReferenceNet and F_m; stage 2
-    only the music, beat and motion modules (`musedance_core.unet.is_temporal_parameter`).
+    only the music, beat and motion modules (`musedance_core.models.unet.is_temporal_parameter`).
     """
 
     def __init__(self, pipe: MuseDancePipeline, stage: int,

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from musedance_core.beats import beat_vector
+from musedance_core.audio.beats import beat_vector
 from musedance_core.video import write_video
 
 SAMPLE_RATE = 16_000  # AST's rate: the music needs no resampling on the way in

@@ -27,11 +27,11 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs
 from torch import nn
 
-from musedance_core.checkpoint import read_checkpoint_info, save_checkpoint
-from musedance_core.loading import load_pipeline
-from musedance_core.masks import mask_condition
-from musedance_core.text_encoder import read_tokenizer_files
-from musedance_core.weights import WeightsFileError
+from musedance_core.loading.checkpoint import read_checkpoint_info, save_checkpoint
+from musedance_core.loading.loader import load_pipeline
+from musedance_core.masks.subject import mask_condition
+from musedance_core.models.text_encoder import read_tokenizer_files
+from musedance_core.loading.weights import WeightsFileError
 
 from .clips import ClipSource
 from .config import TrainConfig, load_config
@@ -333,7 +333,7 @@ def _crash_point(point: str, step: int) -> None:
 def _drop_beats(windows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Unknown beats on the rows not in `keep` (the unconditional rows and those of train.beat_drop_rate),
     as in the sampler's unconditional and beat-guidance rows."""
-    from musedance_core.temporal import UNKNOWN_BEAT
+    from musedance_core.models.temporal import UNKNOWN_BEAT
 
     return torch.where(keep.view(-1, *[1] * (windows.ndim - 1)), windows, torch.full_like(windows, UNKNOWN_BEAT))
 

@@ -22,7 +22,7 @@ from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .config import UNetConfig
+from ..config import UNetConfig
 from .temporal import BeatEncoder, ConditionedTemporalModule, MotionModule
 
 MotionContext = dict[str, torch.Tensor]

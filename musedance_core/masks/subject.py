@@ -236,7 +236,7 @@ def mask_condition(mask: torch.Tensor | None, height: int, width: int, batch: in
     if m.ndim != 3 or tuple(m.shape[1:]) != (height, width) or m.shape[0] not in (1, batch):
         raise ValueError(
             f"mask must be [H, W] or [{batch}, H, W] at the reference image's size {height}x{width}, got "
-            f"shape {tuple(mask.shape)}; bring it to the image with musedance_core.masks.mask_for_image."
+            f"shape {tuple(mask.shape)}; bring it to the image with musedance_core.masks.subject.mask_for_image."
         )
     m = m.float()
     if not bool(torch.isfinite(m).all()):

@@ -20,8 +20,8 @@ from diffusers.loaders.single_file_utils import (
     convert_ldm_vae_checkpoint,
 )
 
-from .config import MuseDanceConfig
-from .text_encoder import match_text_encoder_names
+from ..config import MuseDanceConfig
+from ..models.text_encoder import match_text_encoder_names
 from .weights import WeightsFileError, WeightsMapping
 
 UNET_PREFIX = "model.diffusion_model."

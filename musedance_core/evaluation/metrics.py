@@ -33,7 +33,7 @@ import scipy.signal
 import torch
 import torch.nn.functional as F
 
-from .beats import analyze_beats
+from ..audio.beats import analyze_beats
 from .flow import flow_magnitudes
 
 AV_ALIGN_SAMPLE_RATE = 22050  # librosa.load's default, which the reference uses

@@ -26,18 +26,18 @@ from torch import nn
 
 from .animatediff import inspect_motion_module, motion_module_weights
 from .checkpoint import TEMPORAL_ONLY, CheckpointInfo, component_weights, read_checkpoint_info
-from .config import MuseDanceConfig
-from .mask_encoder import build_mask_encoder
-from .pipeline import MuseDancePipeline, resolve_dtype
+from ..config import MuseDanceConfig
+from ..models.mask_encoder import build_mask_encoder
+from ..sampling.pipeline import MuseDancePipeline, resolve_dtype
 from .sd15 import CLIP_PREFIX, VAE_PREFIX, check_sd15, text_encoder_weights, unet_weights, vae_weights
-from .text_encoder import (
+from ..models.text_encoder import (
     TOKENIZER_HELP,
     build_text_encoder,
     load_tokenizer,
     match_text_encoder_names,
     tokenizer_from_files,
 )
-from .unet import MuseDanceUNet, is_temporal_parameter
+from ..models.unet import MuseDanceUNet, is_temporal_parameter
 from .weights import (
     WeightsFileError,
     WeightsMapping,

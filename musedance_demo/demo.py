@@ -1,11 +1,11 @@
 """The main job: a reference image and a piece of music -> a dance video, with a contact sheet and a beat plot.
 
-    python -m musedance_core.demo [--image PNG] [--music FILE] [--prompt TEXT] [--start S] [--seconds S]
+    python -m musedance_demo [--image PNG] [--music FILE] [--prompt TEXT] [--start S] [--seconds S]
                                   [--model CKPT] [--ast FOLDER] [--out outputs] [--steps 20] [--seed 0]
                                   [--noise-share S] [--beat-guidance G]
 
 Defaults: the default model that ships in models/ (trained with `python -m trainer.default_model` on
-the synthetic music-dance dataset, 64x64 at 12 fps) and its sample in assets/ (a dancer and a track
+the synthetic music-dance dataset, 64x64 at 12 fps) and its sample in musedance_demo/assets/ (a dancer and a track
 the model never saw). Writes into --out (default outputs/):
     musedance_demo.mp4          the video with the music muxed in, trimmed to the frames
     musedance_demo_contact.png  every frame, the frames on a beat framed in red
@@ -25,23 +25,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DEFAULT_BEAT_GUIDANCE, DEFAULT_NOISE_SHARE, DEFAULT_REFERENCE_START, MAX_GUIDANCE
+from musedance_core.config import DEFAULT_AST_NAME, DEFAULT_BEAT_GUIDANCE, DEFAULT_CHECKPOINT_NAME, DEFAULT_NOISE_SHARE, DEFAULT_REFERENCE_START, MAX_GUIDANCE
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL_NAME = "musedance_default.safetensors"  # trainer/default_model.py writes these two
-DEFAULT_AST_NAME = "musedance_default_ast"
-DEFAULT_MODEL = ROOT / "models" / "musedance" / DEFAULT_MODEL_NAME
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent  # a checkout: the default model lies in its models/ folder
+DEFAULT_MODEL = ROOT / "models" / "musedance" / DEFAULT_CHECKPOINT_NAME
 DEFAULT_AST = ROOT / "models" / "audio_encoders" / DEFAULT_AST_NAME
-ASSETS = ROOT / "assets"
+ASSETS = PACKAGE / "assets"  # installed with the package
 NAME = "musedance_demo"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m musedance_core.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m musedance_demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--image", type=Path, default=ASSETS / "sample_reference.png", help="reference image")
     parser.add_argument("--music", type=Path, default=ASSETS / "sample_music.wav",
                         help="music file (wav, flac, mp3, ogg, m4a)")
-    parser.add_argument("--prompt", help="motion description (default: assets/sample_prompt.txt with the sample "
+    parser.add_argument("--prompt", help="motion description (default: the sample's prompt with the sample "
                         "image, else 'a figure dancing to the beat')")
     parser.add_argument("--start", type=float, default=0.0, help="where in the music to start, seconds")
     parser.add_argument("--seconds", type=float, default=4.0, help="video length in seconds (at most 600)")
@@ -77,12 +76,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--noise-share must be in [0, 1].")
     if not 0.0 <= args.beat_guidance <= MAX_GUIDANCE:
         parser.error(f"--beat-guidance must be in [0, {MAX_GUIDANCE:g}].")
-    for name, path, what in (("--image", args.image, "an image file"), ("--music", args.music, "a music file"),
-                             ("--model", args.model, "a MuseDance .safetensors checkpoint")):
+    for name, path, what in (("--image", args.image, "an image file"), ("--music", args.music, "a music file")):
         if not path.is_file():
             parser.error(f"{name} {path} does not exist; give {what}.")
+    shipped = "the default model ships in the checkout's models/ folder, not in the installed package"
+    if not args.model.is_file():
+        parser.error(f"--model {args.model} does not exist; give a MuseDance .safetensors checkpoint "
+                     f"({shipped if args.model == DEFAULT_MODEL else 'a file path'}).")
     if not args.ast.is_dir():
-        parser.error(f"--ast {args.ast} is not a folder; give an AST folder (config.json, model.safetensors).")
+        parser.error(f"--ast {args.ast} is not a folder; give an AST folder (config.json, model.safetensors)"
+                     f"{' (' + shipped + ')' if args.ast == DEFAULT_AST else ''}.")
     if args.prompt is None:
         sample = ASSETS / "sample_prompt.txt"
         same = args.image.resolve() == (ASSETS / "sample_reference.png").resolve() and sample.is_file()
@@ -108,17 +111,17 @@ def save_png(path: Path, image: np.ndarray) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    from .ast_encoder import MusicEncoder
-    from .audio import load_music
-    from .beats import analyze_beats, beat_vector
-    from .framing import fit_image
-    from .loading import load_pipeline
-    from .masks import foreground_mask
-    from .metrics import evaluate_video
-    from .flow import flow_magnitudes
-    from .pipeline import StepInfo
-    from .plots import beat_plot, contact_sheet
-    from .video import write_video
+    from musedance_core.audio.ast_encoder import MusicEncoder
+    from musedance_core.audio.music import load_music
+    from musedance_core.audio.beats import analyze_beats, beat_vector
+    from musedance_core.masks.framing import fit_image
+    from musedance_core.loading.loader import load_pipeline
+    from musedance_core.masks.subject import foreground_mask
+    from musedance_core.evaluation.metrics import evaluate_video
+    from musedance_core.evaluation.flow import flow_magnitudes
+    from musedance_core.sampling.pipeline import StepInfo
+    from musedance_core.plots import beat_plot, contact_sheet
+    from musedance_core.video import write_video
 
     pipe = load_pipeline(args.model)
     fps = args.fps or pipe.config.fps

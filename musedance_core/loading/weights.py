@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .model_folders import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
+from .formats import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
 
 _ST_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

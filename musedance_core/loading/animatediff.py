@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_to_diffusers
 
-from .unet import MuseDanceUNet
+from ..models.unet import MuseDanceUNet
 from .weights import WeightsFileError, WeightsMapping
 
 

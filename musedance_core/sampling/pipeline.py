@@ -24,13 +24,13 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .config import MAX_GUIDANCE, MuseDanceConfig
-from .mask_encoder import build_mask_encoder
-from .masks import mask_condition
-from .reference import ReferenceBank, attach_reference_reader, attach_reference_writer
-from .temporal import UNKNOWN_BEAT, beat_windows, unknown_beats
-from .text_encoder import TOKENIZER_HELP, build_text_encoder, encode_prompt
-from .unet import MotionContext, MuseDanceUNet
+from ..config import MAX_GUIDANCE, MuseDanceConfig
+from ..models.mask_encoder import build_mask_encoder
+from ..masks.subject import mask_condition
+from ..models.reference import ReferenceBank, attach_reference_reader, attach_reference_writer
+from ..models.temporal import UNKNOWN_BEAT, beat_windows, unknown_beats
+from ..models.text_encoder import TOKENIZER_HELP, build_text_encoder, encode_prompt
+from ..models.unet import MotionContext, MuseDanceUNet
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -138,7 +138,7 @@ class MuseDancePipeline:
         self.vae = vae
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
-        self.load_report = None  # set by musedance_core.loading.load_pipeline
+        self.load_report = None  # set by musedance_core.loading.loader.load_pipeline
         self.scheduler = scheduler or self.default_scheduler(config)
         self.bank = ReferenceBank()
         attach_reference_writer(self.reference_net, self.bank)
@@ -155,7 +155,7 @@ class MuseDancePipeline:
         """Build every component from `config` with random weights (seeded); the temporal modules and F_m start as identity.
 
         text_encoder: also build a random CLIP text encoder (no tokenizer: set `pipe.tokenizer` to encode prompts).
-        To load real weights use `musedance_core.loading.load_pipeline`.
+        To load real weights use `musedance_core.loading.loader.load_pipeline`.
         """
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .config import TextEncoderConfig
-from .model_folders import TOKENIZER_FILES
+from ..config import TextEncoderConfig
+from ..loading.formats import TOKENIZER_FILES
 
 TOKENIZER_HELP = (
     "MuseDance needs the CLIP tokenizer files vocab.json and merges.txt of Stable Diffusion 1.5: copy the "

@@ -13,7 +13,7 @@ from __future__ import annotations
 from diffusers.models.controlnets.controlnet import ControlNetConditioningEmbedding
 from torch import nn
 
-from .config import MaskEncoderConfig
+from ..config import MaskEncoderConfig
 
 
 class MaskEncoder(ControlNetConditioningEmbedding):

@@ -1,12 +1,14 @@
 """Synthesised sample media: a drum-and-bass loop and a drawn figure with its mask.
 
-For the tests, the benchmarks and examples that need music with known beats or a reference image
-with a known mask, made here from numpy alone, so the repository holds no third-party media.
+For the tests and the benchmarks that need music with known beats or a reference image with a known
+mask, made here from numpy alone, so the repository holds no third-party media.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from scenes import capsule
 
 SAMPLE_RATE = 16_000  # AST's rate, so the music needs no resampling
 BPM = 120.0
@@ -64,18 +66,14 @@ def draw_reference(size: int) -> tuple[np.ndarray, np.ndarray]:
     image = top + (bottom - top) * yy[..., None]
     image[yy > 0.85] = (0.30, 0.22, 0.18)  # floor
 
-    def capsule(p0: tuple[float, float], p1: tuple[float, float], radius: float) -> np.ndarray:
-        """Pixels within `radius` of the segment p0-p1 (points as (x, y))."""
-        (x0, y0), (x1, y1) = p0, p1
-        dx, dy = x1 - x0, y1 - y0
-        u = np.clip(((xx - x0) * dx + (yy - y0) * dy) / max(dx * dx + dy * dy, 1e-9), 0.0, 1.0)
-        return (xx - x0 - u * dx) ** 2 + (yy - y0 - u * dy) ** 2 <= radius**2
+    def limb(p0: tuple[float, float], p1: tuple[float, float], radius: float) -> np.ndarray:
+        return capsule(yy, xx, p0, p1, radius)  # points as (x, y)
 
     parts = [  # (shape, colour), drawn in order
-        (capsule((0.40, 0.62), (0.36, 0.88), 0.045) | capsule((0.60, 0.62), (0.66, 0.88), 0.045), (0.15, 0.25, 0.70)),
-        (capsule((0.42, 0.36), (0.24, 0.22), 0.035) | capsule((0.58, 0.36), (0.78, 0.48), 0.035), (0.90, 0.72, 0.58)),
-        (capsule((0.50, 0.36), (0.50, 0.60), 0.10), (0.85, 0.15, 0.20)),
-        (capsule((0.50, 0.20), (0.50, 0.20), 0.08), (0.90, 0.72, 0.58)),
+        (limb((0.40, 0.62), (0.36, 0.88), 0.045) | limb((0.60, 0.62), (0.66, 0.88), 0.045), (0.15, 0.25, 0.70)),
+        (limb((0.42, 0.36), (0.24, 0.22), 0.035) | limb((0.58, 0.36), (0.78, 0.48), 0.035), (0.90, 0.72, 0.58)),
+        (limb((0.50, 0.36), (0.50, 0.60), 0.10), (0.85, 0.15, 0.20)),
+        (limb((0.50, 0.20), (0.50, 0.20), 0.08), (0.90, 0.72, 0.58)),
     ]
     mask = np.zeros((size, size), dtype=bool)
     for shape, colour in parts:

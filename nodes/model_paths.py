@@ -5,7 +5,7 @@ can be sent to ComfyUI's HTTP API. `ModelFolders.resolve` is therefore the secur
 returns a path only for a plain relative name, of a known file type, whose real path (links
 followed) lies inside one of that kind's folders. `list` shows exactly the names `resolve` accepts.
 
-Inside ComfyUI the folders come from `folder_paths` (see `nodes/model_folders.py`); elsewhere,
+Inside ComfyUI the folders come from `folder_paths` (see `model_folders.py` beside this file); elsewhere,
 `ModelFolders.from_models_dir("models")` uses `models/<kind>/` for each kind.
 """
 
@@ -16,12 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-# Weight file types (musedance_core.weights reads them); defined here so that listing model folders
-# needs no torch.
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
-TOKENIZER_FILES = ("vocab.json", "merges.txt")  # CLIP's BPE tokenizer (musedance_core.text_encoder)
+from ..musedance_core.loading.formats import SAFETENSORS_SUFFIXES, WEIGHT_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .config import MuseDanceConfig
-from .text_encoder import match_text_encoder_names
-from .unet import is_temporal_parameter
-from .model_folders import SAFETENSORS_SUFFIXES
+from ..config import MuseDanceConfig
+from ..models.text_encoder import match_text_encoder_names
+from ..models.unet import is_temporal_parameter
+from .formats import SAFETENSORS_SUFFIXES
 from .weights import WeightsFileError, WeightsMapping, open_weights
 
 FORMAT_NAME = "musedance"

@@ -1,0 +1,1 @@
+"""Measuring generated dances (beat alignment metrics, optical flow). Generation never imports this package."""
