@@ -19,7 +19,8 @@ from musedance_core.models.unet import is_temporal_parameter
 from tiny_files import write_tiny_musedance
 from trainer.clips import PreparedClip
 from trainer.config import config_from_dict, load_config
-from trainer.stages import reference_tokens, row_generator, sample_row
+from musedance_core.sampling.conditioning import reference_features
+from trainer.stages import row_generator, sample_row
 from trainer.train import STATE_FILE, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,12 +118,46 @@ def test_reference_path_matches_the_sampler(base, tmp_path):
     row = fixed_rows(trainer, 1)[0]
     batch = trainer.batch([row])
     with torch.no_grad():
-        ours = reference_tokens(model, batch["ref_latent"], batch["mask"], batch["ref_text"])
+        ours = reference_features(model.reference_net, model.mask_encoder, model.bank, batch["ref_latent"],
+                                  batch["mask"], batch["ref_text"])
     encoding = trainer.pipe.encode_reference(row.reference.float()[None] / 255, row.mask, trainer._text(row.caption)[None])
     assert torch.allclose(batch["ref_latent"], encoding.latent)
     assert ours.keys() == encoding.tokens.keys() and len(ours) > 0
     for name in ours:
         torch.testing.assert_close(ours[name], encoding.tokens[name])
+
+
+def test_trainer_conditions_the_unet_as_the_sampler_does(base, tmp_path):
+    """The same clip, prompt and beats through the trainer's batch and the sampler's second clip: the UNet
+    sees the same text, music and beat ids in the unconditional, beats-dropped and conditional rows, the
+    same reference keep mask, and the same conditions for the motion context."""
+    import dataclasses
+
+    trainer = Trainer(tiny_config(2, base, tmp_path), make_clips(1, frames=16))
+    k, m = trainer.clip_length, trainer.motion_frames
+    clip = trainer.clips[0]
+    rows = [trainer.rows(step=s, batch_size=1, first_row=0)[0] for s in range(200)]
+    row = next(r for r in rows if torch.equal(r.frames, clip.frames[k : 2 * k]))  # the clip at frame K
+    batch = trainer.batch([dataclasses.replace(row, uncond=True), dataclasses.replace(row, beats_dropped=True), row])
+
+    calls = []
+    trainer.pipe.unet.register_forward_pre_hook(lambda mod, args, kwargs: calls.append((args, kwargs)), with_kwargs=True)
+    keeps = []
+    fill = trainer.pipe.bank.fill
+    trainer.pipe.bank.fill = lambda tokens, repeats=1, keep=None: (keeps.append(keep), fill(tokens, repeats, keep))
+    trainer.pipe(reference_image=row.reference.float() / 255, mask=row.mask, text_embeds=trainer._text(row.caption),
+                 music_tokens=clip.music[: 2 * k].float(), beats=clip.beats[: 2 * k].float(), num_inference_steps=1,
+                 guidance_scale=2.0, beat_guidance_scale=4.0)
+    context_call, step_call = [args for args, kwargs in calls][-2:]  # the second clip: context, then its step
+    assert [kwargs.get("return_motion_context", False) for _, kwargs in calls][-2:] == [True, False]
+    for name, index in (("text", 2), ("music", 3), ("windows", 4)):
+        assert torch.equal(step_call[index], batch[name]), name
+    assert torch.equal(keeps[-1].cpu(), batch["keep"].cpu())
+    assert torch.equal(context_call[3], batch["context_music"]) and torch.equal(context_call[4], batch["context_windows"])
+    assert torch.equal(context_call[2], batch["text"])
+    # and the rows differ where they should: the check above can fail
+    assert not torch.equal(batch["windows"][1], batch["windows"][2]) and torch.equal(batch["music"][1], batch["music"][2])
+    assert not batch["music"][0].any() and not batch["text"][0].any()
 
 
 @pytest.mark.parametrize("stage", [1, 2])

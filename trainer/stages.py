@@ -5,11 +5,9 @@ near it; the denoising UNet's spatial layers, the ReferenceNet and F_m learn to 
 frame i. Stage 2, dynamic trigger training (section 3.3): K consecutive frames with the M ground-truth
 frames before them as motion context; only the music, beat and motion modules learn.
 
-Both stages share the sampler's data path: `mask_condition` makes F_m's input, the ReferenceNet runs
-at t=0 on E(I) + F_m(D) into the `ReferenceBank` (`reference_tokens`, checked against
-`MuseDancePipeline.encode_reference` in tests), beats go through `beat_windows`, the motion context is
-`UNet(..., return_motion_context=True)` at t=0, and the unconditional row for classifier-free guidance
-is the sampler's: no reference (bank keep mask), zero text, zero music tokens, unknown beats.
+Both stages condition the model exactly as the sampler does, through the same functions
+(musedance_core.sampling.conditioning): the VAE latents, the reference path, the beat ids, the kinds of
+row (unconditional, beats dropped), the motion context and the noise schedule.
 
 Every random choice of a batch row (clip, frames, unconditional or not, timestep, noise) comes from a
 generator seeded by (seed, micro-step, global row), so a resumed or differently-sharded run sees
@@ -18,25 +16,22 @@ exactly the same data.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 from torch import nn
 
-from musedance_core.sampling.pipeline import MuseDancePipeline, reference_features
 from musedance_core.models.temporal import BeatEncoder, beat_windows, unknown_beats
+from musedance_core.sampling.conditioning import (
+    TEMPORAL_GROUPS, is_temporal_parameter, motion_context, reference_features, training_scheduler,
+)
+from musedance_core.sampling.pipeline import MuseDancePipeline
 
 from .clips import ClipSource, PreparedClip
 
-TEMPORAL_MODULES = ("music_modules", "beat_modules", "motion_modules", "beat_encoder")
-# The three temporal modules by name (train.temporal_modules), and the parameter groups each one owns.
-TEMPORAL_GROUPS = {"music": ("music_modules",), "beat": ("beat_modules", "beat_encoder"), "motion": ("motion_modules",)}
 MAX_DRAWS = 100  # stage 2 redraws a clip shorter than K + M frames at most this often
 
 
@@ -151,44 +146,6 @@ def _stage2_frames(clip: PreparedClip, gen: torch.Generator, k: int, m: int) -> 
     return _randint(gen, 0, n), start, k, m
 
 
-def _pixels(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 [..., H, W, 3] -> float [..., 3, H, W] in [-1, 1], as `encode_reference` feeds the VAE."""
-    return (frames.float() / 255).movedim(-1, -3) * 2 - 1
-
-
-@torch.no_grad()
-def vae_latents(vae: nn.Module, frames: torch.Tensor, scaling: float, chunk: int = 16) -> torch.Tensor:
-    """Scaled VAE posterior means (as `encode_reference` takes them) of uint8 frames [n, H, W, 3]."""
-    dtype = next(vae.parameters()).dtype
-    device = next(vae.parameters()).device
-    out = [vae.encode(_pixels(c).to(device, dtype)).latent_dist.mode() * scaling for c in frames.split(chunk)]
-    return torch.cat(out).float()
-
-
-def reference_tokens(pipe_parts: "StageModel", latent: torch.Tensor, mask_cond: torch.Tensor, text: torch.Tensor) -> dict:
-    """Paper eq. (1) and the ReferenceNet at t=0: the bank tokens of each self-attention layer.
-
-    `pipeline.reference_features`, the function `encode_reference` runs: batched, with gradients.
-    """
-    return reference_features(pipe_parts.reference_net, pipe_parts.mask_encoder, pipe_parts.bank, latent, mask_cond, text)
-
-
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Run `module` in eval mode (no dropout) and restore every submodule's own mode afterwards."""
-    modes = {m: m.training for m in module.modules()}
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-
-
-def is_temporal_module(name: str) -> bool:
-    return any(part in name.split(".") for part in TEMPORAL_MODULES)
-
-
 def motion_weights(latents: torch.Tensor, weight: float) -> torch.Tensor:
     """Per-element loss weights of clips [B, F, ...]: 1 + weight * |x - mean over frames| / its clip mean,
     scaled so that each clip's weights average 1 (the loss keeps its scale; only where it falls changes)."""
@@ -203,7 +160,7 @@ class StageModel(nn.Module):
 
     Holds the UNet, ReferenceNet and F_m (the VAE and text encoder stay outside: they are frozen and
     only prepare inputs). Stage 1 trains the UNet's spatial layers, the ReferenceNet and F_m; stage 2
-    only the music, beat and motion modules (`musedance_core.models.unet.is_temporal_parameter`).
+    only the music, beat and motion modules (`is_temporal_parameter`).
     """
 
     def __init__(self, pipe: MuseDancePipeline, stage: int,
@@ -221,14 +178,12 @@ class StageModel(nn.Module):
         self.reference_net = pipe.reference_net
         self.mask_encoder = pipe.mask_encoder
         self.bank = pipe.bank
-        self.noise_scheduler = DDPMScheduler(
-            **vars(pipe.config.scheduler), clip_sample=False, prediction_type="epsilon"
-        )
+        self.noise_scheduler = training_scheduler(pipe.config)
         for name, p in self.named_parameters():
             p.requires_grad_(self._trains(name))
 
     def _trains(self, name: str) -> bool:
-        temporal = name.startswith("unet.") and is_temporal_module(name)
+        temporal = name.startswith("unet.") and is_temporal_parameter(name)
         if self.stage == 1:
             return not temporal
         return temporal and not self.trained_groups.isdisjoint(name.split("."))
@@ -242,26 +197,24 @@ class StageModel(nn.Module):
         if not mode:
             return self
         for name, module in self.named_modules():
-            if self.stage == 2 and name.startswith("unet.") and is_temporal_module(name):
+            if self.stage == 2 and name.startswith("unet.") and is_temporal_parameter(name):
                 module.train(True)
-            elif self.stage == 1 and not is_temporal_module(name):
+            elif self.stage == 1 and not is_temporal_parameter(name):
                 module.training = True
         return self
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Epsilon-prediction MSE of one batch (see `Batch` in trainer.train for the keys)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.stage == 1):
-            tokens = reference_tokens(self, batch["ref_latent"], batch["mask"], batch["ref_text"])
+            tokens = reference_features(self.reference_net, self.mask_encoder, self.bank, batch["ref_latent"],
+                                        batch["mask"], batch["ref_text"])
         # Filled until the next batch: gradient checkpointing recomputes the UNet's attention in the
         # backward pass, and that must read the same reference tokens.
         self.bank.fill(tokens, 1, keep=batch["keep"])
         context = None
         if "context_latents" in batch:
-            # The sampler's motion context: the UNet at t=0 on the M clean frames, without gradients and
-            # dropout, as `MuseDancePipeline._motion_context` runs it.
-            with torch.no_grad(), eval_mode(self.unet):
-                _, context = self.unet(batch["context_latents"], 0, batch["text"], batch["context_music"],
-                                       batch["context_windows"], return_motion_context=True)
+            context = motion_context(self.unet, batch["context_latents"], batch["text"], batch["context_music"],
+                                     batch["context_windows"])
         latents, noise, t = batch["latents"], batch["noise"], batch["timesteps"]
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         pred = self.unet(noisy, t, batch["text"], batch["music"], batch["windows"], motion_context=context)

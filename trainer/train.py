@@ -29,16 +29,15 @@ from torch import nn
 
 from musedance_core.loading.checkpoint import read_checkpoint_info, save_checkpoint
 from musedance_core.loading.loader import load_pipeline
-from musedance_core.masks.subject import mask_condition
-from musedance_core.models.text_encoder import read_tokenizer_files
 from musedance_core.loading.weights import WeightsFileError
+from musedance_core.models.text_encoder import read_tokenizer_files
+from musedance_core.sampling.conditioning import DTYPES, condition_rows, encode_frames, mask_condition
 
 from .clips import ClipSource
 from .config import TrainConfig, load_config
-from .stages import Row, StageModel, row_generator, sample_row, set_beat_phase_bins, vae_latents
+from .stages import Row, StageModel, row_generator, sample_row, set_beat_phase_bins
 
 STATE_FILE = "trainer_state.json"
-EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Tests only: "POINT:STEP" kills the process at POINT ("before-rename", "after-save") of saving step STEP.
 CRASH_ENV = "MUSEDANCE_TRAIN_CRASH"
 
@@ -134,31 +133,40 @@ class Trainer:
                 raise ValueError(f"a clip has frames of {tuple(row.reference.shape[:2])}, the config's data.resolution "
                                  f"is {(height, width)}; prepare the data at the training size.")
         b, scale = len(rows), mc.vae.scaling_factor
-        vae = self.pipe.vae
-        keep = torch.tensor([not r.uncond for r in rows], device=device)
-        beats_known = torch.tensor([not (r.uncond or r.beats_dropped) for r in rows], device=device)
-        text = torch.stack([self._text(r.caption) for r in rows]).to(device)
-        latents = vae_latents(vae, torch.cat([r.frames for r in rows]), scale).unflatten(0, (b, -1))
+
+        def latents_of(frames: list[torch.Tensor]) -> torch.Tensor:
+            return encode_frames(self.pipe.vae, torch.cat(frames), scale).float().unflatten(0, (b, -1))
+
+        def stacked(values: list[torch.Tensor]) -> torch.Tensor:
+            return torch.stack(values).to(device)
+
+        # Row kinds as the sampler's guidance rows: unconditional (no reference, zero text and music, unknown
+        # beats) and beats dropped (train.beat_drop_rate: beats unknown, the rest kept).
+        kinds = dict(unconditional=torch.tensor([r.uncond for r in rows], device=device),
+                     beats_unknown=torch.tensor([r.beats_dropped for r in rows], device=device))
+        caption = stacked([self._text(r.caption) for r in rows])
+        text, music, windows, keep = condition_rows(
+            caption, stacked([r.music for r in rows]), stacked([r.windows for r in rows]), **kinds)
+        latents = latents_of([r.frames for r in rows])
         noise = torch.stack([
             torch.randn(latents.shape[1:], generator=torch.Generator().manual_seed(r.noise_seed)) for r in rows
         ]).to(device)
-        cond = keep.view(b, 1, 1, 1).float()
         batch = {
-            "ref_latent": vae_latents(vae, torch.stack([r.reference for r in rows]), scale),
+            "ref_latent": latents_of([r.reference[None] for r in rows])[:, 0],
             "mask": mask_condition(torch.stack([r.mask for r in rows]), height, width, batch=b).to(device),
-            "ref_text": text,  # the ReferenceNet always sees the caption; dropped rows never see its tokens
+            "ref_text": caption,  # the ReferenceNet always sees the caption; dropped rows never see its tokens
             "keep": keep,
-            "text": text * keep.view(b, 1, 1).float(),  # the sampler's unconditional text is zeros
+            "text": text,
             "latents": latents,
             "noise": noise,
             "timesteps": torch.tensor([r.timestep for r in rows], device=device),
-            "music": torch.stack([r.music for r in rows]).to(device) * cond,
-            "windows": _drop_beats(torch.stack([r.windows for r in rows]).to(device), beats_known),
+            "music": music,
+            "windows": windows,
         }
         if rows[0].context is not None:
-            batch["context_latents"] = vae_latents(vae, torch.cat([r.context for r in rows]), scale).unflatten(0, (b, -1))
-            batch["context_music"] = torch.stack([r.context_music for r in rows]).to(device) * cond
-            batch["context_windows"] = _drop_beats(torch.stack([r.context_windows for r in rows]).to(device), beats_known)
+            batch["context_latents"] = latents_of([r.context for r in rows])
+            _, batch["context_music"], batch["context_windows"], _ = condition_rows(
+                None, stacked([r.context_music for r in rows]), stacked([r.context_windows for r in rows]), **kinds)
         return batch
 
     # -- loop ----------------------------------------------------------------------------------
@@ -306,7 +314,7 @@ class Trainer:
                 modules = self.pipe.modules()
             save_checkpoint(
                 path, self.pipe.config, modules, temporal_only=cfg.export.temporal_only,
-                dtype=EXPORT_DTYPES[cfg.export.dtype],
+                dtype=DTYPES[cfg.export.dtype],
                 tokenizer_files=None if cfg.export.temporal_only else self._tokenizer_files(),
                 metadata={"training_stage": str(cfg.stage), "training_step": str(self.step)},
             )
@@ -328,14 +336,6 @@ def _crash_point(point: str, step: int) -> None:
     """Die here, as a SIGKILL leaves a run (no cleanup, no flush), when MUSEDANCE_TRAIN_CRASH names this point."""
     if os.environ.get(CRASH_ENV) == f"{point}:{step}":
         os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))  # Windows has no SIGKILL; TERM kills at once
-
-
-def _drop_beats(windows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Unknown beats on the rows not in `keep` (the unconditional rows and those of train.beat_drop_rate),
-    as in the sampler's unconditional and beat-guidance rows."""
-    from musedance_core.models.temporal import UNKNOWN_BEAT
-
-    return torch.where(keep.view(-1, *[1] * (windows.ndim - 1)), windows, torch.full_like(windows, UNKNOWN_BEAT))
 
 
 def _flat(data: dict, prefix: str = "") -> dict:

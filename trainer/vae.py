@@ -17,6 +17,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from musedance_core.config import VAEConfig
+from musedance_core.sampling.conditioning import encode_frames, to_pixels
 
 MASK_WEIGHT = 4.0  # extra weight of the L1 error on the subject's pixels
 KL_WEIGHT = 1e-6
@@ -66,7 +67,7 @@ def train_vae(frames: torch.Tensor, masks: torch.Tensor, config: VAEConfig, *, s
     generator = torch.Generator().manual_seed(seed)
     for step in range(steps):
         index = torch.randint(0, frames.shape[0], (batch_size,), generator=generator)
-        pixels = frames[index].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        pixels = to_pixels(frames[index])
         weights = masks[index].float()
         flip = torch.rand(batch_size, generator=generator) < 0.5  # mirrored scenes: more to generalise from
         pixels[flip], weights[flip] = pixels[flip].flip(-1), weights[flip].flip(-1)
@@ -86,7 +87,7 @@ def reconstruction_psnr(vae: AutoencoderKL, frames: torch.Tensor, chunk: int = 6
     """PSNR (dB, pixels in [0, 1]) of decoding the posterior means of `frames` (uint8 [N, H, W, 3])."""
     errors = []
     for start in range(0, frames.shape[0], chunk):
-        pixels = frames[start:start + chunk].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        pixels = to_pixels(frames[start:start + chunk])
         decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample.clamp(-1, 1)
         errors.append(((decoded - pixels) / 2).pow(2).flatten(1).mean(1))
     mse = torch.cat(errors).mean().item()
@@ -96,8 +97,4 @@ def reconstruction_psnr(vae: AutoencoderKL, frames: torch.Tensor, chunk: int = 6
 @torch.no_grad()
 def latent_scaling_factor(vae: AutoencoderKL, frames: torch.Tensor, chunk: int = 64) -> float:
     """One over the standard deviation of the posterior means of `frames`, so scaled latents have unit variance."""
-    means = []
-    for start in range(0, frames.shape[0], chunk):
-        pixels = frames[start:start + chunk].permute(0, 3, 1, 2).float() / 127.5 - 1.0
-        means.append(vae.encode(pixels).latent_dist.mean)
-    return float(1.0 / torch.cat(means).std())
+    return float(1.0 / encode_frames(vae, frames, 1.0, chunk).std())

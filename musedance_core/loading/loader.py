@@ -28,7 +28,8 @@ from .animatediff import inspect_motion_module, motion_module_weights
 from .checkpoint import TEMPORAL_ONLY, CheckpointInfo, component_weights, read_checkpoint_info
 from ..config import MuseDanceConfig
 from ..models.mask_encoder import build_mask_encoder
-from ..sampling.pipeline import MuseDancePipeline, resolve_dtype
+from ..sampling.conditioning import resolve_dtype
+from ..sampling.pipeline import MuseDancePipeline
 from .sd15 import CLIP_PREFIX, VAE_PREFIX, check_sd15, text_encoder_weights, unet_weights, vae_weights
 from ..models.text_encoder import (
     TOKENIZER_HELP,

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
+from .unet import is_temporal_parameter
+
 
 class ReferenceBank:
     """Reference tokens per self-attention layer, plus which batch rows may see them.
@@ -155,7 +157,7 @@ def spatial_self_attention_layers(model: nn.Module) -> dict[str, Attention]:
     for name, module in model.named_modules():
         if not isinstance(module, Attention) or not name.endswith(".attn1"):
             continue
-        if any(part in name for part in ("motion_modules", "music_modules", "beat_modules")):
+        if is_temporal_parameter(name):
             continue
         layers[name] = module
     return layers

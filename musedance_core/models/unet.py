@@ -157,9 +157,6 @@ class MuseDanceUNet(nn.Module):
         """Parameters of the music, beat and motion modules and the beat encoder (stage-2 trainables)."""
         return [p for name, p in self.named_parameters() if is_temporal_parameter(name)]
 
-    def spatial_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if not is_temporal_parameter(name)]
-
     # -- forward ----------------------------------------------------------------------------------
     def _run(self, fn: Callable[..., torch.Tensor], *args) -> torch.Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -242,6 +239,13 @@ class MuseDanceUNet(nn.Module):
         return out
 
 
+# The temporal modules by the name the paper gives them, and the UNet attributes each one owns.
+TEMPORAL_GROUPS = {"music": ("music_modules",), "beat": ("beat_modules", "beat_encoder"), "motion": ("motion_modules",)}
+TEMPORAL_MODULES = tuple(attr for attrs in TEMPORAL_GROUPS.values() for attr in attrs)
+_TEMPORAL = frozenset(TEMPORAL_MODULES)
+
+
 def is_temporal_parameter(name: str) -> bool:
-    """True for parameters of the music, beat and motion modules (trained in stage 2 only)."""
-    return any(part in name for part in ("music_modules.", "beat_modules.", "motion_modules.", "beat_encoder."))
+    """True for the names (parameters or modules) of the music, beat and motion modules and the beat encoder,
+    the parts trained in stage 2 only."""
+    return not _TEMPORAL.isdisjoint(name.split("."))

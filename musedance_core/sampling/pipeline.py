@@ -1,21 +1,16 @@
 """The MuseDance sampler: reference image + music tokens + beats + motion prompt in, video frames out.
 
-Read `iter_clips` top to bottom for the whole data path:
-1. validate every input (a clear ValueError names the argument and what was expected);
-2. encode the reference once per video: VAE latent, plus F_m(mask) (paper eq. 1), through the
-   ReferenceNet at t=0; its self-attention inputs fill the reference bank, reused by every step of
-   every clip;
-3. for each clip of K frames: run the UNet at t=0 on the M motion-context frames (the last M frames of
-   the previous clip, or copies of the reference for the first clip) to get the hidden states the
-   motion modules prepend; then DDIM from noise, classifier-free guidance as one batched forward;
-   decode the clip with the VAE in chunks and hand its frames out.
-Only one clip of latents plus the M context latents is alive at any time, so memory does not grow with
-the length of the music.
+`iter_clips` validates every input (a clear ValueError names the argument and what was expected), encodes
+the reference once per video (VAE latent plus F_m(mask) through the ReferenceNet at t=0; its self-attention
+inputs fill the reference bank that every step of every clip reads), then makes the video clip by clip:
+`_denoise_clip` runs DDIM from noise with a `GuidedDenoiser` (guidance.py), conditioned on the motion
+context of the M frames before the clip (the last M generated frames, or copies of the reference for the
+first clip), and each finished clip is decoded and handed out. Only one clip of latents plus the M context
+latents is alive at any time. The conditioning rules are those of the trainer (conditioning.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -25,14 +20,16 @@ from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..config import MAX_GUIDANCE, MuseDanceConfig
-from ..models.mask_encoder import build_mask_encoder
 from ..masks.subject import mask_condition
+from ..models.mask_encoder import build_mask_encoder
 from ..models.reference import ReferenceBank, attach_reference_reader, attach_reference_writer
-from ..models.temporal import UNKNOWN_BEAT, beat_windows, unknown_beats
 from ..models.text_encoder import TOKENIZER_HELP, build_text_encoder, encode_prompt
 from ..models.unet import MotionContext, MuseDanceUNet
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from .conditioning import (
+    decode_latents, encode_frames, frame_beats, motion_context, reference_features, resolve_dtype, sampling_scheduler,
+    unknown_frame_beats,
+)
+from .guidance import GuidedDenoiser
 
 
 class GenerationStopped(RuntimeError):
@@ -70,38 +67,10 @@ class ReferenceEncoding:
     width: int
 
 
-def reference_features(
-    reference_net: nn.Module, mask_encoder: nn.Module, bank: ReferenceBank, latent: torch.Tensor,
-    condition: torch.Tensor, text: torch.Tensor,
-) -> dict[str, torch.Tensor]:
-    """Paper eq. (1) and the ReferenceNet at t=0: the self-attention inputs of every layer, [B, N, C] each.
-
-    The ReferenceNet sees z_0 = E(I) + F_m(D): `latent` is E(I) [B, C, h, w], `condition` the mask
-    condition from `masks.mask_condition`. The one reference path of sampling (`encode_reference`,
-    under no_grad) and training (with gradients), so the two cannot drift apart. The bank is left empty.
-    """
-    bank.clear()
-    try:
-        reference_net(latent + mask_encoder(condition.to(latent.dtype)), 0, encoder_hidden_states=text)
-        return dict(bank.tokens)
-    finally:
-        bank.clear()
-
-
 def mix_frame_noise(own: torch.Tensor, shared: torch.Tensor, share: float) -> torch.Tensor:
     """sqrt(share) * shared + sqrt(1 - share) * own: each frame's noise stays N(0, I) when both are, and
     two frames' noises correlate by `share` (PYoCo's mixed noise prior). own [B, F, ...], shared [B, 1, ...]."""
     return share**0.5 * shared + (1.0 - share) ** 0.5 * own
-
-
-def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)} or a torch dtype, got {dtype!r}.")
-        return DTYPES[dtype]
-    if dtype not in DTYPES.values():
-        raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}.")
-    return dtype
 
 
 def _check_finite(name: str, tensor: torch.Tensor) -> None:
@@ -146,9 +115,7 @@ class MuseDancePipeline:
 
     @staticmethod
     def default_scheduler(config: MuseDanceConfig) -> DDIMScheduler:
-        return DDIMScheduler(
-            **dataclasses.asdict(config.scheduler), clip_sample=False, set_alpha_to_one=False, prediction_type="epsilon"
-        )
+        return sampling_scheduler(config)
 
     @classmethod
     def from_config(cls, config: MuseDanceConfig, seed: int = 0, text_encoder: bool = False) -> "MuseDancePipeline":
@@ -219,8 +186,7 @@ class MuseDancePipeline:
         condition = mask_condition(mask, height, width)
         text = self._check_text("text_embeds", text_embeds)
         device, dtype = self.device, self.dtype
-        pixels = image.permute(0, 3, 1, 2).to(device=device, dtype=dtype) * 2 - 1
-        latent = self.vae.encode(pixels).latent_dist.mode() * self.config.vae.scaling_factor
+        latent = encode_frames(self.vae, image, self.config.vae.scaling_factor)
         tokens = reference_features(
             self.reference_net, self.mask_encoder, self.bank, latent, condition.to(device), text.to(device=device, dtype=dtype)
         )
@@ -314,13 +280,8 @@ class MuseDancePipeline:
         if reference is None:
             reference = self.encode_reference(reference_image, mask, text)
 
-        do_cfg = guidance_scale > 1.0
-        # The beats' own row only where it changes the result: g_b = g (or 1 without guidance) is plain guidance.
-        beat_cfg = beat_guidance_scale is not None and float(beat_guidance_scale) != (guidance_scale if do_cfg else 1.0)
-        # Batch rows, in this order: [unconditional] if do_cfg, [beats unknown] if beat_cfg, conditional.
-        rows = 1 + do_cfg + beat_cfg
-        text_batch = torch.cat([negative] * do_cfg + [text] * (1 + beat_cfg))
-        text_batch = text_batch.to(device=device, dtype=dtype)
+        guide = GuidedDenoiser(self.unet, guidance_scale, beat_guidance_scale)
+        text_rows = guide.text_rows(text, null_text=negative).to(device=device, dtype=dtype)
         # Music tokens stay where the caller keeps them (a whole song can be hundreds of MB); each
         # clip's slice moves to the device when its turn comes.
         music = music_tokens.reshape(1, num_frames, *music_tokens.shape[-2:])
@@ -333,23 +294,20 @@ class MuseDancePipeline:
         shared = (torch.randn((1, 1, *latent_shape), generator=generator, dtype=torch.float32)
                   if noise_share > 0 else None)
 
-        unet_config = self.config.unet
-
-        def conditions(start: int, length: int, known: bool) -> tuple[torch.Tensor, torch.Tensor]:
-            """Music tokens and beat windows for frames start..start+length-1, batched as the CFG rows."""
+        def rows(start: int, length: int, known: bool) -> tuple[torch.Tensor, torch.Tensor]:
+            """Music tokens and beat ids of frames start..start+length-1 as the guidance rows; for the
+            reference copies of the first clip's context, which sit at no time in the music, zero tokens
+            and unknown beats."""
             if known:
-                tokens = music[:, start : start + length].to(device=device, dtype=dtype)
-                windows = beat_windows(beat_vector, start, length, unet_config.beat_window, unet_config.beat_phase_bins)
-            else:  # the reference copies of the first clip's context sit at no time in the music
-                tokens = torch.zeros((1, length, *music.shape[2:]), device=device, dtype=dtype)
-                windows = unknown_beats(1, length, unet_config.beat_window, unet_config.beat_phase_bins, device)
-            unknown = torch.full_like(windows, UNKNOWN_BEAT)
-            tokens = torch.cat([torch.zeros_like(tokens)] * do_cfg + [tokens] * (1 + beat_cfg))
-            windows = torch.cat([unknown] * do_cfg + [unknown] * beat_cfg + [windows])
-            return tokens, windows
+                tokens = music[:, start : start + length]
+                windows = frame_beats(self.config.unet, beat_vector, start, length)
+            else:
+                tokens = torch.zeros((1, length, *music.shape[2:]))
+                windows = unknown_frame_beats(self.config.unet, 1, length, device)
+            return guide.music_rows(tokens.to(device=device, dtype=dtype), windows)
 
         tokens = {name: t.to(device=device, dtype=dtype) for name, t in reference.tokens.items()}
-        self.bank.fill(tokens, rows, keep=torch.tensor([False] + [True] * (rows - 1), device=device) if do_cfg else None)
+        self.bank.fill(tokens, guide.rows, keep=guide.reference_keep(device))
         try:
             # First clip: the motion context is M copies of the reference latent.
             context_latents = reference.latent.to(device=device, dtype=torch.float32)[:, None].expand(1, m, *latent_shape)
@@ -357,37 +315,24 @@ class MuseDancePipeline:
             clip_starts = list(range(0, num_frames, k))
             for clip_index, start in enumerate(clip_starts):
                 length = min(k, num_frames - start)
-                context = self._motion_context(context_latents, text_batch, *conditions(start - m, m, context_known), rows) if m else None
-                music_c, beats_c = conditions(start, length, True)
-
-                scheduler.set_timesteps(num_inference_steps, device=device)
+                context = None
+                if m:
+                    context_rows = context_latents.to(dtype).expand(guide.rows, *context_latents.shape[1:])
+                    context = motion_context(self.unet, context_rows, text_rows, *rows(start - m, m, context_known))
                 noise = torch.randn((1, length, *latent_shape), generator=generator, dtype=torch.float32)
                 if shared is not None:
                     noise = mix_frame_noise(noise, shared, noise_share)
-                if reference_start:  # q(x_t0 | z_ref): the reference, noised to the first timestep
-                    start_latent = reference.latent.to(device=device, dtype=torch.float32)[:, None]
-                    latents = scheduler.add_noise(start_latent.expand_as(noise), noise.to(device), scheduler.timesteps[:1])
-                else:
-                    latents = noise.to(device) * scheduler.init_noise_sigma
-                for step, t in enumerate(scheduler.timesteps):
-                    model_in = scheduler.scale_model_input(latents, t).to(dtype)
-                    model_in = model_in.expand(rows, *model_in.shape[1:])
-                    noise_pred = self.unet(model_in, t, text_batch, music_c, beats_c, motion_context=context).float()
-                    if do_cfg and beat_cfg:
-                        uncond, no_beats, cond = noise_pred.chunk(3)
-                        noise_pred = (uncond + guidance_scale * (no_beats - uncond)
-                                      + beat_guidance_scale * (cond - no_beats))
-                    elif do_cfg:
-                        uncond, cond = noise_pred.chunk(2)
-                        noise_pred = uncond + guidance_scale * (cond - uncond)
-                    elif beat_cfg:
-                        no_beats, cond = noise_pred.chunk(2)
-                        noise_pred = no_beats + beat_guidance_scale * (cond - no_beats)
-                    latents = scheduler.step(noise_pred, t, latents, eta=eta, generator=generator).prev_sample
+
+                def step_done(step: int, latents: torch.Tensor) -> None:
                     if callback is not None and callback(
                         StepInfo(clip_index, len(clip_starts), step, num_inference_steps, start, latents, context_latents)
                     ):
                         raise GenerationStopped(f"stopped by the callback at clip {clip_index + 1}, step {step + 1}.")
+
+                latents = self._denoise_clip(
+                    guide, scheduler, noise.to(device), reference.latent if reference_start else None,
+                    (text_rows, *rows(start, length, True)), context, num_inference_steps, eta, generator, step_done,
+                )
                 if m:
                     context_latents = latents[:, -m:] if length >= m else torch.cat([context_latents, latents], 1)[:, -m:]
                     context_known = length >= m
@@ -396,22 +341,30 @@ class MuseDancePipeline:
         finally:
             self.bank.clear()
 
-    def _motion_context(
-        self, context_latents: torch.Tensor, text_batch: torch.Tensor, music: torch.Tensor, windows: torch.Tensor, rows: int
-    ) -> MotionContext:
-        """The hidden states entering each motion module for the M clean context frames (t = 0)."""
-        x = context_latents.to(self.dtype).expand(rows, *context_latents.shape[1:])
-        _, context = self.unet(x, 0, text_batch, music, windows, return_motion_context=True)
-        return context
+    def _denoise_clip(
+        self, guide: GuidedDenoiser, scheduler: DDIMScheduler, noise: torch.Tensor, start_latent: torch.Tensor | None,
+        conditions: tuple[torch.Tensor, torch.Tensor, torch.Tensor], context: MotionContext | None, steps: int,
+        eta: float, generator: torch.Generator, step_done: Callable[[int, torch.Tensor], None],
+    ) -> torch.Tensor:
+        """DDIM from `noise` [1, K, C, h, w] (or from `start_latent` noised to the first timestep) to clean
+        latents, with the guided denoiser; `step_done(step, latents)` after every step."""
+        scheduler.set_timesteps(steps, device=noise.device)
+        if start_latent is None:
+            latents = noise * scheduler.init_noise_sigma
+        else:  # q(x_t0 | z_ref): the reference, noised to the first timestep
+            start = start_latent.to(device=noise.device, dtype=torch.float32)[:, None].expand_as(noise)
+            latents = scheduler.add_noise(start, noise, scheduler.timesteps[:1])
+        for step, t in enumerate(scheduler.timesteps):
+            model_in = scheduler.scale_model_input(latents, t).to(self.dtype)
+            noise_pred = guide(model_in, t, *conditions, context=context)
+            latents = scheduler.step(noise_pred, t, latents, eta=eta, generator=generator).prev_sample
+            step_done(step, latents)
+        return latents
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
         """VAE-decode latents [F, C, h, w] a chunk of frames at a time -> float frames [F, H, W, 3] in [0, 1] on the CPU."""
-        frames = []
-        for chunk in latents.split(chunk_size):
-            pixels = self.vae.decode(chunk.to(self.dtype) / self.config.vae.scaling_factor).sample
-            frames.append((pixels.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu())
-        return torch.cat(frames)
+        return decode_latents(self.vae, latents, self.config.vae.scaling_factor, chunk_size)
 
     # -- input checks -----------------------------------------------------------------------------
     def _check_image(self, image: torch.Tensor) -> torch.Tensor:

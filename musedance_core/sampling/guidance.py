@@ -1,0 +1,82 @@
+"""Classifier-free guidance as a denoiser: the UNet's rows for one step and how their predictions combine.
+
+Rows, in this order: [unconditional] when guidance_scale g > 1, [beats unknown] when the beats have a scale
+g_b of their own that differs from plain guidance, then the conditional row; all run as one batch. The
+combine is
+    eps_u + g (eps_c - eps_u)                                     plain guidance,
+    eps_u + g (eps_nobeats - eps_u) + g_b (eps_c - eps_nobeats)   with the beats' own scale,
+    eps_nobeats + g_b (eps_c - eps_nobeats)                       the beats' scale alone (g = 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models.unet import MotionContext
+from .conditioning import condition_rows
+
+
+class GuidedDenoiser:
+    """The UNet with classifier-free guidance: owns the row layout and the combine of the predictions."""
+
+    def __init__(self, unet: nn.Module, guidance_scale: float, beat_guidance_scale: float | None = None) -> None:
+        self.unet = unet
+        self.guidance_scale = float(guidance_scale)
+        self.unconditional_row = self.guidance_scale > 1.0
+        plain = self.guidance_scale if self.unconditional_row else 1.0
+        # The beats' own row only where it changes the result: g_b = g (or 1 without guidance) is plain guidance.
+        self.beat_row = beat_guidance_scale is not None and float(beat_guidance_scale) != plain
+        self.beat_guidance_scale = float(beat_guidance_scale) if self.beat_row else None
+        self.rows = 1 + self.unconditional_row + self.beat_row
+
+    @property
+    def unconditional(self) -> torch.Tensor:
+        """bool [rows]: which rows are unconditional."""
+        return torch.tensor([True] * self.unconditional_row + [False] * self.beat_row + [False])
+
+    @property
+    def beats_unknown(self) -> torch.Tensor:
+        """bool [rows]: which rows have their beats unknown (the unconditional row's come from it being one)."""
+        return torch.tensor([False] * self.unconditional_row + [True] * self.beat_row + [False])
+
+    def reference_keep(self, device: torch.device | str | None = None) -> torch.Tensor | None:
+        """The reference bank's keep mask for these rows, None when every row sees the reference."""
+        return ~self.unconditional.to(device) if self.unconditional_row else None
+
+    def text_rows(self, text: torch.Tensor, null_text: torch.Tensor | None = None) -> torch.Tensor:
+        """One video's text [1, T, D] as the rows; the unconditional row gets `null_text` (default zeros)."""
+        return self._rows(text=text, null_text=null_text)[0]
+
+    def music_rows(self, music: torch.Tensor, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One video's music tokens [1, F, L, d] and beat ids [1, F, W] as the rows."""
+        return self._rows(music=music, windows=windows)[1:3]
+
+    def _rows(self, text=None, music=None, windows=None, null_text=None) -> tuple:
+        def expand(x: torch.Tensor | None) -> torch.Tensor | None:
+            return None if x is None else x.expand(self.rows, *x.shape[1:])
+
+        return condition_rows(expand(text), expand(music), expand(windows), unconditional=self.unconditional,
+                              beats_unknown=self.beats_unknown, null_text=null_text)
+
+    def __call__(
+        self, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor, music: torch.Tensor, windows: torch.Tensor,
+        context: MotionContext | None = None,
+    ) -> torch.Tensor:
+        """The guided noise prediction (float32) for one video's latents [1, F, C, h, w] (already in the UNet's
+        dtype); text, music and windows as `text_rows` and `music_rows` made them."""
+        rows = latents.expand(self.rows, *latents.shape[1:])
+        return self.combine(self.unet(rows, t, text, music, windows, motion_context=context).float())
+
+    def combine(self, prediction: torch.Tensor) -> torch.Tensor:
+        g, g_b = self.guidance_scale, self.beat_guidance_scale
+        if self.unconditional_row and self.beat_row:
+            uncond, no_beats, cond = prediction.chunk(3)
+            return uncond + g * (no_beats - uncond) + g_b * (cond - no_beats)
+        if self.unconditional_row:
+            uncond, cond = prediction.chunk(2)
+            return uncond + g * (cond - uncond)
+        if self.beat_row:
+            no_beats, cond = prediction.chunk(2)
+            return no_beats + g_b * (cond - no_beats)
+        return prediction
