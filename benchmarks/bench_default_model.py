@@ -22,7 +22,6 @@ from machine_info import machine  # benchmarks/ is on sys.path when a script her
 from musedance_core.audio.ast_encoder import MusicEncoder
 from musedance_core.audio.music import load_music
 from musedance_core.audio.beats import analyze_beats
-from musedance_core.config import DEFAULT_BEAT_GUIDANCE
 from musedance_demo.demo import ASSETS, DEFAULT_AST, DEFAULT_MODEL, load_image
 from musedance_core.loading.loader import load_pipeline
 from musedance_core.masks.subject import foreground_mask
@@ -52,13 +51,12 @@ def main() -> int:
         tokens = encoder.encode(music.waveform, fps, frames)
         beats = torch.from_numpy(analyze_beats(music.waveform, music.sample_rate).vector(fps, frames))
         video = pipe(reference_image=image, mask=mask, text_embeds=pipe.encode_prompt(prompt), music_tokens=tokens,
-                     beats=beats, num_inference_steps=args.steps, guidance_scale=2.5,
-                     beat_guidance_scale=DEFAULT_BEAT_GUIDANCE, seed=repeat)
+                     beats=beats, num_inference_steps=args.steps, seed=repeat)  # the rest: the model's own
         times.append(time.perf_counter() - t0)
         assert video.shape[0] == frames
     result = {
-        "what": f"default model, {frames} frames at {fps:g} fps (4 s), 64x64, DDIM {args.steps} steps with "
-                f"guidance 2.5 and beat guidance {DEFAULT_BEAT_GUIDANCE:g}",
+        "what": f"default model, {frames} frames at {fps:g} fps (4 s), 64x64, DDIM {args.steps} steps and its "
+                f"recommended settings ({pipe.recommended.describe()})",
         "load_seconds": round(load_seconds, 2),
         "generate_seconds": [round(t, 2) for t in times],
         "generate_median_seconds": round(statistics.median(times), 2),

@@ -12,32 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-# The starting-noise share that the main job and the MuseDance Sampler node start from: 0, independent
-# noise per frame, as the paper samples. Higher shares keep what the temporal modules do not change
-# (background, colours) the same from frame to frame: with the default model, 0.9 cut the frame-to-frame
-# change from 0.065 to 0.015 but lowered PSNR and SSIM against the ground truth and did not bring the motion
-# closer to the beat (BENCHMARKS.md), so it is a choice for the user, not the default.
-DEFAULT_NOISE_SHARE = 0.0
-
 # The default model that ships in the pack's models/ folder (trainer/default_model.py makes it), by file name
 # in models/musedance/ and folder name in models/audio_encoders/.
 DEFAULT_CHECKPOINT_NAME = "musedance_default.safetensors"
 DEFAULT_AST_NAME = "musedance_default_ast"
 
 MAX_GUIDANCE = 30.0  # the sampler's guidance scales (classifier-free and the beats' own) go up to this
-
-# The main job's beat guidance (the sampler's beat_guidance_scale) with the default model, which trains
-# with train.beat_drop_rate: 5 (against guidance 2.5) put its motion stops on the beats on training clips,
-# plain guidance did not (BENCHMARKS.md). The sampler node leaves it off unless set.
-DEFAULT_BEAT_GUIDANCE = 5.0
-
-# Whether the main job starts every frame from the noised reference latent (the sampler's reference_start)
-# instead of pure noise. With the default model, on 24 training clips (sampler settings are chosen on
-# training clips, never on the test split), it raised PSNR from 16.2 to 18.2 dB and SSIM from 0.40 to 0.50
-# and 2D-MM and AV-Align held or rose; on the test split PSNR +1.6 dB, SSIM +0.08, the beat scores the same
-# (BENCHMARKS.md). The sampler node leaves it off unless set; the example workflows set it.
-DEFAULT_REFERENCE_START = True
-
+AUTO = "auto"  # a sampler setting left to the model's recommendation (`SamplerSettings`)
 MAX_BEAT_PHASE_BINS = 64  # UNetConfig.beat_phase_bins
 
 
@@ -274,29 +255,68 @@ class MuseDanceConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MuseDanceConfig":
         """Inverse of `to_dict`; unknown keys are an error so a typo cannot pass silently."""
-        sections = {
-            "unet": UNetConfig,
-            "vae": VAEConfig,
-            "mask_encoder": MaskEncoderConfig,
-            "text_encoder": TextEncoderConfig,
-            "scheduler": SchedulerConfig,
-        }
-        kwargs: dict[str, Any] = {}
-        top_fields = {f.name for f in dataclasses.fields(cls)}
-        for key, value in data.items():
-            if key not in top_fields:
-                raise ValueError(f"MuseDanceConfig: unknown key {key!r}; expected one of {sorted(top_fields)}.")
-            if key in sections:
-                section = sections[key]
-                names = {f.name for f in dataclasses.fields(section)}
-                unknown = set(value) - names
-                if unknown:
-                    raise ValueError(f"MuseDanceConfig.{key}: unknown keys {sorted(unknown)}.")
-                kwargs[key] = section(**value)
-            else:
-                kwargs[key] = value
-        return cls(**kwargs)
+        return dataclass_from_dict(cls, data, "MuseDanceConfig")
 
     @classmethod
     def from_json(cls, text: str) -> "MuseDanceConfig":
         return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """Sampler settings a checkpoint recommends (its metadata carries them); the sampler node and the main job
+    use them for every value the user leaves on auto. The defaults are for a model that recommends nothing."""
+
+    steps: int = 25
+    guidance_scale: float = 3.5
+    beat_guidance_scale: float | None = None  # None: the beats are guided with the rest
+    noise_share: float = 0.0
+    reference_start: bool = False
+
+    def __post_init__(self) -> None:
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
+            raise ValueError(f"SamplerSettings.steps must be an integer in [1, 1000], got {self.steps!r}.")
+        if not number(self.guidance_scale) or not 1.0 <= self.guidance_scale <= MAX_GUIDANCE:
+            raise ValueError(f"SamplerSettings.guidance_scale must be in [1, {MAX_GUIDANCE:g}], got {self.guidance_scale!r}.")
+        beat = self.beat_guidance_scale
+        if beat is not None and (not number(beat) or not 0.0 <= beat <= MAX_GUIDANCE):
+            raise ValueError(f"SamplerSettings.beat_guidance_scale must be None or in [0, {MAX_GUIDANCE:g}], got {beat!r}.")
+        if not number(self.noise_share) or not 0.0 <= self.noise_share <= 1.0:
+            raise ValueError(f"SamplerSettings.noise_share must be in [0, 1], got {self.noise_share!r}.")
+        if not isinstance(self.reference_start, bool):
+            raise ValueError(f"SamplerSettings.reference_start must be true or false, got {self.reference_start!r}.")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SamplerSettings":
+        return dataclass_from_dict(cls, json.loads(text), "SamplerSettings")
+
+    def describe(self) -> str:
+        beat = "off" if self.beat_guidance_scale is None else f"{self.beat_guidance_scale:g}"
+        return (f"steps {self.steps}, guidance {self.guidance_scale:g}, beat guidance {beat}, "
+                f"noise share {self.noise_share:g}, reference start {'on' if self.reference_start else 'off'}")
+
+
+def dataclass_from_dict(cls: type, data: Any, where: str) -> Any:
+    """Construct dataclass `cls` from a mapping, recursing into fields whose default is a dataclass; unknown
+    keys are an error naming `where`, so a typo cannot pass silently."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; expected some of {sorted(fields)}.")
+    kwargs = {}
+    for key, value in data.items():
+        factory = fields[key].default_factory
+        section = type(factory()) if factory is not dataclasses.MISSING else None
+        if section is not None and dataclasses.is_dataclass(section):
+            kwargs[key] = dataclass_from_dict(section, value, f"{where}.{key}")
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)

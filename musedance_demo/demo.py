@@ -19,13 +19,14 @@ from its alpha channel). Needs no network.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from musedance_core.config import DEFAULT_AST_NAME, DEFAULT_BEAT_GUIDANCE, DEFAULT_CHECKPOINT_NAME, DEFAULT_NOISE_SHARE, DEFAULT_REFERENCE_START, MAX_GUIDANCE
+from musedance_core.config import AUTO, DEFAULT_AST_NAME, DEFAULT_CHECKPOINT_NAME, MAX_GUIDANCE, SamplerSettings
 
 PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent  # a checkout: the default model lies in its models/ folder
@@ -49,20 +50,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="MuseDance checkpoint (.safetensors)")
     parser.add_argument("--ast", type=Path, default=DEFAULT_AST, help="AST folder in Hugging Face layout")
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default outputs/)")
-    parser.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
-    parser.add_argument("--guidance", type=float, default=2.5, help="classifier-free guidance scale (default 2.5)")
+    auto = "default: the model's recommendation"
+    parser.add_argument("--steps", type=int, help=f"DDIM steps ({auto})")
+    parser.add_argument("--guidance", type=float, help=f"classifier-free guidance scale, 1 to {MAX_GUIDANCE:g} ({auto})")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--noise-share", type=float, default=DEFAULT_NOISE_SHARE,
-                        help=f"starting noise shared by all frames, 0..1 (default {DEFAULT_NOISE_SHARE:g}; 0: "
-                             "independent noise per frame)")
-    parser.add_argument("--beat-guidance", type=float, default=DEFAULT_BEAT_GUIDANCE,
-                        help=f"a guidance scale of the beats' own (default {DEFAULT_BEAT_GUIDANCE:g}, for the default "
-                             "model; the --guidance value turns it off): above --guidance it pushes the video further "
-                             "towards what the beats change")
-    parser.add_argument("--reference-start", action=argparse.BooleanOptionalAction, default=DEFAULT_REFERENCE_START,
+    parser.add_argument("--noise-share", type=float,
+                        help=f"starting noise shared by all frames, 0..1; 0: independent noise per frame ({auto})")
+    parser.add_argument("--beat-guidance", type=_beat_guidance, default=AUTO,
+                        help="a guidance scale of the beats' own, or 'off' to guide them with the rest: above "
+                             f"--guidance it pushes the video further towards what the beats change ({auto})")
+    parser.add_argument("--reference-start", action=argparse.BooleanOptionalAction,
                         help="start every frame from the reference latent noised to the first step instead of pure "
-                             f"noise (default {'on' if DEFAULT_REFERENCE_START else 'off'}: keeps the reference's "
-                             "colours and background)")
+                             f"noise: keeps the reference's colours and background ({auto})")
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= 600:
         parser.error("--seconds must be in (0, 600].")
@@ -70,11 +69,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--fps must be positive.")
     if args.size <= 0 or args.size % 8:
         parser.error("--size must be a positive multiple of 8.")
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         parser.error("--steps must be at least 1.")
-    if not 0.0 <= args.noise_share <= 1.0:
+    if args.guidance is not None and not 1.0 <= args.guidance <= MAX_GUIDANCE:
+        parser.error(f"--guidance must be in [1, {MAX_GUIDANCE:g}].")
+    if args.noise_share is not None and not 0.0 <= args.noise_share <= 1.0:
         parser.error("--noise-share must be in [0, 1].")
-    if not 0.0 <= args.beat_guidance <= MAX_GUIDANCE:
+    if isinstance(args.beat_guidance, float) and not 0.0 <= args.beat_guidance <= MAX_GUIDANCE:
         parser.error(f"--beat-guidance must be in [0, {MAX_GUIDANCE:g}].")
     for name, path, what in (("--image", args.image, "an image file"), ("--music", args.music, "a music file")):
         if not path.is_file():
@@ -91,6 +92,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         same = args.image.resolve() == (ASSETS / "sample_reference.png").resolve() and sample.is_file()
         args.prompt = sample.read_text(encoding="utf-8").strip() if same else "a figure dancing to the beat"
     return args
+
+
+def _beat_guidance(text: str) -> float | str | None:
+    if text in ("off", AUTO):
+        return None if text == "off" else AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'off' or 'auto', got {text!r}") from None
+
+
+def sampler_settings(recommended: SamplerSettings, args: argparse.Namespace) -> SamplerSettings:
+    """The model's recommended settings with the ones given on the command line in their place."""
+    given = {"steps": args.steps, "guidance_scale": args.guidance, "noise_share": args.noise_share,
+             "reference_start": args.reference_start}
+    chosen = {name: value for name, value in given.items() if value is not None}
+    if args.beat_guidance != AUTO:
+        chosen["beat_guidance_scale"] = args.beat_guidance
+    return dataclasses.replace(recommended, **chosen)
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -149,10 +169,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  clip {info.clip_index + 1}/{info.num_clips} done", flush=True)
         return False
 
+    settings = sampler_settings(pipe.recommended, args)
+    print(f"sampler: {settings.describe()} (the model's recommendation where not given)", flush=True)
     video = pipe(reference_image=image[0], mask=mask[0], text_embeds=pipe.encode_prompt(args.prompt),
-                 music_tokens=tokens, beats=torch.from_numpy(beats), num_inference_steps=args.steps,
-                 guidance_scale=args.guidance, seed=args.seed, noise_share=args.noise_share,
-                 beat_guidance_scale=args.beat_guidance, reference_start=args.reference_start, callback=report)
+                 music_tokens=tokens, beats=torch.from_numpy(beats), num_inference_steps=settings.steps,
+                 guidance_scale=settings.guidance_scale, seed=args.seed, noise_share=settings.noise_share,
+                 beat_guidance_scale=settings.beat_guidance_scale, reference_start=settings.reference_start,
+                 callback=report)
     generated = time.perf_counter() - started
 
     out = args.out

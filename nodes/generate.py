@@ -6,12 +6,13 @@ the CPU, small) can feed several samplers, for other music or seeds, without enc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 import torch
 
-from ..musedance_core.config import DEFAULT_NOISE_SHARE, MAX_GUIDANCE
+from ..musedance_core.config import MAX_GUIDANCE, SamplerSettings
 from . import comfy
 from .mask import is_load_image_placeholder
 from .model import MuseDanceModel
@@ -138,9 +139,11 @@ class MuseDanceSampler:
                 "music": ("MUSEDANCE_MUSIC",),
                 "beats": ("MUSEDANCE_BEATS",),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED}),
-                "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "DDIM steps per clip."}),
-                "guidance": ("FLOAT", {"default": 3.5, "min": 1.0, "max": MAX_GUIDANCE, "step": 0.1,
-                                       "tooltip": "Classifier-free guidance scale; 1 turns guidance off."}),
+                "steps": ("INT", {"default": 0, "min": 0, "max": 1000,
+                                  "tooltip": "DDIM steps per clip; 0: auto, the model's recommendation."}),
+                "guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_GUIDANCE, "step": 0.1,
+                                       "tooltip": "Classifier-free guidance scale; 1 turns guidance off; 0: auto, "
+                                                  "the model's recommendation."}),
                 "frame_count": ("INT", {"default": 0, "min": 0, "max": 1_000_000,
                                         "tooltip": "Frames to make; 0: all the frames of the music's duration."}),
                 "clip_length": ("INT", {"default": 0, "min": 0, "max": 256,
@@ -151,28 +154,38 @@ class MuseDanceSampler:
             "optional": {
                 "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "DDIM eta; 0 is deterministic."}),
-                "noise_share": ("FLOAT", {"default": DEFAULT_NOISE_SHARE, "min": 0.0, "max": 1.0, "step": 0.05,
+                "noise_share": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1.0, "step": 0.05,
                                           "tooltip": "Starting noise shared by all frames: 0 gives every frame "
                                                      "its own noise; higher keeps what the music does not move "
-                                                     "(background, colours) steady from frame to frame."}),
-                "beat_guidance": ("FLOAT", {"default": 0.0, "min": 0.0, "max": MAX_GUIDANCE, "step": 0.1,
-                                            "tooltip": "A guidance scale of the beats' own; 0 (off): the beats are "
-                                                       "guided with the rest by `guidance`. Above `guidance` it "
-                                                       "pushes the video further towards what the beats change, "
-                                                       "for one more model pass per step (models trained with "
-                                                       "train.beat_drop_rate, as the default model is)."}),
-                "reference_start": ("BOOLEAN", {"default": False,
-                                                "tooltip": "Start every frame from the reference image's latent, "
-                                                           "noised to the first step, instead of pure noise: the "
-                                                           "frames keep the reference's colours and background. On "
-                                                           "in the example workflows (the default model's setting)."}),
+                                                     "(background, colours) steady from frame to frame; -1: auto, "
+                                                     "the model's recommendation."}),
+                "beat_guidance": ("FLOAT", {"default": -1.0, "min": -1.0, "max": MAX_GUIDANCE, "step": 0.1,
+                                            "tooltip": "A guidance scale of the beats' own; 0: off, the beats are "
+                                                       "guided with the rest by `guidance`; -1: auto, the model's "
+                                                       "recommendation. Above `guidance` it pushes the video "
+                                                       "further towards what the beats change, for one more model "
+                                                       "pass per step (models trained with train.beat_drop_rate, "
+                                                       "as the default model is)."}),
+                "reference_start": (["auto", "on", "off"], {"default": "auto",
+                                                           "tooltip": "Start every frame from the reference image's "
+                                                                      "latent, noised to the first step, instead of "
+                                                                      "pure noise: the frames keep the reference's "
+                                                                      "colours and background. auto: the model's "
+                                                                      "recommendation."}),
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, guidance: float = 0.0, reference_start: str = "auto") -> bool | str:
+        if 0.0 < guidance < 1.0:
+            return f"guidance {guidance:g}: give 1 (no guidance) to {MAX_GUIDANCE:g}, or 0 for the model's recommendation."
+        if reference_start not in ("auto", "on", "off", True, False):
+            return f"reference_start must be auto, on or off, got {reference_start!r}."
+        return True
+
     def run(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
             seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
-            eta: float = 0.0, noise_share: float = DEFAULT_NOISE_SHARE, beat_guidance: float = 0.0,
-            reference_start: bool = False):
+            eta: float = 0.0, noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto"):
         if reference.model is not model:
             raise ValueError("the reference was encoded by another MuseDance model than this sampler's; connect "
                              "the same Load MuseDance Model node to ReferenceNet Encode and to the sampler.")
@@ -181,10 +194,13 @@ class MuseDanceSampler:
         if frames > span.num_frames:
             raise ValueError(f"frame_count {frame_count} is more than the music's {span.num_frames} frames "
                              f"({span.duration:.2f} s at {span.fps:g} fps); lower it, or 0 for all.")
+        settings = resolve_settings(model.pipeline.recommended, steps, guidance, noise_share, beat_guidance,
+                                    reference_start)
+        log.info("MuseDance Sampler: %s", settings.describe())
         pipe = model.pipeline
         k = clip_length or pipe.config.clip_length
         num_clips = -(-frames // k)
-        progress = comfy.Progress(num_clips * steps)
+        progress = comfy.Progress(num_clips * settings.steps)
 
         def on_step(info) -> bool:
             progress.set(info.clip_index * info.num_steps + info.step + 1)
@@ -198,15 +214,35 @@ class MuseDanceSampler:
                 reference=reference.encoding, text_embeds=reference.text_embeds,
                 negative_text_embeds=reference.negative_text_embeds,
                 music_tokens=music.tokens[:frames], beats=beats.vector[:frames].float(),
-                num_inference_steps=steps, guidance_scale=guidance, eta=eta, seed=seed,
-                noise_share=noise_share, beat_guidance_scale=beat_guidance or None,
-                reference_start=bool(reference_start), clip_length=k, motion_frames=motion_frames, callback=on_step,
+                num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale, eta=eta, seed=seed,
+                noise_share=settings.noise_share, beat_guidance_scale=settings.beat_guidance_scale,
+                reference_start=settings.reference_start, clip_length=k, motion_frames=motion_frames,
+                callback=on_step,
             )
         finally:
             model.done()
         audio = music.audio
         keep = min(audio["waveform"].shape[-1], round(frames / span.fps * audio["sample_rate"]))
-        return (video, {"waveform": audio["waveform"][..., :keep], "sample_rate": audio["sample_rate"]}, span.fps)
+        result = (video, {"waveform": audio["waveform"][..., :keep], "sample_rate": audio["sample_rate"]}, span.fps)
+        return {"ui": {"text": [f"sampler: {settings.describe()}"]}, "result": result}
+
+
+def resolve_settings(recommended: SamplerSettings, steps: int, guidance: float, noise_share: float,
+                     beat_guidance: float, reference_start: str | bool) -> SamplerSettings:
+    """The model's recommended settings with each widget that is not on auto in its place (steps 0, guidance 0,
+    noise share -1, beat guidance -1 and reference start "auto" are auto; beat guidance 0 is off)."""
+    chosen: dict = {}
+    if steps > 0:
+        chosen["steps"] = int(steps)
+    if guidance > 0:
+        chosen["guidance_scale"] = float(guidance)
+    if noise_share >= 0:
+        chosen["noise_share"] = float(noise_share)
+    if beat_guidance >= 0:
+        chosen["beat_guidance_scale"] = float(beat_guidance) if beat_guidance > 0 else None
+    if reference_start != "auto":
+        chosen["reference_start"] = reference_start in ("on", True)  # True/False: workflows saved before auto
+    return dataclasses.replace(recommended, **chosen)
 
 
 NODE_CLASS_MAPPINGS = {

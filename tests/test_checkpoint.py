@@ -156,3 +156,35 @@ def test_a_failed_save_leaves_no_file(tmp_path):
         save_checkpoint(target, pipe.config, {"mask_encoder": broken})
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_a_checkpoint_carries_its_recommended_sampler_settings(tmp_path):
+    from musedance_core.config import SamplerSettings
+    from musedance_core.loading.checkpoint import write_safetensors
+
+    pipe = _pipe()
+    recommended = SamplerSettings(steps=12, guidance_scale=2.0, beat_guidance_scale=4.0, reference_start=True)
+    path = save_checkpoint(tmp_path / "m.safetensors", pipe.config, pipe.modules(), sampler=recommended)
+    assert read_checkpoint_info(path).sampler == recommended
+    assert load_pipeline(path).recommended == recommended
+    plain = save_checkpoint(tmp_path / "plain.safetensors", pipe.config, pipe.modules())
+    assert read_checkpoint_info(plain).sampler is None and load_pipeline(plain).recommended == SamplerSettings()
+    with pytest.raises(ValueError, match="reserved"):
+        save_checkpoint(tmp_path / "x.safetensors", pipe.config, pipe.modules(), metadata={"sampler": "{}"})
+    with safe_open(str(path), "pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    for bad, words in (('{"steps": 0}', "steps must be an integer"), ('{"step": 20}', "unknown keys"), ("[", "unreadable")):
+        write_safetensors(tmp_path / "bad.safetensors", tensors, dict(meta, sampler=bad))
+        with pytest.raises(WeightsFileError, match="recommended sampler settings are unreadable") as err:
+            read_checkpoint_info(tmp_path / "bad.safetensors")
+        assert words in str(err.value) or words == "unreadable"
+
+
+def test_the_shipped_default_model_recommends_the_settings_it_was_tuned_with():
+    from pathlib import Path
+
+    from musedance_core.config import SamplerSettings
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "musedance" / "musedance_default.safetensors"
+    assert read_checkpoint_info(shipped).sampler == SamplerSettings(
+        steps=20, guidance_scale=2.5, beat_guidance_scale=5.0, noise_share=0.0, reference_start=True)

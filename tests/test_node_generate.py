@@ -83,7 +83,8 @@ def scene(module_nodes):
 def _sample(nodes, scene, **overrides):
     args = dict(seed=3, steps=2, guidance=2.0, frame_count=0, clip_length=0, motion_frames=2)
     args.update(overrides)
-    return nodes["MuseDanceSampler"]().run(scene["model"], scene["reference"], scene["music"], scene["beats"], **args)
+    return nodes["MuseDanceSampler"]().run(scene["model"], scene["reference"], scene["music"], scene["beats"],
+                                           **args)["result"]
 
 
 def test_loader_lists_and_loads_the_checkpoint(nodes):
@@ -130,8 +131,7 @@ def test_sampler_makes_the_frames_of_the_music_with_its_audio(nodes, scene):
 
 def test_sampler_reference_start_reaches_the_sampler(nodes, scene, monkeypatch):
     optional = nodes["MuseDanceSampler"].INPUT_TYPES()["optional"]
-    assert optional["reference_start"] == ("BOOLEAN", optional["reference_start"][1])
-    assert optional["reference_start"][1]["default"] is False  # off unless a workflow sets it
+    assert optional["reference_start"][0] == ["auto", "on", "off"] and optional["reference_start"][1]["default"] == "auto"
     seen = []
     call = type(scene["model"].pipeline).__call__
 
@@ -140,9 +140,34 @@ def test_sampler_reference_start_reaches_the_sampler(nodes, scene, monkeypatch):
         return call(self, **kwargs)
 
     monkeypatch.setattr(type(scene["model"].pipeline), "__call__", record)
-    plain = _sample(nodes, scene, frame_count=4)[0]
-    started = _sample(nodes, scene, frame_count=4, reference_start=True)[0]
-    assert seen == [False, True] and not torch.equal(plain, started)
+    plain = _sample(nodes, scene, frame_count=4, reference_start="off")[0]
+    started = _sample(nodes, scene, frame_count=4, reference_start="on")[0]
+    _sample(nodes, scene, frame_count=4, reference_start=True)  # a workflow saved when it was a BOOLEAN
+    assert seen == [False, True, True] and not torch.equal(plain, started)
+
+
+def test_sampler_on_auto_uses_the_models_recommended_settings_and_shows_them(nodes, scene, monkeypatch):
+    from musedance_core.config import SamplerSettings
+
+    pipe = scene["model"].pipeline
+    monkeypatch.setattr(pipe, "recommended", SamplerSettings(steps=1, guidance_scale=1.5, beat_guidance_scale=3.0,
+                                                             noise_share=0.25, reference_start=True))
+    seen = []
+    call = type(pipe).__call__
+    monkeypatch.setattr(type(pipe), "__call__", lambda self, **kw: (seen.append(kw), call(self, **kw))[1])
+    node = nodes["MuseDanceSampler"]()
+    out = node.run(scene["model"], scene["reference"], scene["music"], scene["beats"], seed=0, steps=0, guidance=0.0,
+                   frame_count=2, clip_length=0, motion_frames=2)
+    assert {k: seen[-1][k] for k in ("num_inference_steps", "guidance_scale", "beat_guidance_scale", "noise_share",
+                                     "reference_start")} == dict(num_inference_steps=1, guidance_scale=1.5,
+                                                                 beat_guidance_scale=3.0, noise_share=0.25,
+                                                                 reference_start=True)
+    assert out["ui"]["text"] == ["sampler: steps 1, guidance 1.5, beat guidance 3, noise share 0.25, reference start on"]
+    node.run(scene["model"], scene["reference"], scene["music"], scene["beats"], seed=0, steps=2, guidance=2.0,
+             frame_count=2, clip_length=0, motion_frames=2, noise_share=0.0, beat_guidance=0.0, reference_start="off")
+    assert (seen[-1]["num_inference_steps"], seen[-1]["guidance_scale"], seen[-1]["beat_guidance_scale"],
+            seen[-1]["noise_share"], seen[-1]["reference_start"]) == (2, 2.0, None, 0.0, False)
+    assert "guidance 0.5" in nodes["MuseDanceSampler"].VALIDATE_INPUTS(guidance=0.5)
 
 
 def test_sampler_frame_count_clips_and_reference_sharing(nodes, scene):
@@ -272,6 +297,6 @@ def test_the_shipped_default_model_runs_through_the_nodes(pack):
                                start=0.0, duration=1.0, drawing=64, size=64, prompt="a figure pumps its arms")
         frames, sound, fps = nodes["MuseDanceSampler"]().run(
             shipped["model"], shipped["reference"], shipped["music"], shipped["beats"], seed=0, steps=2,
-            guidance=2.5, frame_count=0, clip_length=0, motion_frames=2)
+            guidance=2.5, frame_count=0, clip_length=0, motion_frames=2)["result"]
     assert frames.shape == (12, 64, 64, 3) and fps == 12.0 and torch.isfinite(frames).all()
     assert sound["waveform"].shape[-1] == RATE  # one second of the music, trimmed to the frames

@@ -114,7 +114,7 @@ def test_conversion_skips_the_frontend_only_values(basic, offline_info):
     nodes = {n["id"]: n for n in basic["nodes"]}
     assert nodes[9]["widgets_values"][:2] == [0, "fixed"] and nodes[1]["widgets_values"] == [INPUT_FILES[0], "image"]
     api = ui_to_api(basic, offline_info)
-    assert api["9"]["inputs"]["seed"] == 0 and api["9"]["inputs"]["steps"] == 20
+    assert api["9"]["inputs"]["seed"] == 0 and api["9"]["inputs"]["steps"] == 0  # auto
     assert api["1"]["inputs"] == {"image": INPUT_FILES[0]}
     assert api["10"]["inputs"]["fps"] == ["9", 2]  # the link wins over the widget's kept value
 
@@ -139,8 +139,8 @@ def test_a_missing_widget_value_is_caught(basic, offline_info):
 
 
 def test_a_value_out_of_range_is_caught(basic, offline_info):
-    node(basic, 9)["widgets_values"][2] = 0  # steps, min 1
-    only_problem(basic, offline_info, "node 9", "'steps'", "outside its range [1, 1000]")
+    node(basic, 9)["widgets_values"][2] = -1  # steps, min 0 (auto)
+    only_problem(basic, offline_info, "node 9", "'steps'", "outside its range [0, 1000]")
 
 
 def test_a_value_of_the_wrong_type_is_caught(basic, offline_info):

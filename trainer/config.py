@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from musedance_core.config import MAX_BEAT_PHASE_BINS
+from musedance_core.config import MAX_BEAT_PHASE_BINS, SamplerSettings, dataclass_from_dict
 
 
 @dataclass
@@ -92,6 +92,9 @@ class ExportConfig:
     steps: list[int] = field(default_factory=list)  # steps to export at; the final step always is
     dtype: str = "fp16"  # "fp32", "fp16" or "bf16"
     temporal_only: bool = False  # stage 2 only: write just the music, beat and motion modules
+    # Sampler settings the export recommends (SamplerSettings fields, e.g. {steps: 20, guidance_scale: 2.5});
+    # the nodes and the main job use them where the user leaves a value on auto. None: recommend nothing.
+    sampler: dict | None = None
 
 
 @dataclass
@@ -111,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"train.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.train.mixed_precision!r}.")
         if self.export.dtype not in ("fp32", "fp16", "bf16"):
             raise ValueError(f"export.dtype must be 'fp32', 'fp16' or 'bf16', got {self.export.dtype!r}.")
+        if self.export.sampler is not None:
+            dataclass_from_dict(SamplerSettings, self.export.sampler, "export.sampler")  # checked now, not at export
         if self.export.temporal_only and self.stage != 2:
             raise ValueError("export.temporal_only is for stage 2: stage 1 trains the spatial layers, export them all.")
         modules = self.train.temporal_modules
@@ -142,27 +147,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Construct dataclass `cls` from a mapping, recursing into dataclass fields; unknown keys are errors."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}.")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; expected some of {sorted(fields)}.")
-    kwargs = {}
-    for key, value in data.items():
-        default = fields[key].default_factory if fields[key].default_factory is not dataclasses.MISSING else None
-        sub = type(default()) if default is not None else None
-        if sub is not None and dataclasses.is_dataclass(sub):
-            kwargs[key] = _build(sub, value, f"{where}.{key}")
-        else:
-            kwargs[key] = value
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    return _build(TrainConfig, data, "config")
+    return dataclass_from_dict(TrainConfig, data, "config")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -27,6 +27,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs
 from torch import nn
 
+from musedance_core.config import SamplerSettings
 from musedance_core.loading.checkpoint import read_checkpoint_info, save_checkpoint
 from musedance_core.loading.loader import load_pipeline
 from musedance_core.loading.weights import WeightsFileError
@@ -317,6 +318,7 @@ class Trainer:
                 dtype=DTYPES[cfg.export.dtype],
                 tokenizer_files=None if cfg.export.temporal_only else self._tokenizer_files(),
                 metadata={"training_stage": str(cfg.stage), "training_step": str(self.step)},
+                sampler=None if cfg.export.sampler is None else SamplerSettings(**cfg.export.sampler),
             )
         finally:
             if self.ema is not None:

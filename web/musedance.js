@@ -1,9 +1,10 @@
-// MuseDance's web extension: an upload button on Load Song (MuseDance).
+// MuseDance's web extension: an upload button on Load Song (MuseDance), and the settings the sampler used.
 // ComfyUI serves this file because the pack's __init__.py sets WEB_DIRECTORY = "./web".
 // The button posts the chosen file to ComfyUI's /upload/image endpoint (which stores any file in the
 // input folder) and selects it in the node's list. It is not saved in workflows (serialize = false).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { ComfyWidgets } from "../../scripts/widgets.js";
 
 const AUDIO_TYPES = "audio/*,.wav,.flac,.mp3,.ogg,.m4a,.aac,.opus";
 
@@ -45,6 +46,28 @@ app.registerExtension({
     node.onRemoved = function () {
       picker.remove();
       return onRemoved?.apply(this, arguments);
+    };
+  },
+});
+
+// The sampler reports the settings it used (the model's recommendation for every widget left on auto);
+// show them on the node, read-only and never saved with the workflow.
+app.registerExtension({
+  name: "MuseDance.SamplerSettingsUsed",
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData.name !== "MuseDanceSampler") return;
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      onExecuted?.apply(this, arguments);
+      const text = message?.text?.join("\n");
+      if (!text) return;
+      let widget = this.widgets?.find((w) => w.name === "settings used");
+      if (!widget) {
+        widget = ComfyWidgets.STRING(this, "settings used", ["STRING", { multiline: true }], app).widget;
+        if (widget.inputEl) widget.inputEl.readOnly = true;
+        widget.serialize = false;
+      }
+      widget.value = text;
     };
   },
 });

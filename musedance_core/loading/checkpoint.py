@@ -8,8 +8,9 @@ A stage-2 file may hold only the temporal part of the UNet: component `unet.temp
 named `unet.<parameter>`, and it loads on top of a base that provides the rest.
 
 The safetensors metadata (strings) holds `format` = "musedance", `format_version`, `config` (the
-`MuseDanceConfig` as JSON), `components` (JSON list), `dtype` (storage precision) and, for a
-self-contained file, the CLIP tokenizer's files as `tokenizer/vocab.json` and `tokenizer/merges.txt`.
+`MuseDanceConfig` as JSON), `components` (JSON list), `dtype` (storage precision), optionally `sampler`
+(the `SamplerSettings` the model is best sampled with, as JSON) and, for a self-contained file, the CLIP
+tokenizer's files as `tokenizer/vocab.json` and `tokenizer/merges.txt`.
 Any other metadata the writer passes (training step, dataset) is kept under its own name.
 
 Saving writes a temporary file beside the target and renames it, so an interrupted save never leaves
@@ -27,7 +28,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..config import MuseDanceConfig
+from ..config import MuseDanceConfig, SamplerSettings
 from ..models.text_encoder import match_text_encoder_names
 from ..models.unet import is_temporal_parameter
 from .formats import SAFETENSORS_SUFFIXES
@@ -38,7 +39,7 @@ FORMAT_VERSION = 1
 COMPONENTS = ("unet", "reference_net", "mask_encoder", "vae", "text_encoder")
 TEMPORAL_ONLY = "unet.temporal"
 TOKENIZER_KEY = "tokenizer/"
-_RESERVED = {"format", "format_version", "config", "components", "dtype"}
+_RESERVED = {"format", "format_version", "config", "components", "dtype", "sampler"}
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
@@ -53,6 +54,7 @@ class CheckpointInfo:
     dtype: str
     tokenizer_files: dict[str, str] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
+    sampler: SamplerSettings | None = None  # the sampler settings the file recommends, if any
 
     @property
     def is_partial(self) -> bool:
@@ -69,12 +71,14 @@ def save_checkpoint(
     dtype: torch.dtype | None = None,
     tokenizer_files: dict[str, str] | None = None,
     metadata: dict[str, str] | None = None,
+    sampler: SamplerSettings | None = None,
 ) -> Path:
     """Write `modules` (names from COMPONENTS) as one MuseDance checkpoint; returns the path written.
 
     temporal_only: store only the UNet's music, beat and motion modules (component `unet.temporal`).
     dtype: storage precision of floating tensors (float32, float16, bfloat16); None keeps each as is.
     tokenizer_files: {"vocab.json": ..., "merges.txt": ...} to make the file self-contained.
+    sampler: the sampler settings to recommend with this model.
     """
     path = Path(path)
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
@@ -110,6 +114,8 @@ def save_checkpoint(
         components=json.dumps([TEMPORAL_ONLY] if temporal_only else sorted(modules)),
         dtype=dtypes.pop() if len(dtypes) == 1 else "mixed",
     )
+    if sampler is not None:
+        meta["sampler"] = sampler.to_json()
     for name, text in (tokenizer_files or {}).items():
         meta[TOKENIZER_KEY + name] = text
     return write_safetensors(path, tensors, meta)
@@ -159,9 +165,13 @@ def read_checkpoint_info(weights: WeightsMapping | str | Path) -> CheckpointInfo
     unknown = set(components) - set(COMPONENTS) - {TEMPORAL_ONLY}
     if unknown:
         raise WeightsFileError(f"{name}: unknown components {sorted(unknown)}.")
+    try:
+        sampler = SamplerSettings.from_json(meta["sampler"]) if "sampler" in meta else None
+    except (ValueError, TypeError) as err:
+        raise WeightsFileError(f"{name}: its recommended sampler settings are unreadable ({err}).") from err
     tokenizer = {k[len(TOKENIZER_KEY):]: v for k, v in meta.items() if k.startswith(TOKENIZER_KEY)}
     extra = {k: v for k, v in meta.items() if k not in _RESERVED and not k.startswith(TOKENIZER_KEY)}
-    return CheckpointInfo(weights.path, version, config, components, meta.get("dtype", ""), tokenizer, extra)
+    return CheckpointInfo(weights.path, version, config, components, meta.get("dtype", ""), tokenizer, extra, sampler)
 
 
 def component_weights(weights: WeightsMapping, component: str) -> dict[str, torch.Tensor]:

@@ -141,6 +141,10 @@ def load_pipeline(
         text_encoder=text_encoder, tokenizer=tok if text_encoder is not None else None,
     )
     pipe.load_report = report
+    # The settings the checkpoint recommends, else those of a MuseDance base it is loaded on.
+    recommended = [info.sampler for info in (infos.get("checkpoint"), infos.get("base")) if info and info.sampler]
+    if recommended:
+        pipe.recommended = recommended[0]
     return pipe.eval()
 
 

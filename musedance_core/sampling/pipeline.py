@@ -19,7 +19,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..config import MAX_GUIDANCE, MuseDanceConfig
+from ..config import AUTO, MAX_GUIDANCE, MuseDanceConfig, SamplerSettings
 from ..masks.subject import mask_condition
 from ..models.mask_encoder import build_mask_encoder
 from ..models.reference import ReferenceBank, attach_reference_reader, attach_reference_writer
@@ -107,7 +107,9 @@ class MuseDancePipeline:
         self.vae = vae
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
-        self.load_report = None  # set by musedance_core.loading.loader.load_pipeline
+        self.load_report = None  # set by musedance_core.load_pipeline
+        # Used for every sampler setting a call leaves on auto; a checkpoint's own come with load_pipeline.
+        self.recommended = SamplerSettings()
         self.scheduler = scheduler or self.default_scheduler(config)
         self.bank = ReferenceBank()
         attach_reference_writer(self.reference_net, self.bank)
@@ -208,13 +210,13 @@ class MuseDancePipeline:
         mask: torch.Tensor | None = None,
         reference: ReferenceEncoding | None = None,
         negative_text_embeds: torch.Tensor | None = None,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 3.5,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         eta: float = 0.0,
         seed: int = 0,
-        noise_share: float = 0.0,
-        beat_guidance_scale: float | None = None,
-        reference_start: bool = False,
+        noise_share: float | None = None,
+        beat_guidance_scale: float | str | None = AUTO,
+        reference_start: bool | None = None,
         clip_length: int | None = None,
         motion_frames: int | None = None,
         decode_chunk_size: int = 8,
@@ -229,6 +231,9 @@ class MuseDancePipeline:
         Either reference_image ([H, W, 3] or [1, H, W, 3] in [0, 1], sides multiples of 8) with an
         optional foreground mask ([H, W] in [0, 1]; None means the whole image is foreground), or a
         `reference` from `encode_reference`.
+        num_inference_steps, guidance_scale, noise_share, reference_start left as None, and
+        beat_guidance_scale left as "auto", take the model's recommended settings (`self.recommended`,
+        from the checkpoint's metadata).
         guidance_scale 1 disables classifier-free guidance; above 1 the unconditional half has no
         reference, negative (default zero) text, zero music tokens and unknown beats.
         noise_share in [0, 1] mixes one noise image shared by all frames into each frame's starting noise,
@@ -241,15 +246,21 @@ class MuseDancePipeline:
         x_t carry the frame's low frequencies (its colours, where the figure is) and learnt to read them
         from x_t; pure noise then hands every frame random colours. The frames of a dance share the
         reference's background and figure, so the noised reference is the start the model was trained on
-        (as FrameInit in ConsistI2V or an image-to-video img2img start). Off by default.
-        beat_guidance_scale: a guidance scale of the beats' own, None (the default) to guide them with
-        the rest. Given, each step also predicts with the beats unknown and the text, music and reference
+        (as FrameInit in ConsistI2V or an image-to-video img2img start).
+        beat_guidance_scale: a guidance scale of the beats' own, None to guide them with the rest.
+        Given, each step also predicts with the beats unknown and the text, music and reference
         kept (the row a model trained with train.beat_drop_rate knows) and combines
         eps_u + g (eps_nobeats - eps_u) + g_b (eps - eps_nobeats) (one more model row per step; eps_u only
         with guidance_scale g > 1). g_b = g is plain guidance; g_b > g pushes the video further towards
         what the beats change.
         callback(StepInfo) runs after every denoising step; returning True raises GenerationStopped.
         """
+        if beat_guidance_scale == AUTO:
+            beat_guidance_scale = self.recommended.beat_guidance_scale
+        num_inference_steps = self.recommended.steps if num_inference_steps is None else num_inference_steps
+        guidance_scale = self.recommended.guidance_scale if guidance_scale is None else guidance_scale
+        noise_share = self.recommended.noise_share if noise_share is None else noise_share
+        reference_start = self.recommended.reference_start if reference_start is None else reference_start
         k = self.config.clip_length if clip_length is None else clip_length
         m = self.config.motion_frames if motion_frames is None else motion_frames
         num_frames = self._check_sampling_args(
