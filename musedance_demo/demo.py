@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     from musedance_core.audio.ast_encoder import MusicEncoder
     from musedance_core.audio.music import load_music
+    from musedance_core.audio.timing import frame_count, frame_samples
     from musedance_core.audio.beats import analyze_beats, beat_vector
     from musedance_core.masks.framing import fit_image
     from musedance_core.loading.loader import load_pipeline
@@ -148,8 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     whole = load_music(args.music)  # the beat tracker reads the whole song, as Beat Extract does
     if args.start >= whole.duration:
         raise SystemExit(f"error: --start {args.start} s is past the end of the music ({whole.duration:.2f} s).")
-    seconds = min(args.seconds, whole.duration - args.start)
-    frames = int(seconds * fps)
+    to_the_end = args.seconds >= whole.duration - args.start
+    seconds = whole.duration - args.start if to_the_end else args.seconds
+    frames = frame_count(seconds, fps, to_the_end=to_the_end)
     if frames < 1:
         raise SystemExit(f"error: {seconds:.3f} s of music make no frame at {fps:g} fps; give more --seconds.")
     analysis = analyze_beats(whole.waveform, whole.sample_rate)
@@ -180,8 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    first = round(args.start * whole.sample_rate)
-    audio = whole.waveform[first:first + round(frames / fps * whole.sample_rate)]
+    audio = whole.waveform[frame_samples(args.start, frames, fps, whole.sample_rate)]
     path = write_video(out / f"{NAME}.mp4", video, fps, audio=audio, sample_rate=whole.sample_rate)
     frames_np = video.numpy()
     save_png(out / f"{NAME}_contact.png", contact_sheet(frames_np, columns=12, beat_flags=beats, scale=2))

@@ -37,13 +37,6 @@ def offload_device() -> torch.device:
     return mm.unet_offload_device() if mm is not None else torch.device("cpu")
 
 
-def make_room(num_bytes: int, device: torch.device) -> None:
-    """Ask ComfyUI to unload other models until `num_bytes` are free on `device`."""
-    mm = model_management()
-    if mm is not None and device.type != "cpu":
-        mm.free_memory(num_bytes, device)
-
-
 def soft_empty_cache() -> None:
     mm = model_management()
     if mm is not None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..musedance_core.audio.timing import frame_samples
 from ..musedance_core.config import MAX_GUIDANCE, SamplerSettings
 from . import comfy
 from .mask import is_load_image_placeholder
@@ -222,8 +223,8 @@ class MuseDanceSampler:
         finally:
             model.done()
         audio = music.audio
-        keep = min(audio["waveform"].shape[-1], round(frames / span.fps * audio["sample_rate"]))
-        result = (video, {"waveform": audio["waveform"][..., :keep], "sample_rate": audio["sample_rate"]}, span.fps)
+        cut = frame_samples(0.0, frames, span.fps, audio["sample_rate"])
+        result = (video, {"waveform": audio["waveform"][..., cut], "sample_rate": audio["sample_rate"]}, span.fps)
         return {"ui": {"text": [f"sampler: {settings.describe()}"]}, "result": result}
 
 

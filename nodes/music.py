@@ -13,6 +13,7 @@ import torch
 
 from ..musedance_core.audio import madmom_beats
 from ..musedance_core.audio.beat_files import BEAT_FILE_SUFFIXES, read_beat_file
+from ..musedance_core.audio.timing import frame_count, frame_samples
 from . import comfy
 from .model_folders import comfy_model_folders
 
@@ -73,17 +74,14 @@ def frame_span(audio: dict, fps: float, start: float, duration: float) -> FrameS
         raise ValueError(f"start {start:g} s + duration {duration:g} s runs past the end of the music "
                          f"({length:.2f} s); shorten the duration to at most {max(length - start, 0):.2f} s, "
                          "or use -1 for the rest of the music.")
-    # To the end: whole frames only, so that the video never outlasts the music.
-    frames = int(duration * fps + 1e-6) if to_the_end else round(duration * fps)
-    return FrameSpan(float(fps), float(start), max(1, frames))
+    return FrameSpan(float(fps), float(start), max(1, frame_count(duration, fps, to_the_end=to_the_end)))
 
 
 def span_audio(audio: dict, span: FrameSpan) -> dict:
     """The part of ComfyUI AUDIO that plays during the span's frames (first item of a batch), at its own rate."""
     rate = int(audio["sample_rate"])
-    first = round(span.start * rate)
-    last = min(first + round(span.duration * rate), audio["waveform"].shape[-1])
-    return {"waveform": audio["waveform"][:1, :, first:last].clone(), "sample_rate": rate}
+    cut = frame_samples(span.start, span.num_frames, span.fps, rate)
+    return {"waveform": audio["waveform"][:1, :, cut].clone(), "sample_rate": rate}
 
 
 class LoadSong:

@@ -12,6 +12,7 @@ so a silently dropped tensor cannot make a test pass.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 
 # The tokenizer writer lives in the core: the default model's recipe builds its own vocabulary with it.
-from musedance_core.models.text_encoder import BOS_TOKEN, EOS_TOKEN, bytes_to_unicode, write_word_tokenizer  # noqa: F401
+from musedance_core.models.text_encoder import BOS_TOKEN, EOS_TOKEN, bytes_to_unicode, word_tokenizer_files  # noqa: F401
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -374,3 +375,17 @@ def fake_sd2_keys(dim: int = 8) -> dict[str, Tensor]:
         "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight": torch.zeros(320, 1024),
         "first_stage_model.decoder.conv_out.weight": torch.zeros(3, dim, 3, 3),
     }
+
+
+def write_word_tokenizer(folder: str | Path, words: Iterable[str]) -> Path:
+    """`word_tokenizer_files(words)` written into `folder`, with the configs transformers' loaders read."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in word_tokenizer_files(words).items():
+        (folder / name).write_text(text, encoding="utf-8")
+    special = {"bos_token": BOS_TOKEN, "eos_token": EOS_TOKEN, "unk_token": EOS_TOKEN, "pad_token": EOS_TOKEN}
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
+              "errors": "replace", "add_prefix_space": False, **special}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
+    return folder

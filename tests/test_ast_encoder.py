@@ -16,10 +16,9 @@ from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassificati
 
 from musedance_core.audio.ast_encoder import (
     MusicEncoder,
-    frame_music_tokens,
     patch_grid,
-    save_tiny_ast,
-    tiny_ast,
+    save_random_ast,
+    random_ast,
     window_starts,
 )
 
@@ -32,7 +31,7 @@ COLUMN_SAMPLES = 1600  # one time column: 10 fbank frames of 160 samples
 
 @pytest.fixture(scope="module")
 def ast():
-    return tiny_ast(D, seed=0)
+    return random_ast(D, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +42,13 @@ def encoder(ast):
 @pytest.fixture(scope="module")
 def flat_encoder(tmp_path_factory):
     """A zero-layer AST, loaded from disk: each patch token depends on its own patch only."""
-    folder = save_tiny_ast(tmp_path_factory.mktemp("flat_ast"), D, seed=1, num_hidden_layers=0)
+    folder = save_random_ast(tmp_path_factory.mktemp("flat_ast"), D, seed=1, num_hidden_layers=0)
     return MusicEncoder.from_folder(folder)
 
 
 @pytest.fixture(scope="module")
 def ast_folder(tmp_path_factory):
-    return save_tiny_ast(tmp_path_factory.mktemp("ast"), D, seed=3)
+    return save_random_ast(tmp_path_factory.mktemp("ast"), D, seed=3)
 
 
 def noise(seconds: float, seed: int = 0, level: float = 0.1) -> np.ndarray:
@@ -84,7 +83,7 @@ def test_shape(encoder, window):
 def test_frames_take_the_columns_at_their_time(ast):
     """Frame 24 at 12 fps is t = 2 s; column j is centred at 0.1 j + 0.0875 s, so j = 19."""
     wave = noise(4.0)
-    tokens = frame_music_tokens(*ast, wave, fps=12, num_frames=48, window=2)
+    tokens = MusicEncoder(*ast).encode(wave, fps=12, num_frames=48, window=2)
     global_tokens, grid = ast_window(MusicEncoder(*ast), wave)
     for offset in range(5):
         torch.testing.assert_close(column_block(tokens, 24, offset), grid[:, 19 + offset - 2])
@@ -241,7 +240,7 @@ def test_bfloat16_runs_in_the_model_dtype_and_stays_close(ast_folder):
 
 
 def test_from_folder_loads_the_saved_model(ast_folder):
-    model, _ = tiny_ast(D, seed=3)
+    model, _ = random_ast(D, seed=3)
     loaded = MusicEncoder.from_folder(ast_folder)
     expected = model.state_dict()
     assert loaded.model.state_dict().keys() == expected.keys()
@@ -249,7 +248,7 @@ def test_from_folder_loads_the_saved_model(ast_folder):
         assert torch.equal(value, expected[name]), name
     assert not loaded.model.training and not any(p.requires_grad for p in loaded.model.parameters())
     wave = noise(3.0)
-    torch.testing.assert_close(loaded.encode(wave, 12, 36), MusicEncoder(*tiny_ast(D, seed=3)).encode(wave, 12, 36))
+    torch.testing.assert_close(loaded.encode(wave, 12, 36), MusicEncoder(*random_ast(D, seed=3)).encode(wave, 12, 36))
 
 
 @pytest.mark.filterwarnings("ignore:At least one mel filter has all zero values")
@@ -269,10 +268,10 @@ def test_from_folder_reads_an_audio_classification_checkpoint(tmp_path):
 
 def test_from_folder_reads_pytorch_model_bin(tmp_path):
     """Older releases ship only pytorch_model.bin; transformers reads it with weights_only=True."""
-    folder = save_tiny_ast(tmp_path, D, seed=3)
+    folder = save_random_ast(tmp_path, D, seed=3)
     torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
     (folder / "model.safetensors").unlink()
-    expected = tiny_ast(D, seed=3)[0].state_dict()
+    expected = random_ast(D, seed=3)[0].state_dict()
     for name, value in MusicEncoder.from_folder(folder).model.state_dict().items():
         assert torch.equal(value, expected[name]), name
 
@@ -316,7 +315,7 @@ def _wrong_width(folder):
     ],
 )
 def test_a_folder_that_is_not_an_ast_is_refused_by_name(tmp_path, damage, error, message):
-    folder = save_tiny_ast(tmp_path / "my_ast", D)
+    folder = save_random_ast(tmp_path / "my_ast", D)
     damage(folder)
     with pytest.raises(error, match=message) as caught:
         MusicEncoder.from_folder(folder)
@@ -362,11 +361,11 @@ def test_bad_arguments_raise(encoder, kwargs, message):
 @pytest.mark.filterwarnings("ignore:At least one mel filter has all zero values")
 def test_mismatched_feature_extractor_raises(ast):
     with pytest.raises(ValueError, match="max_length"):
-        frame_music_tokens(ast[0], ASTFeatureExtractor(max_length=512), noise(2.0), fps=12, num_frames=12)
+        MusicEncoder(ast[0], ASTFeatureExtractor(max_length=512)).encode(noise(2.0), fps=12, num_frames=12)
 
 
 def test_encoder_is_frozen():
-    model, extractor = tiny_ast(D, seed=0)
+    model, extractor = random_ast(D, seed=0)
     model.requires_grad_(True).train()
     encoder = MusicEncoder(model, extractor)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
@@ -378,10 +377,10 @@ def test_tiny_ast_is_seeded_and_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    a, _ = tiny_ast(8, seed=1)
+    a, _ = random_ast(8, seed=1)
     assert torch.equal(torch.rand(3), expected)
-    b, _ = tiny_ast(8, seed=1)
-    c, _ = tiny_ast(8, seed=2)
+    b, _ = random_ast(8, seed=1)
+    c, _ = random_ast(8, seed=2)
     for weight in ("embeddings.patch_embeddings.projection.weight", "embeddings.position_embeddings"):
         assert torch.equal(a.state_dict()[weight], b.state_dict()[weight])
         assert not torch.equal(a.state_dict()[weight], c.state_dict()[weight])
@@ -393,11 +392,11 @@ def test_an_ast_folder_in_models_audio_encoders_is_found_and_loaded(tmp_path):
 
     ModelFolders = pack_module("nodes.model_paths").ModelFolders
 
-    saved = save_tiny_ast(tmp_path / "models" / "audio_encoders" / "MIT" / "ast-tiny", hidden_size=16)
+    saved = save_random_ast(tmp_path / "models" / "audio_encoders" / "MIT" / "ast-tiny", hidden_size=16)
     folders = ModelFolders.from_models_dir(tmp_path / "models")
     assert folders.list("audio_encoders") == ["MIT/ast-tiny"]
     encoder = MusicEncoder.from_folder(folders.resolve("audio_encoders", "MIT/ast-tiny"))
-    reference, _ = tiny_ast(16)
+    reference, _ = random_ast(16)
     loaded = encoder.model.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in reference.state_dict().items())
     assert saved.resolve() == folders.resolve("audio_encoders", "MIT/ast-tiny")

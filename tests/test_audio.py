@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from musedance_core.audio.music import TARGET_SAMPLE_RATE, Music, decode_audio_file, load_music, to_comfy_audio
+from musedance_core.audio.music import TARGET_SAMPLE_RATE, Music, decode_audio_file, load_music
+from musedance_core.audio.timing import frame_count, frame_samples
 from musedance_core.video import write_video
 
 SR = TARGET_SAMPLE_RATE
@@ -202,12 +203,6 @@ def test_comfy_audio_batch_item_and_round_trip():
     np.testing.assert_array_equal(music.waveform, expected.waveform)
     np.testing.assert_array_equal(load_music({"waveform": item, "sample_rate": rate}).waveform, expected.waveform)
 
-    comfy = to_comfy_audio(music)
-    assert comfy["sample_rate"] == SR and isinstance(comfy["sample_rate"], int)
-    assert comfy["waveform"].dtype == torch.float32 and comfy["waveform"].shape == (1, 1, music.waveform.size)
-    np.testing.assert_array_equal(load_music(comfy).waveform, music.waveform)
-    comfy["waveform"].zero_()
-    assert music.waveform.any()  # the AUDIO value does not share memory with the Music
 
 
 def test_comfy_audio_tensor_dtypes_and_grad():
@@ -315,3 +310,11 @@ def test_music_checks_its_fields():
         Music(np.zeros(10), SR)  # float64
     with pytest.raises(ValueError, match="positive integer"):
         Music(np.zeros(10, np.float32), 0)
+
+
+def test_frames_and_their_samples_are_cut_by_one_rule():
+    assert frame_count(4.0, 12.0) == 48 and frame_count(1.04, 12.0) == 12  # nearest: 12.48 frames
+    assert frame_count(1.99, 12.0, to_the_end=True) == 23  # music to its end: whole frames only (23.88)
+    assert frame_count(1.5, 12.0, to_the_end=True) == 18  # exactly 18 frames of music: all of them
+    cut = frame_samples(1.5, 18, 12.0, 16_000)
+    assert (cut.start, cut.stop) == (24_000, 48_000)

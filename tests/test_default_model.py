@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from musedance_core.audio.ast_encoder import MusicEncoder
 from musedance_core.loading.checkpoint import read_checkpoint_info
-from musedance_core.config import MuseDanceConfig
 from musedance_core.loading.loader import load_pipeline
 from musedance_core.models.text_encoder import tokenizer_from_files, word_tokenizer_files
 from trainer.config import load_config

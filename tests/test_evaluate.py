@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from musedance_core.audio.ast_encoder import save_tiny_ast
+from musedance_core.audio.ast_encoder import save_random_ast
 from musedance_core.sampling.pipeline import MuseDancePipeline
 from tiny_files import write_tiny_musedance
 from trainer.data import PreparedDataset
@@ -32,7 +32,7 @@ def evaluated(tmp_path_factory):
     """Run the command once; keep its outputs and every pipeline call it made."""
     root = tmp_path_factory.mktemp("evaluate")
     index = generate(root / "synth", tracks=2, clips_per_track=1, seed=10, size=32, seconds=2.0, test_fraction=0.0)
-    ast = save_tiny_ast(root / "tiny-ast", hidden_size=32)
+    ast = save_random_ast(root / "tiny-ast", hidden_size=32)
     settings = PrepareSettings(fps=12.0, height=32, width=32, masks="video", min_frames=24)
     prepare_dataset(root / "synth" / "train", root / "prepared", ast, settings, progress=False)
     checkpoint = write_tiny_musedance(root / "tiny.safetensors")

@@ -13,7 +13,6 @@ from musedance_core.masks.subject import (
     foreground_mask,
     mask_condition,
     mask_for_image,
-    mask_from_alpha,
     mask_overlay,
     refine_mask,
 )
@@ -30,18 +29,15 @@ def _supersampled_parts(height: int, width: int, factor: int = 4) -> tuple[np.nd
 def test_alpha_channel_is_the_foreground():
     coverage, truth = _supersampled_parts(160, 120)
     rgba = np.concatenate([photo(160, 120, figure_parts(160, 120), FIGURE_COLOURS), coverage[..., None]], axis=-1)
-    assert iou(mask_from_alpha(rgba), truth) >= 0.95
     rgba_u8 = np.rint(rgba * 255).astype(np.uint8)  # as a PNG loads
     result = foreground_mask(rgba_u8)
     assert result.source == "alpha" and iou(result.mask, truth) >= 0.95
 
 
-def test_opaque_alpha_is_not_a_mask_and_missing_alpha_is_explained():
+def test_opaque_alpha_is_not_a_mask():
     parts = figure_parts(96, 96)
     rgba = np.concatenate([photo(96, 96, parts, FIGURE_COLOURS), np.ones((96, 96, 1), np.float32)], axis=-1)
     assert foreground_mask(rgba).source == "automatic"
-    with pytest.raises(ValueError, match="no alpha channel.*invert"):
-        mask_from_alpha(rgba[..., :3])
 
 
 def test_given_mask_wins_and_invert_reads_comfyui_load_image_masks():

@@ -45,9 +45,9 @@ def test_bad_stretches_are_explained(pack, start, duration, message):
 
 
 def test_ast_encode_gives_tokens_for_the_same_frames(pack, tmp_path):
-    from musedance_core.audio.ast_encoder import MusicEncoder, save_tiny_ast
+    from musedance_core.audio.ast_encoder import MusicEncoder, save_random_ast
 
-    encoder = MusicEncoder.from_folder(save_tiny_ast(tmp_path / "ast"))
+    encoder = MusicEncoder.from_folder(save_random_ast(tmp_path / "ast"))
     wave, _ = click_track(120, seconds=8.0)
     music = pack.NODE_CLASS_MAPPINGS["MuseDanceASTEncode"]().run(encoder, _audio(wave), 12.0, 1.0, 3.0)[0]
     assert music.tokens.shape[0] == 36 and music.span.num_frames == 36

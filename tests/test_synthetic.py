@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from musedance_core.audio.ast_encoder import save_tiny_ast
+from musedance_core.audio.ast_encoder import save_random_ast
 from musedance_core.audio.beats import analyze_beats
 from musedance_core.masks.subject import refine_mask
 from musedance_core.video import read_video_info
@@ -210,7 +210,7 @@ def test_styles_sound_different():
 
 def test_prepare_reads_the_generated_clips(tmp_path):
     index = generate(tmp_path / "data", tracks=1, clips_per_track=2, seed=4, test_fraction=0.0)
-    ast = save_tiny_ast(tmp_path / "tiny-ast", hidden_size=32)
+    ast = save_random_ast(tmp_path / "tiny-ast", hidden_size=32)
     settings = PrepareSettings(fps=12.0, height=64, width=64, masks="video", min_frames=48, clips_per_shard=2)
     report = prepare_dataset(tmp_path / "data" / "train", tmp_path / "prepared", ast, settings, progress=False)
     names = [c["name"] for c in index["clips"]]

@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from musedance_core.audio.ast_encoder import save_tiny_ast
+from musedance_core.audio.ast_encoder import save_random_ast
 from sample_media import draw_reference, synth_music
 from test_trainer import SIZE, make_clips, tiny_config
 from tiny_files import write_tiny_musedance
@@ -19,7 +19,7 @@ def test_exported_checkpoint_runs_in_the_nodes(pack, tmp_path, monkeypatch, fres
     trainer = Trainer(tiny_config(1, base, tmp_path / "run", steps=2), make_clips())
     trainer.train()
     exported = trainer.export(models / "musedance")
-    save_tiny_ast(models / "audio_encoders" / "ast", hidden_size=trainer.pipe.config.unet.music_dim)
+    save_random_ast(models / "audio_encoders" / "ast", hidden_size=trainer.pipe.config.unet.music_dim)
 
     folders = sys.modules[f"{pack.__name__}.nodes.model_paths"].ModelFolders.from_models_dir(models)
     for name in ("model", "music"):

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from musedance_core.audio.ast_encoder import MusicEncoder, save_tiny_ast
+from musedance_core.audio.ast_encoder import MusicEncoder, save_random_ast
 from musedance_core.audio.music import load_music
 from musedance_core.masks.framing import plan_framing
 from musedance_core.masks.subject import foreground_mask
@@ -102,7 +102,7 @@ def clips(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ast_folder(tmp_path_factory) -> Path:
-    return save_tiny_ast(tmp_path_factory.mktemp("models") / "tiny-ast", hidden_size=32)
+    return save_random_ast(tmp_path_factory.mktemp("models") / "tiny-ast", hidden_size=32)
 
 
 SETTINGS = PrepareSettings(fps=12.0, height=SIZE, width=SIZE, resize="crop", masks="auto", min_frames=24,

@@ -112,11 +112,11 @@ def write_tiny_musedance(path: Path, config: MuseDanceConfig | None = None, seed
 
 def write_workflow_models(models_dir: Path, config: MuseDanceConfig | None = None) -> dict[str, Path]:
     """Tiny models under the names the example workflows use, in ComfyUI's folder layout below `models_dir`."""
-    from musedance_core.audio.ast_encoder import save_tiny_ast
+    from musedance_core.audio.ast_encoder import save_random_ast
 
     config = config or MuseDanceConfig.tiny()
     models_dir = Path(models_dir)
     return {
         "musedance": write_tiny_musedance(models_dir / "musedance" / WORKFLOW_CHECKPOINT, config),
-        "audio_encoders": save_tiny_ast(models_dir / "audio_encoders" / WORKFLOW_AST, hidden_size=config.unet.music_dim),
+        "audio_encoders": save_random_ast(models_dir / "audio_encoders" / WORKFLOW_AST, hidden_size=config.unet.music_dim),
     }

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from musedance_core.audio.ast_encoder import save_tiny_ast
+from musedance_core.audio.ast_encoder import save_random_ast
 from musedance_core.loading.checkpoint import read_checkpoint_info, save_checkpoint, write_safetensors
 from musedance_core.config import DEFAULT_AST_NAME, DEFAULT_CHECKPOINT_NAME, MaskEncoderConfig, MuseDanceConfig, TextEncoderConfig, UNetConfig, VAEConfig
 from musedance_core.sampling.pipeline import MuseDancePipeline
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         generate(synth, **SYNTH)
     ast = models / "audio_encoders" / AST_NAME
     if not (ast / "model.safetensors").is_file():
-        save_tiny_ast(ast, hidden_size=MUSIC_DIM, seed=0, num_hidden_layers=2)
+        save_random_ast(ast, hidden_size=MUSIC_DIM, seed=0, num_hidden_layers=2)
     # 2. preparation (resumes by itself)
     settings = PrepareSettings(fps=FPS, height=SIZE, width=SIZE, masks="video", min_frames=48)
     for split in ("train", "test"):

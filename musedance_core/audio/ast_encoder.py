@@ -28,6 +28,8 @@ import torch
 from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 from transformers.utils import logging as hf_logging
 
+from .music import as_mono
+
 SAMPLE_RATE = 16_000  # AST's rate; resample before encoding
 GLOBAL_TOKENS = 2  # CLS and distillation
 FBANK_HOP = 160  # samples between fbank frames (10 ms), in both of the extractor's backends
@@ -192,7 +194,7 @@ class MusicEncoder:
         on its own 25 ms of samples, so slicing this at multiples of the 10 ms hop gives exactly
         what the extractor returns for each window's samples (tests/test_ast_encoder.py checks it).
         """
-        wave = _mono(waveform_16k)
+        wave = as_mono(waveform_16k, SAMPLE_RATE, downmix=False)
         if wave.size < FBANK_WINDOW:
             raise ValueError(f"the music has {wave.size} samples, fewer than one fbank frame ({FBANK_WINDOW}).")
         whole_song = copy.copy(self.feature_extractor)
@@ -261,7 +263,7 @@ class MusicEncoder:
         self, waveform_16k: np.ndarray | torch.Tensor, *, hop_seconds: float = 5.0, batch_size: int = 4
     ) -> MusicEncoding:
         """Encode a whole song once; call `frame_tokens` on the result for any fps, clip or window."""
-        wave = _mono(waveform_16k)
+        wave = as_mono(waveform_16k, SAMPLE_RATE, downmix=False)
         duration = wave.size / SAMPLE_RATE
         return self.encode_fbank(self.fbank(wave), duration, hop_seconds=hop_seconds, batch_size=batch_size)
 
@@ -281,7 +283,7 @@ class MusicEncoder:
         waveform_16k: mono float audio at 16 kHz, any length. Raises before running AST if a frame
         lies after the end of the music.
         """
-        wave = _mono(waveform_16k)
+        wave = as_mono(waveform_16k, SAMPLE_RATE, downmix=False)
         _check_frames(fps, num_frames, start_time, wave.size / SAMPLE_RATE)
         encoding = self.encode_music(wave, hop_seconds=hop_seconds, batch_size=batch_size)
         return encoding.frame_tokens(fps, num_frames, start_time=start_time, window=window)
@@ -292,26 +294,11 @@ class MusicEncoder:
         return float(extractor.normalize(np.zeros(1))[0]) if extractor.do_normalize else 0.0
 
 
-def frame_music_tokens(
-    model: ASTModel,
-    feature_extractor: ASTFeatureExtractor,
-    waveform_16k: np.ndarray,
-    fps: float,
-    num_frames: int,
-    window: int = 2,
-) -> torch.Tensor:
-    """Music tokens [num_frames, 2 + f_dim * (2 * window + 1), d] for frames at k / fps.
-
-    Shorthand for MusicEncoder(model, feature_extractor).encode(...), which freezes the model.
-    """
-    return MusicEncoder(model, feature_extractor).encode(waveform_16k, fps, num_frames, window=window)
-
-
-def tiny_ast(hidden_size: int, seed: int = 0, num_hidden_layers: int = 2) -> tuple[ASTModel, ASTFeatureExtractor]:
+def random_ast(hidden_size: int, seed: int = 0, num_hidden_layers: int = 2) -> tuple[ASTModel, ASTFeatureExtractor]:
     """A small randomly initialised AST (2 heads) and the default feature extractor.
 
-    Built locally from a config, nothing read from disk or a hub: for the demo and the tests,
-    where the token layout matters and the weights do not. The patch grid is the default one.
+    Built locally from a config, nothing read from disk or a hub: the default model's frozen music
+    encoder (its music modules learn to read these features) and the tests' music encoders. The patch grid is the default one.
     num_hidden_layers=0 leaves patch plus position embeddings, so each token sees only its patch.
     """
     if hidden_size <= 0 or hidden_size % 2:
@@ -336,10 +323,11 @@ def tiny_ast(hidden_size: int, seed: int = 0, num_hidden_layers: int = 2) -> tup
     return model, extractor
 
 
-def save_tiny_ast(folder: str | Path, hidden_size: int = 16, seed: int = 0, num_hidden_layers: int = 2) -> Path:
-    """Write a `tiny_ast` in the layout `MusicEncoder.from_folder` reads, as real AST folders are."""
+def save_random_ast(folder: str | Path, hidden_size: int = 16, seed: int = 0, num_hidden_layers: int = 2) -> Path:
+    """Write a `random_ast` in the layout `MusicEncoder.from_folder` reads, as real AST folders are (the
+    default model's music encoder is one)."""
     folder = Path(folder)
-    model, extractor = tiny_ast(hidden_size, seed=seed, num_hidden_layers=num_hidden_layers)
+    model, extractor = random_ast(hidden_size, seed=seed, num_hidden_layers=num_hidden_layers)
     with _quiet_transformers():
         model.save_pretrained(folder)  # model.safetensors
         extractor.save_pretrained(folder)
@@ -395,19 +383,6 @@ def _check_frames(fps: float, num_frames: int, start_time: float, duration: floa
             f"frame {num_frames - 1} at {fps:g} fps from {start_time:g} s falls at {last:.3f} s, after the end "
             f"of the {duration:.3f} s of music; pass fewer frames, an earlier start_time or longer music."
         )
-
-
-def _mono(waveform: np.ndarray | torch.Tensor) -> np.ndarray:
-    """The waveform as a finite float32 numpy vector, or an error saying how to get one."""
-    if isinstance(waveform, torch.Tensor):
-        waveform = waveform.detach().to("cpu", torch.float32).numpy()
-    wave = np.asarray(waveform, dtype=np.float32)
-    if wave.ndim != 1 or not np.isfinite(wave).all():
-        raise ValueError(
-            f"the waveform must be finite mono audio [samples] at {SAMPLE_RATE} Hz, got shape "
-            f"{np.shape(waveform)}; downmix with waveform.mean(axis=0) and remove NaN/inf."
-        )
-    return wave
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import beat_tracker, downbeats, madmom_beats
 from .beat_files import BeatList
+from .music import as_mono
 
 METHODS = ("musedance", "librosa", "madmom")
 TEMPO_CHANGES = ("as found", "half", "double")
@@ -260,34 +261,9 @@ def _place_on_frames(times: np.ndarray, values: np.ndarray, fps: float, num_fram
     return out
 
 
-def _as_mono(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Validated float32 mono [T]: channels of [C, T] are averaged."""
-    if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
-        raise ValueError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}.")
-    wave = np.asarray(waveform, dtype=np.float32)
-    if wave.ndim == 2:
-        if wave.shape[0] > wave.shape[1]:
-            raise ValueError(
-                f"waveform of shape {wave.shape} looks like [T, C] (more channels than samples); "
-                "expected [C, T] or mono [T]: transpose it."
-            )
-        wave = wave.mean(axis=0)
-    if wave.ndim != 1 or wave.size == 0:
-        raise ValueError(
-            f"waveform must be a non-empty array [T] or [C, T] of samples, got shape {np.shape(waveform)}."
-        )
-    bad = ~np.isfinite(wave)
-    if bad.any():
-        raise ValueError(
-            f"waveform has {int(bad.sum())} NaN or infinite samples (first at index {int(np.argmax(bad))}); "
-            "expected finite audio. Check the decoder or the effect that produced it."
-        )
-    return wave
-
-
 def _analysis_audio(waveform: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     """(16 kHz mono without its constant offset, the validated mono waveform at its own rate)."""
-    original = _as_mono(waveform, sample_rate)
+    original = as_mono(waveform, sample_rate)
     wave = original - original.mean()  # a constant offset is not sound
     if int(sample_rate) != ANALYSIS_RATE:
         wave = librosa.resample(wave, orig_sr=int(sample_rate), target_sr=ANALYSIS_RATE, res_type="soxr_hq")

@@ -140,15 +140,34 @@ def load_music(
     return Music(np.ascontiguousarray(mono, dtype=np.float32), target_rate, start=first / rate)
 
 
-def to_comfy_audio(music: Music) -> dict[str, Any]:
-    """The ComfyUI AUDIO value of `music`: {"waveform": float32 tensor [1, 1, T], "sample_rate": int}.
-
-    The tensor is a copy, so a node that edits it in place cannot change `music`.
-    """
-    if not isinstance(music, Music):
-        raise TypeError(f"to_comfy_audio expects a Music (from load_music), got {type(music).__name__}.")
-    waveform = torch.from_numpy(music.waveform.copy()).reshape(1, 1, -1)
-    return {"waveform": waveform, "sample_rate": int(music.sample_rate)}
+def as_mono(waveform: Waveform, sample_rate: int, *, downmix: bool = True) -> np.ndarray:
+    """Finite float32 mono audio [T] from numpy or torch audio [T], or with `downmix` [C, T] and ComfyUI's
+    [1, C, T] with their channels averaged; a ValueError says what is wrong and how to mend it."""
+    if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
+        raise ValueError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}.")
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().to("cpu", torch.float32).numpy()
+    wave = np.asarray(waveform, dtype=np.float32)
+    if downmix and wave.ndim == 3 and wave.shape[0] == 1:
+        wave = wave[0]
+    if downmix and wave.ndim == 2:
+        if wave.shape[0] > wave.shape[1]:
+            raise ValueError(
+                f"waveform of shape {wave.shape} looks like [T, C] (more channels than samples); "
+                "expected [C, T] or mono [T]: transpose it."
+            )
+        wave = wave.mean(axis=0)
+    if wave.ndim != 1 or wave.size == 0:
+        expected = "[T], [C, T] or [1, C, T]" if downmix else "mono audio [T]"
+        raise ValueError(f"waveform must be a non-empty {expected} of samples at {sample_rate} Hz, got shape "
+                         f"{np.shape(waveform)}" + ("." if downmix else "; downmix with waveform.mean(axis=0)."))
+    bad = ~np.isfinite(wave)
+    if bad.any():
+        raise ValueError(
+            f"waveform has {int(bad.sum())} NaN or infinite samples (first at index {int(np.argmax(bad))}); "
+            "expected finite audio. Check the decoder or the effect that produced it."
+        )
+    return wave
 
 
 def decode_audio_file(path: str | os.PathLike, *, max_duration: float | None = None) -> tuple[np.ndarray, int]:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..audio.beats import analyze_beats
+from ..audio.music import as_mono
 from .flow import flow_magnitudes
 
 AV_ALIGN_SAMPLE_RATE = 22050  # librosa.load's default, which the reference uses
@@ -77,22 +78,6 @@ def _pair(video, reference) -> tuple[torch.Tensor, torch.Tensor]:
     return video, reference
 
 
-def _mono(waveform, sample_rate: int) -> np.ndarray:
-    """float32 [T] from [T], [C, T] or ComfyUI's [1, C, T]; channels averaged (librosa.load's mono=True)."""
-    if not (isinstance(sample_rate, (int, np.integer)) and sample_rate > 0):
-        raise ValueError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}.")
-    if isinstance(waveform, torch.Tensor):
-        waveform = waveform.detach().cpu().numpy()
-    wave = np.asarray(waveform, dtype=np.float32)
-    if wave.ndim == 3 and wave.shape[0] == 1:
-        wave = wave[0]
-    if wave.ndim == 2:
-        wave = wave.mean(axis=0)
-    if wave.ndim != 1 or wave.size == 0:
-        raise ValueError(f"audio must be a non-empty [T], [C, T] or [1, C, T] waveform, got shape {np.shape(waveform)}.")
-    return wave
-
-
 # ---------------------------------------------------------------------------------------------
 # AV-Align
 
@@ -103,7 +88,7 @@ def audio_onsets(waveform, sample_rate: int) -> np.ndarray:
     The reference loads the audio with librosa.load (mono, resampled to 22.05 kHz), then runs
     onset_strength and onset_detect with their defaults (hop 512) and converts frames to times.
     """
-    wave = _mono(waveform, sample_rate)
+    wave = as_mono(waveform, sample_rate)
     if sample_rate != AV_ALIGN_SAMPLE_RATE:
         wave = librosa.resample(wave, orig_sr=sample_rate, target_sr=AV_ALIGN_SAMPLE_RATE)
     envelope = librosa.onset.onset_strength(y=wave, sr=AV_ALIGN_SAMPLE_RATE)
@@ -555,7 +540,7 @@ def evaluate_video(
             result.video_peaks = video_peaks(result.motion, fps)
             result.av_align = av_align_iou(result.audio_peaks, result.video_peaks, fps)
             if music_beats is None:
-                music_beats = analyze_beats(_mono(audio, sample_rate), sample_rate).times
+                music_beats = analyze_beats(as_mono(audio, sample_rate), sample_rate).times
         else:
             result.unavailable["av_align"] = "needs the audio (onsets), not only beat times"
         result.music_beats = np.asarray(music_beats, dtype=np.float64)

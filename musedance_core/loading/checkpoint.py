@@ -56,11 +56,6 @@ class CheckpointInfo:
     extra: dict[str, str] = field(default_factory=dict)
     sampler: SamplerSettings | None = None  # the sampler settings the file recommends, if any
 
-    @property
-    def is_partial(self) -> bool:
-        """True when the file cannot make a model alone (for example a stage-2 file of temporal modules)."""
-        return not {"unet", "reference_net", "mask_encoder"} <= set(self.components)
-
 
 def save_checkpoint(
     path: str | Path,

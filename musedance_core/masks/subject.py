@@ -72,17 +72,6 @@ class MaskResult:
     coverage: list[float]  # foreground fraction per image after refinement (before any fallback)
 
 
-def mask_from_alpha(image: Any) -> torch.Tensor:
-    """The alpha channel of an RGBA image as the foreground: [H, W] (or [B, H, W])."""
-    _, alpha, batched = as_images(image)
-    if alpha is None:
-        raise ValueError(
-            "the image has no alpha channel. In ComfyUI, Load Image puts alpha in its MASK output "
-            "(as 1 - alpha): connect that to the mask input and turn on invert."
-        )
-    return alpha if batched else alpha[0]
-
-
 def mask_for_image(mask: Any, height: int, width: int, *, invert: bool = False, name: str = "mask") -> torch.Tensor:
     """A given mask [H', W'] / [B, H', W'] at the image's size: same aspect -> resized with a warning."""
     m, batched = as_masks(mask, name)

@@ -165,17 +165,3 @@ def word_tokenizer_files(words: Iterable[str]) -> dict[str, str]:
         vocab[token] = len(vocab)
     lines = ["#version: 0.2", *(f"{a} {b}" for a, b in merges)]
     return {"vocab.json": json.dumps(vocab, ensure_ascii=False), "merges.txt": "\n".join(lines) + "\n"}
-
-
-def write_word_tokenizer(folder: str | Path, words: Iterable[str]) -> Path:
-    """`word_tokenizer_files(words)` written into `folder`, with the configs transformers' loaders read."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, text in word_tokenizer_files(words).items():
-        (folder / name).write_text(text, encoding="utf-8")
-    special = {"bos_token": BOS_TOKEN, "eos_token": EOS_TOKEN, "unk_token": EOS_TOKEN, "pad_token": EOS_TOKEN}
-    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "do_lower_case": True,
-              "errors": "replace", "add_prefix_space": False, **special}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2), encoding="utf-8")
-    return folder

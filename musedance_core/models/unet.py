@@ -152,11 +152,6 @@ class MuseDanceUNet(nn.Module):
         self.conv_out = nn.Conv2d(channels[0], config.out_channels, kernel_size=3, padding=1)
         self.gradient_checkpointing = False
 
-    # -- parameter groups -------------------------------------------------------------------------
-    def temporal_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the music, beat and motion modules and the beat encoder (stage-2 trainables)."""
-        return [p for name, p in self.named_parameters() if is_temporal_parameter(name)]
-
     # -- forward ----------------------------------------------------------------------------------
     def _run(self, fn: Callable[..., torch.Tensor], *args) -> torch.Tensor:
         if self.gradient_checkpointing and torch.is_grad_enabled():
