@@ -38,10 +38,10 @@ class SubjectMask:
         "The mask tinted over the image, to check it before generating.",
     )
     DESCRIPTION = (
-        "The foreground mask MuseDance conditions on. Uses, in this order: a connected mask, a "
-        "connected DensePose image, the chosen DensePose model, the image's alpha, or else an "
-        "automatic segmentation (GrabCut from the image border; no model needed, works for "
-        "animals and objects; the subject must not touch the image edges)."
+        "The subject's foreground mask that MuseDance conditions on, from one source: a connected mask "
+        "or a connected DensePose image (not both), else the chosen DensePose model, else the image's "
+        "alpha, else an automatic segmentation (GrabCut from the image border; no model needed, works "
+        "for animals and objects; the subject must not touch the image edges)."
     )
 
     @classmethod

@@ -341,6 +341,35 @@ def test_two_processes_match_one_with_double_batch(base, tmp_path):
     assert gap < 1e-3 * update, (gap, update)  # measured 3e-5 of the update
 
 
+# `python -m trainer.train` that SIGKILLs itself (no cleanup, no flush, as a power cut) at POINT:STEP: right
+# after save_state of STEP returns ("after-save"), or when the save of STEP renames its temporary folder
+# into place ("before-rename").
+KILLED_AT = """
+import os, signal, sys
+from trainer import train
+point, step = sys.argv[1].split(":")
+step = int(step)
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+if point == "after-save":
+    save_state = train.Trainer.save_state
+    def saved(self):
+        path = save_state(self)
+        if self.step == step:
+            die()
+        return path
+    train.Trainer.save_state = saved
+else:
+    replace = os.replace
+    def renamed(src, dst):
+        if os.path.basename(src) == f".tmp-step-{step:08d}":
+            die()
+        return replace(src, dst)
+    train.os.replace = renamed
+train.main(sys.argv[2:])
+"""
+
+
 @pytest.mark.parametrize("point, resumes_from", [("after-save:2", 2), ("before-rename:4", 2)])
 def test_resume_after_a_hard_kill(base, tmp_path, point, resumes_from):
     """SIGKILL right after a checkpoint, or inside a save before its rename; `--resume` still ends bit-identical.
@@ -352,7 +381,7 @@ def test_resume_after_a_hard_kill(base, tmp_path, point, resumes_from):
     data = save_clips(clips, tmp_path / "clips.pt")
     steps = 4
     args = train_command(1, base, data, tmp_path / "run", steps=steps, checkpoint_every=2)
-    crashed = subprocess.run([sys.executable, *args], cwd=ROOT, env=subprocess_env(MUSEDANCE_TRAIN_CRASH=point),
+    crashed = subprocess.run([sys.executable, "-c", KILLED_AT, point, *args[2:]], cwd=ROOT, env=subprocess_env(),
                              capture_output=True, text=True, timeout=120)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
     left = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())

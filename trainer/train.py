@@ -18,7 +18,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -39,8 +38,6 @@ from .config import TrainConfig, load_config
 from .stages import Row, StageModel, row_generator, sample_row, set_beat_phase_bins
 
 STATE_FILE = "trainer_state.json"
-# Tests only: "POINT:STEP" kills the process at POINT ("before-rename", "after-save") of saving step STEP.
-CRASH_ENV = "MUSEDANCE_TRAIN_CRASH"
 
 
 class Trainer:
@@ -259,7 +256,6 @@ class Trainer:
                 json.dump(state, f, indent=1)
                 f.flush()
                 os.fsync(f.fileno())
-            _crash_point("before-rename", self.step)
             if final.exists():  # the same step saved again: move the old one aside first
                 old = final.with_name(final.name + ".old")
                 shutil.rmtree(old, ignore_errors=True)
@@ -271,7 +267,6 @@ class Trainer:
             for stale in self.checkpoints()[: -self.config.train.keep_checkpoints]:
                 shutil.rmtree(stale)
         acc.wait_for_everyone()
-        _crash_point("after-save", self.step)
         return final
 
     def checkpoints(self) -> list[Path]:
@@ -332,12 +327,6 @@ class Trainer:
             return read_checkpoint_info(self.config.model.base).tokenizer_files or None
         except WeightsFileError:
             return None
-
-
-def _crash_point(point: str, step: int) -> None:
-    """Die here, as a SIGKILL leaves a run (no cleanup, no flush), when MUSEDANCE_TRAIN_CRASH names this point."""
-    if os.environ.get(CRASH_ENV) == f"{point}:{step}":
-        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))  # Windows has no SIGKILL; TERM kills at once
 
 
 def _flat(data: dict, prefix: str = "") -> dict:

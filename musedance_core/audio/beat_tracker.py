@@ -1,62 +1,45 @@
 """MuseDance's own beat tracker: onset curves, tempo, metrical level, dynamic programme, attack times.
 
-Steps, each measured on real recordings with human beat annotations (the tuning half of
-benchmarks/real_beats_manifest.json; BENCHMARKS.md, "Beats on real recordings", has the figures):
 1. Onset curves (`onset_curves`) from a 64-band mel spectrogram at the analysis hop (512 samples, 32 ms
    at 16 kHz): the tempo envelope (median over bands of log-mel flux) and the tracking envelope (mean
    log-mel flux plus the flux of the kick/bass and of the snare/chord band, each scaled to unit
-   deviation). The bands put the beat on the drums and bass rather than on the hi-hats or a
-   guitar's off-beat chops: beat F-measure at the annotated tempo 0.895 against 0.858 on the tempo
-   envelope alone.
+   deviation), which puts the beat on the drums and bass rather than on the hi-hats or a guitar's
+   off-beat chops.
 2. Tempo (`estimate_tempo`): the autocorrelation tempogram of the tempo envelope, averaged over the
    music, times a log-normal prior (centre PRIOR_BPM, one octave wide, or the user's preferred tempo
    half an octave wide), inside [min_bpm, max_bpm]; librosa's `feature.tempo` with a tempo range.
-3. Metrical level (`choose_level`): a change of level only on strong evidence, each rule with its
-   measurement in the function's docstring. The estimated level is right on about 70 % of the
-   recordings; most rules that looked at accents changed as many right tempos as wrong ones.
+3. Metrical level (`choose_level`): a change of level only on strong evidence (see the function).
 4. Beats (`track`): the dynamic programme of Ellis (2007), librosa's `beat_track`, at that tempo with
    tightness TIGHTNESS; weak beats at the edges are dropped (`trim_edges`).
 5. Attack times (`attack_times`): each beat moves from its analysis frame to the start of the attack
    near it, found in the waveform at one-sample resolution, where there is a clear one.
 
-Why step 5. Steps 1 to 4 place beats on the 32 ms hop grid, and the log-mel flux of a frame rises
-as soon as an onset enters its 64 ms window, so a frame's beat is up to a hop from the attack (clicks
-in silence: 0 to 27 ms early; drum loops: within 22 ms either way). At 30 fps a frame is 33 ms, so
-such a beat often went to the previous video frame. Tempo and programme stay on the hop grid (they
-need the wide window's smoothing); only the final times are refined, within SEARCH_HOPS (1.5) hops
-of the frame: one hop for the envelope's offset, half a hop more for the programme's own slips (the
-last beat of a 10 s loop at 143 BPM was 35 ms early).
+Step 5 exists because steps 1 to 4 place beats on the 32 ms hop grid and a frame's log-mel flux rises
+as soon as an onset enters its 64 ms window, so a beat can be up to a hop from its attack: at 30 fps,
+often a video frame early. Tempo and programme stay on the hop grid (they need the wide window's
+smoothing); only the final times are refined, within SEARCH_HOPS hops of the frame.
 - The attack starts where the power of the waveform rises most: at the split point that maximises
-  the mean power in the ATTACK_SECONDS (20 ms) after it, weighted by a ramp falling from 1 at the
-  split to 0, over the mean power in the BEFORE_SECONDS (50 ms) before it. For a sound starting on
-  a steady background that ratio grows while the split point approaches the sound's first sample
-  and falls once part of the sound is behind it, so its maximum is the first sample of the attack:
-  where a listener, and beat annotations for mir_eval, put a percussive beat. Measured: clicks
-  within 0.1 ms, in silence or noise; drum loops with bass, chords and noise within 1 ms, down to
-  0 dB SNR. The 50 ms "before" window is a period of 20 Hz, so steady bass notes do not ripple
-  the ratio. The values are not critical (10 to 30 ms after, 50 to 80 ms before: worst loop error
-  1.4 ms; 30 ms before: 1.6 ms); what matters is the ramp (equal weights let the maximum of a
-  short click in noise wander up to 6 ms early) and the power of the waveform itself (that of the
-  analytic, Hilbert, signal is spread by the transform: up to 10 ms early).
-- A beat moves only to a clear onset: a ratio of at least CLEAR_ONSET_DB (6 dB, four times the
-  power) at a maximum inside the search range, not on its edge (there the rise goes on beyond it).
-  Otherwise it keeps its frame time: soft music (a tremolo pad, slow swells) has no attack to move
-  to, and noise must not pick the time. Measured: every beat of the drum loops moves at 10 dB SNR
-  (they score 9 dB and more), 96 % of them at 0 dB and a third at -5 dB, all to within 1 ms. Of
-  positions in white noise, a chord pad with 150 ms attacks, that pad with bass and noise, and a
-  tremolo chord, none qualify; in low-pass noise (one pole at 0.95) 1 to 2 in 100. Known limit:
-  rumble below about 25 Hz swells within tens of ms, and a third of its positions qualify (a
-  40 Hz high-pass cut that to 7 %, but left a fifth of the 0 dB loop beats unrefined).
+  the mean power in the ATTACK_SECONDS after it, weighted by a ramp falling from 1 at the split to 0,
+  over the mean power in the BEFORE_SECONDS before it. For a sound starting on a steady background
+  that ratio grows while the split approaches the sound's first sample and falls once part of the
+  sound is behind it, so its maximum is the first sample of the attack, where a listener (and beat
+  annotations) put a percussive beat. The ramp keeps a short click in noise from pulling the maximum
+  early; BEFORE_SECONDS spans a period of 20 Hz, so steady bass notes do not ripple the ratio.
+- A beat moves only to a clear onset: a ratio of at least CLEAR_ONSET_DB at a maximum inside the
+  search range, not on its edge (there the rise goes on beyond it). Otherwise it keeps its frame time:
+  soft music (a tremolo pad, slow swells) has no attack to move to, and noise must not pick the time.
+  Known limit: rumble below about 25 Hz swells within tens of ms and can qualify.
 
-Where this departs from librosa's defaults, each time for a measured reason:
-- The envelopes use a 2-hop window (1024 samples), reflect padding and no extra "centre" shift.
-  librosa's defaults (2048-sample window, shifted by n_fft / (2 * hop) frames) put beats 32 to 54 ms
-  late on drum loops with noise, near the 70 ms tolerance of beat F-measure.
+Where this departs from librosa's defaults:
+- The envelopes use a 2-hop window (1024 samples), reflect padding and no extra "centre" shift; the
+  defaults (2048-sample window, shifted by n_fft / (2 * hop) frames) put beats late, near the 70 ms
+  tolerance of beat F-measure.
 - The beat programme is a numpy port, with two fixes at the ends of the music (see `track`), rather
   than a call to `librosa.beat.beat_track`: importing `librosa.beat` compiles a numba gufunc declared
-  `cache=False`, about 2 s at every process start. Elsewhere the port gives librosa's beats.
+  `cache=False` at every process start. Elsewhere the port gives librosa's beats.
 The librosa functions used here are numba-compiled with `cache=True`; NUMBA_CACHE_DIR chooses where
-that cache goes. This module sets no environment variable.
+that cache goes. This module sets no environment variable. The measurements behind each choice are in
+BENCHMARKS.md ("Beats on real recordings", "How the tracker's steps were chosen").
 """
 
 from __future__ import annotations
@@ -270,13 +253,6 @@ def choose_level(curves: OnsetCurves, tempo: float, *, min_bpm: float, max_bpm: 
       with a louder downbeat): dance music at 130-180 BPM taken at half speed.
     Both stay inside [min_bpm, max_bpm]; where `balance` cannot tell, or the music holds fewer than
     LEVEL_EVIDENCE_BEATS beats at the estimate (a clip of a few seconds), the estimate stands.
-    On the 105 real recordings the estimate alone has the annotated level on 74, and the rules of
-    the previous tracker (halve below 0.6, double at any tempo once the half-beat points balanced
-    the beats at 0.6) moved 14 tempos that librosa's own estimate had right. The halving rule was
-    set on the tuning recordings. The doubling rule was written after three recordings whose tempo
-    librosa's estimate had right were seen taken at half speed (one tuning, two held out), and its
-    limit set to 90 BPM for the synthetic suite's 180 BPM loops (tests/test_beats.py): the held-out
-    recordings do not test it independently.
     """
     accents, frame_rate = curves.accents, curves.frame_rate
     floor = np.median(onset_near(accents, np.arange(accents.shape[1])), axis=1)

@@ -6,9 +6,8 @@ per beat, the change of the chroma (the pitch-class profile) from the beat befor
 plus the bass-band onset minus the snare/chord-band onset, each standardised over the piece. For
 each meter and phase the bar-line score is the mean of that feature on the beats the phase calls
 downbeats minus its mean elsewhere; the best phase of each meter wins, and 3/4 is chosen over 4/4
-only by a clear margin (THREE_MARGIN), since most popular music is in four. On the human beats of
-the tuning recordings this finds the downbeat phase of 28 of 50 excerpts (chance: 13; chroma
-alone 21, bass alone 22); BENCHMARKS.md has the figures on tracked beats.
+only by a clear margin (THREE_MARGIN), since most popular music is in four. BENCHMARKS.md ("Beats on
+real recordings") has how well it finds the bars.
 """
 
 from __future__ import annotations
