@@ -295,7 +295,8 @@ def _no_preprocessor(folder):
 
 def _missing_layer(folder):
     weights = load_file(folder / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if ".layer.1." not in k}, folder / "model.safetensors")
+    kept = {k: v for k, v in weights.items() if ".layer.1." not in k}
+    save_file(kept, folder / "model.safetensors", metadata={"format": "pt"})  # as transformers writes it
 
 
 def _wrong_width(folder):

@@ -75,3 +75,40 @@ def test_bad_arguments_exit_with_a_message(argv, message, capsys):
     with pytest.raises(SystemExit):
         demo.main(argv)
     assert message in capsys.readouterr().err
+
+
+def test_the_main_job_runs_from_a_plain_pip_install(tmp_path):
+    """Installed (not run from the checkout), the main job finds its sample as package data and says which flags
+    give the model, which lives in the checkout's models/ folder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    source, site = tmp_path / "source", tmp_path / "site"  # a copy, so that the build leaves the checkout alone
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("musedance_core", "musedance_demo", "nodes", "trainer"):
+        shutil.copytree(root / name, source / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(root / name, source / name)
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                              "--target", str(site), str(source)], capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    assert (site / "musedance_demo" / "assets" / "sample_reference.png").is_file()
+    assert not (site / "nodes").exists() and not (site / "trainer").exists()
+    env = dict(os.environ, PYTHONPATH=str(site))
+    run = subprocess.run([sys.executable, "-m", "musedance_demo", "--seconds", "1"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert "--model" in run.stderr and "the default model ships in the checkout's models/ folder" in run.stderr
+    models = root / "models"
+    run = subprocess.run([sys.executable, "-m", "musedance_demo", "--seconds", "1", "--steps", "1", "--out", "o",
+                          "--model", str(models / "musedance" / "musedance_default.safetensors"),
+                          "--ast", str(models / "audio_encoders" / "musedance_default_ast")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "sampler: steps 1, guidance 2.5, beat guidance 5" in run.stdout
+    assert (tmp_path / "o" / f"{demo.NAME}.mp4").is_file()

@@ -152,3 +152,71 @@ def test_pip_installs_only_the_core_library_and_the_main_job():
     """Installing `nodes` as a top-level package would shadow ComfyUI's own `nodes` module."""
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     assert find["include"] == ["musedance_core*", "musedance_demo*"]
+
+
+# The lowest versions pyproject allows of the libraries whose APIs the code imports by path.
+FLOOR_PACKAGES = ("diffusers", "transformers", "accelerate")
+FLOORS_DIR = ROOT / ".floors"  # git-ignored; made once, reused while the floors stay the same
+
+
+def dependency_floors() -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    pins = []
+    for name in FLOOR_PACKAGES:
+        (spec,) = [d for d in deps if requirement_name(d) == name]
+        match = re.fullmatch(rf"{name}>=([0-9.]+)", spec.replace(" ", ""))
+        assert match, f"{spec!r}: give {name} a floor (>=) so that it can be checked here"
+        pins.append(f"{name}=={match.group(1)}")
+    return pins
+
+
+def test_every_module_imports_and_samples_against_the_dependency_floors():
+    """pyproject's floors are true: with exactly those versions of diffusers, transformers and accelerate,
+    every module of the core, the main job, the trainer and the nodes imports and a tiny model samples."""
+    import os
+
+    pins = dependency_floors()
+    target = FLOORS_DIR / "-".join(pins)
+    if not (target / ".complete").is_file():
+        result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target), *pins],
+                                capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            if os.environ.get("CI"):
+                raise AssertionError(f"could not install the floors {pins}:\n{result.stderr[-3000:]}")
+            import pytest
+
+            pytest.skip(f"could not install {pins} (no package index?): {result.stderr.strip()[-300:]}")
+        (target / ".complete").touch()
+    script = f"""
+import importlib, importlib.util, pkgutil, sys
+import diffusers, transformers, accelerate
+from packaging.version import Version
+got = [diffusers.__version__, transformers.__version__, accelerate.__version__]
+assert [Version(v) for v in got] == [Version(v) for v in {[p.split("==")[1] for p in pins]!r}], got
+import musedance_core, musedance_demo, trainer
+names = [m.name for pkg in (musedance_core, musedance_demo, trainer)
+         for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".") if not m.name.endswith("__main__")]
+for name in names:
+    importlib.import_module(name)
+spec = importlib.util.spec_from_file_location("pack", {str(ROOT / "__init__.py")!r},
+                                              submodule_search_locations=[{str(ROOT)!r}])
+pack = importlib.util.module_from_spec(spec)
+sys.modules["pack"] = pack
+spec.loader.exec_module(pack)
+for module in ("model", "music", "mask", "generate", "video"):
+    importlib.import_module("pack.nodes." + module)
+import torch
+from musedance_core import MuseDanceConfig, MuseDancePipeline
+config = MuseDanceConfig.tiny()
+pipe = MuseDancePipeline.from_config(config)
+video = pipe(reference_image=torch.rand(32, 32, 3), text_embeds=torch.zeros(1, 77, config.unet.cross_attention_dim),
+             music_tokens=torch.zeros(10, 4, config.unet.music_dim), beats=torch.zeros(10), num_inference_steps=2,
+             guidance_scale=2.0, beat_guidance_scale=3.0)
+assert video.shape == (10, 32, 32, 3)
+print(len(names), "modules")
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(ROOT)]), HF_HOME=str(target / "hf_home"))
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
