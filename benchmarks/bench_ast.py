@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
-from musedance_core.audio.ast_encoder import FBANK_HOP, SAMPLE_RATE, MusicEncoder, patch_grid, window_starts
 from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
+from musedance_core.audio.ast_encoder import FBANK_HOP, SAMPLE_RATE, MusicEncoder, patch_grid, window_starts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from sample_media import synth_music  # noqa: E402 - the tests' synthetic song

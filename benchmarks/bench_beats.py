@@ -33,12 +33,12 @@ from pathlib import Path
 import librosa
 import mir_eval
 import numpy as np
+
 from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from sample_media import synth_music  # noqa: E402 - the tests' synthetic song
-
 from musedance_core.audio import beat_tracker, beats
+from sample_media import synth_music  # noqa: E402 - the tests' synthetic song
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16_000

@@ -20,11 +20,11 @@ import torch
 
 from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
 from musedance_core.audio.ast_encoder import MusicEncoder
-from musedance_core.audio.music import load_music
 from musedance_core.audio.beats import analyze_beats
-from musedance_demo.demo import ASSETS, DEFAULT_AST, DEFAULT_MODEL, load_image
+from musedance_core.audio.music import load_music
 from musedance_core.loading.loader import load_pipeline
 from musedance_core.masks.subject import foreground_mask
+from musedance_demo.demo import ASSETS, DEFAULT_AST, DEFAULT_MODEL, load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -128,7 +128,6 @@ def make_files(workdir: Path, fp16: bool) -> None:
 
     sys.path.insert(0, str(REPO / "tests"))
     import ldm_layout as L
-
     from musedance_core.config import MuseDanceConfig
 
     cfg = MuseDanceConfig.sd15()

@@ -21,15 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from machine_info import machine  # noqa: E402  benchmarks/ is on sys.path when a script here runs
-from scenes import FIGURE_COLOURS, densepose_drawing, figure_parts, iou, jpeg, object_mask, photo, soft_figure_photo  # noqa: E402
-
 from musedance_core.masks.densepose import mask_from_densepose_image  # noqa: E402
 from musedance_core.masks.grabcut import automatic_mask  # noqa: E402
+from scenes import FIGURE_COLOURS, densepose_drawing, figure_parts, iou, jpeg, object_mask, photo, soft_figure_photo  # noqa: E402
 
 
 def cases(height: int):

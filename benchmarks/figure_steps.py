@@ -26,8 +26,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from musedance_core.audio.music import load_music  # noqa: E402
 from musedance_core.audio.beats import analyze_beats  # noqa: E402
+from musedance_core.audio.music import load_music  # noqa: E402
 from musedance_core.masks.subject import foreground_mask  # noqa: E402
 
 

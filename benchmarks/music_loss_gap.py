@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from musedance_core.models.temporal import UNKNOWN_BEAT  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.train import Trainer, open_dataset  # noqa: E402
-from musedance_core.models.temporal import UNKNOWN_BEAT  # noqa: E402
 
 BUCKETS = ((0, 250), (250, 500), (500, 750), (750, 1000))
 

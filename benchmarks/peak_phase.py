@@ -33,14 +33,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine_info import machine  # noqa: E402
-
-from musedance_core.loading.loader import load_pipeline  # noqa: E402
 from musedance_core.evaluation.metrics import (  # noqa: E402
     av_align_matches,
     beat_phase,
     evaluate_video,
     onset_coverage,
 )
+from musedance_core.loading.loader import load_pipeline  # noqa: E402
 from trainer.data import PreparedDataset  # noqa: E402
 from trainer.evaluate import (  # noqa: E402
     Settings,

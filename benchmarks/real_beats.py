@@ -43,11 +43,11 @@ from pathlib import Path
 import librosa
 import mir_eval
 import numpy as np
-from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
 
+from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
 from musedance_core.audio import beats
-from musedance_core.audio.music import load_music
 from musedance_core.audio.beat_files import read_beat_file
+from musedance_core.audio.music import load_music
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "benchmarks" / "real_beats_manifest.json"

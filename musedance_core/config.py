@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-
 # The default model that ships in the pack's models/ folder (trainer/default_model.py makes it), by file name
 # in models/musedance/ and folder name in models/audio_encoders/.
 DEFAULT_CHECKPOINT_NAME = "musedance_default.safetensors"
@@ -280,10 +279,12 @@ class SamplerSettings:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
             raise ValueError(f"SamplerSettings.steps must be an integer in [1, 1000], got {self.steps!r}.")
         if not number(self.guidance_scale) or not 1.0 <= self.guidance_scale <= MAX_GUIDANCE:
-            raise ValueError(f"SamplerSettings.guidance_scale must be in [1, {MAX_GUIDANCE:g}], got {self.guidance_scale!r}.")
+            raise ValueError(f"SamplerSettings.guidance_scale must be in [1, {MAX_GUIDANCE:g}], "
+                             f"got {self.guidance_scale!r}.")
         beat = self.beat_guidance_scale
         if beat is not None and (not number(beat) or not 0.0 <= beat <= MAX_GUIDANCE):
-            raise ValueError(f"SamplerSettings.beat_guidance_scale must be None or in [0, {MAX_GUIDANCE:g}], got {beat!r}.")
+            raise ValueError(f"SamplerSettings.beat_guidance_scale must be None or in [0, {MAX_GUIDANCE:g}], "
+                             f"got {beat!r}.")
         if not number(self.noise_share) or not 0.0 <= self.noise_share <= 1.0:
             raise ValueError(f"SamplerSettings.noise_share must be in [0, 1], got {self.noise_share!r}.")
         if not isinstance(self.reference_start, bool):

@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default outputs/)")
     auto = "default: the model's recommendation"
     parser.add_argument("--steps", type=int, help=f"DDIM steps ({auto})")
-    parser.add_argument("--guidance", type=float, help=f"classifier-free guidance scale, 1 to {MAX_GUIDANCE:g} ({auto})")
+    parser.add_argument("--guidance", type=float,
+                        help=f"classifier-free guidance scale, 1 to {MAX_GUIDANCE:g} ({auto})")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--noise-share", type=float,
                         help=f"starting noise shared by all frames, 0..1; 0: independent noise per frame ({auto})")
@@ -132,16 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     from musedance_core.audio.ast_encoder import MusicEncoder
+    from musedance_core.audio.beats import analyze_beats, beat_vector
     from musedance_core.audio.music import load_music
     from musedance_core.audio.timing import frame_count, frame_samples
-    from musedance_core.audio.beats import analyze_beats, beat_vector
-    from musedance_core.masks.framing import fit_image
-    from musedance_core.loading.loader import load_pipeline
-    from musedance_core.masks.subject import foreground_mask
-    from musedance_core.evaluation.metrics import evaluate_video
     from musedance_core.evaluation.flow import flow_magnitudes
-    from musedance_core.sampling.pipeline import StepInfo
+    from musedance_core.evaluation.metrics import evaluate_video
+    from musedance_core.loading.loader import load_pipeline
+    from musedance_core.masks.framing import fit_image
+    from musedance_core.masks.subject import foreground_mask
     from musedance_core.plots import beat_plot, contact_sheet
+    from musedance_core.sampling.pipeline import StepInfo
     from musedance_core.video import write_video
 
     pipe = load_pipeline(args.model)

@@ -179,7 +179,8 @@ class MuseDanceSampler:
     @classmethod
     def VALIDATE_INPUTS(cls, guidance: float = 0.0, reference_start: str = "auto") -> bool | str:
         if 0.0 < guidance < 1.0:
-            return f"guidance {guidance:g}: give 1 (no guidance) to {MAX_GUIDANCE:g}, or 0 for the model's recommendation."
+            return (f"guidance {guidance:g}: give 1 (no guidance) to {MAX_GUIDANCE:g}, or 0 for the model's "
+                    "recommendation.")
         if reference_start not in ("auto", "on", "off", True, False):
             return f"reference_start must be auto, on or off, got {reference_start!r}."
         return True

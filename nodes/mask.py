@@ -7,9 +7,9 @@ import warnings
 
 import torch
 
-from .model_paths import MODEL_KINDS
 from . import comfy
 from .model_folders import comfy_model_folders
+from .model_paths import MODEL_KINDS
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 
 from ..musedance_core.loading.formats import TOKENIZER_FILES
-from .model_paths import ModelPathError
 from . import comfy
 from .model_folders import comfy_model_folders, comfy_tokenizer_folder
+from .model_paths import ModelPathError
 
 log = logging.getLogger(__name__)
 

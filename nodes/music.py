@@ -227,8 +227,8 @@ class BeatExtract:
     def run(self, audio: dict, fps: float, start_time: float, duration: float, method: str = "musedance",
             min_bpm: float = 0.0, max_bpm: float = 0.0, preferred_bpm: float = 0.0, tempo: str = "as found",
             offset_ms: float = 0.0, beat_file: str = BEAT_FILE_NONE):
-        from ..musedance_core.audio.music import load_music
         from ..musedance_core.audio.beats import analyze_beats, beat_vector, beats_from_list, sample_rate_for
+        from ..musedance_core.audio.music import load_music
         from ..musedance_core.plots import beat_plot
 
         options = _beat_options(method, min_bpm, max_bpm, preferred_bpm, tempo, offset_ms, beat_file)

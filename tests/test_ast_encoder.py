@@ -17,8 +17,8 @@ from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassificati
 from musedance_core.audio.ast_encoder import (
     MusicEncoder,
     patch_grid,
-    save_random_ast,
     random_ast,
+    save_random_ast,
     window_starts,
 )
 

@@ -9,10 +9,10 @@ import warnings
 
 import numpy as np
 import pytest
+from test_beats import SR, _decay, _place, click_track, drum_loop, f_measure
 
 from musedance_core.audio import beats, madmom_beats
 from musedance_core.audio.beat_files import BeatList
-from test_beats import SR, _decay, _place, click_track, drum_loop, f_measure
 
 
 def waltz(bpm: float, seconds: float = 20.0, first: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,8 @@ from helpers import randomize_temporal_outputs
 from musedance_core import MuseDanceConfig, MuseDancePipeline
 from musedance_core.loading.checkpoint import FORMAT_VERSION, read_checkpoint_info, save_checkpoint
 from musedance_core.loading.loader import load_pipeline
-from musedance_core.models.text_encoder import read_tokenizer_files
 from musedance_core.loading.weights import WeightsFileError
+from musedance_core.models.text_encoder import read_tokenizer_files
 
 
 def _pipe(seed: int = 0) -> MuseDancePipeline:

@@ -18,9 +18,9 @@ from PIL import Image
 from comfy_server import (
     PACK_NAME,
     ComfyServerError,
+    comfy_server_fixture,
     custom_node_import_failed,
     custom_node_imported,
-    comfy_server_fixture,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

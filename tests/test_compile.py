@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from helpers import randomize_temporal_outputs
 from musedance_core.models.reference import spatial_self_attention_layers
 from musedance_core.models.temporal import beat_windows
-
-from helpers import randomize_temporal_outputs
 
 
 def test_unet_with_reference_and_motion_context_compiles_without_graph_breaks(tiny_pipe, sample_inputs):

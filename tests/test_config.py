@@ -58,8 +58,8 @@ def test_sd15_configuration_is_stable_diffusion_1_5s_own():
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from musedance_core.models.text_encoder import build_text_encoder
     from musedance_core.loading.weights import empty_parameters
+    from musedance_core.models.text_encoder import build_text_encoder
 
     config = MuseDanceConfig.sd15()
     with empty_parameters():

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from musedance_core.video import read_video_info
 from musedance_demo import demo
 from trainer.synthetic import make_track
-from musedance_core.video import read_video_info
 
 
 def test_demo_writes_the_video_the_contact_sheet_and_the_beat_plot(tmp_path, capsys):
@@ -81,11 +81,10 @@ def test_the_main_job_runs_from_a_plain_pip_install(tmp_path):
     """Installed (not run from the checkout), the main job finds its sample as package data and says which flags
     give the model, which lives in the checkout's models/ folder."""
     import os
+    import shutil
     import subprocess
     import sys
     from pathlib import Path
-
-    import shutil
 
     root = Path(__file__).resolve().parents[1]
     source, site = tmp_path / "source", tmp_path / "site"  # a copy, so that the build leaves the checkout alone

@@ -10,7 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from musedance_core.masks.densepose import DensePoseModel, DensePoseModelError, is_torchscript_file, mask_from_densepose_image
+from musedance_core.masks.densepose import (
+    DensePoseModel,
+    DensePoseModelError,
+    is_torchscript_file,
+    mask_from_densepose_image,
+)
 from musedance_core.masks.subject import MaskWarning, foreground_mask
 from scenes import FIGURE_COLOURS, densepose_drawing, figure_parts, iou, jpeg, photo
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from sample_media import draw_reference, synth_music
 from musedance_core.video import read_video_info
+from sample_media import draw_reference, synth_music
 from tiny_files import WORKFLOW_AST, WORKFLOW_CHECKPOINT, write_workflow_models
 
 RATE = 22_050

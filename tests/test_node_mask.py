@@ -8,6 +8,7 @@ import torch
 
 from scenes import FIGURE_COLOURS, densepose_drawing, figure_parts, iou, photo
 
+
 def _run(pack, image, **kwargs):
     node = pack.NODE_CLASS_MAPPINGS["MuseDanceMask"]()
     args = dict(densepose_model="none", threshold=0.5, grow=0, feather=0, fill_holes=0.001, keep_largest=False)

@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from test_beats import SR, click_track, drum_loop
 
 

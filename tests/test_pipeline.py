@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from musedance_core import GenerationStopped, MuseDancePipeline
-
 from helpers import randomize_temporal_outputs
+from musedance_core import GenerationStopped, MuseDancePipeline
 
 FAST = dict(num_inference_steps=2, guidance_scale=2.0)
 

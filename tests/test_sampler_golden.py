@@ -9,9 +9,8 @@ import hashlib
 import pytest
 import torch
 
-from musedance_core import MuseDanceConfig, MuseDancePipeline
-
 from helpers import randomize_temporal_outputs
+from musedance_core import MuseDanceConfig, MuseDancePipeline
 
 # sha256 of the float32 frames' bytes, first 16 hex digits; recorded at commit 7aae423 (torch 2.x, CPU).
 RECORDED = {

@@ -9,8 +9,8 @@ import ldm_layout as L
 from musedance_core.config import MuseDanceConfig, UNetConfig
 from musedance_core.loading.loader import load_pipeline
 from musedance_core.loading.sd15 import checkpoint_family
-from musedance_core.models.temporal import beat_windows
 from musedance_core.loading.weights import WeightsFileError, open_weights
+from musedance_core.models.temporal import beat_windows
 from tiny_files import tiny_sd15
 
 # The loaded models run the same ops on the same weights as their sources: fp32 outputs agree to

@@ -29,8 +29,8 @@ from PIL import Image
 
 from comfy_server import ComfyServer, ComfyServerError, comfy_server_fixture, execution_error
 from musedance_core.config import MuseDanceConfig
-from sample_media import draw_reference, synth_music
 from musedance_core.video import read_video_info
+from sample_media import draw_reference, synth_music
 from tiny_files import write_workflow_models
 
 ROOT = Path(__file__).resolve().parents[1]

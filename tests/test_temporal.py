@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import randomize_temporal_outputs
 from musedance_core.models.temporal import (
     BEAT,
     NO_BEAT,
@@ -17,8 +18,6 @@ from musedance_core.models.temporal import (
     beat_windows,
     unknown_beats,
 )
-
-from helpers import randomize_temporal_outputs
 
 
 def _motion_module() -> MotionModule:

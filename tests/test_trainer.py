@@ -16,10 +16,10 @@ from safetensors.torch import load_file
 from musedance_core.config import MuseDanceConfig
 from musedance_core.loading.loader import load_pipeline
 from musedance_core.models.unet import is_temporal_parameter
+from musedance_core.sampling.conditioning import reference_features
 from tiny_files import write_tiny_musedance
 from trainer.clips import PreparedClip
 from trainer.config import config_from_dict, load_config
-from musedance_core.sampling.conditioning import reference_features
 from trainer.stages import row_generator, sample_row
 from trainer.train import STATE_FILE, Trainer
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 
 import torch
+from test_trainer import SIZE, make_clips, tiny_config
 
 from musedance_core.audio.ast_encoder import save_random_ast
 from sample_media import draw_reference, synth_music
-from test_trainer import SIZE, make_clips, tiny_config
 from tiny_files import write_tiny_musedance
 from trainer.train import Trainer
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from test_trainer import CONFIGS, make_clips, tiny_config
+
 from tiny_files import write_tiny_musedance
 from trainer.config import load_config
 from trainer.train import Trainer

@@ -266,6 +266,7 @@ def test_a_clip_that_fails_unexpectedly_is_skipped_and_the_rest_kept(clips, ast_
 def test_both_stages_train_on_the_prepared_dataset(prepared, tmp_path, stage, fresh_accelerate):
     """The command-line path end to end: prepared folder -> open_dataset -> a training step -> export."""
     from test_trainer import tiny_config
+
     from tiny_files import write_tiny_musedance
     from trainer.train import Trainer, open_dataset
 

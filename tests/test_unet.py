@@ -6,11 +6,10 @@ import pytest
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel
 
+from helpers import randomize_temporal_outputs
 from musedance_core.config import MuseDanceConfig
 from musedance_core.models.temporal import beat_windows
 from musedance_core.models.unet import MuseDanceUNet, is_temporal_parameter
-
-from helpers import randomize_temporal_outputs
 
 # fp32 on CPU; the two models run the same ops on the same weights, so only summation order could differ.
 TOLERANCE = 1e-5

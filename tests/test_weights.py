@@ -12,7 +12,6 @@ from torch import nn
 import ldm_layout as L
 from musedance_core.config import MuseDanceConfig
 from musedance_core.loading.loader import load_pipeline
-from musedance_core.models.temporal import MotionModule
 from musedance_core.loading.weights import (
     WeightsFileError,
     assign_weights,
@@ -21,6 +20,7 @@ from musedance_core.loading.weights import (
     missing_parameters,
     open_weights,
 )
+from musedance_core.models.temporal import MotionModule
 
 
 @pytest.fixture

@@ -98,8 +98,8 @@ def write_tiny_musedance(path: Path, config: MuseDanceConfig | None = None, seed
 
     from helpers import randomize_temporal_outputs
     from musedance_core.loading.checkpoint import save_checkpoint
-    from musedance_core.sampling.pipeline import MuseDancePipeline
     from musedance_core.models.text_encoder import read_tokenizer_files
+    from musedance_core.sampling.pipeline import MuseDancePipeline
 
     config = config or MuseDanceConfig.tiny()
     pipe = MuseDancePipeline.from_config(config, seed=seed, text_encoder=True)

@@ -45,11 +45,19 @@ import torch
 from safetensors import safe_open
 
 from musedance_core.audio.ast_encoder import save_random_ast
+from musedance_core.config import (
+    DEFAULT_AST_NAME,
+    DEFAULT_CHECKPOINT_NAME,
+    MaskEncoderConfig,
+    MuseDanceConfig,
+    TextEncoderConfig,
+    UNetConfig,
+    VAEConfig,
+)
 from musedance_core.loading.checkpoint import read_checkpoint_info, save_checkpoint, write_safetensors
-from musedance_core.config import DEFAULT_AST_NAME, DEFAULT_CHECKPOINT_NAME, MaskEncoderConfig, MuseDanceConfig, TextEncoderConfig, UNetConfig, VAEConfig
-from musedance_core.sampling.pipeline import MuseDancePipeline
 from musedance_core.models.text_encoder import word_tokenizer_files
 from musedance_core.models.unet import is_temporal_parameter
+from musedance_core.sampling.pipeline import MuseDancePipeline
 
 from .config import load_config
 from .data import PreparedDataset

@@ -38,9 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from musedance_core.audio.music import load_music
 from musedance_core.audio.beats import analyze_beats
-from musedance_core.loading.loader import load_pipeline
+from musedance_core.audio.music import load_music
 from musedance_core.evaluation.metrics import (
     FVD_I3D_FILE,
     LPIPS,
@@ -50,6 +49,7 @@ from musedance_core.evaluation.metrics import (
     i3d_features,
     lpips,
 )
+from musedance_core.loading.loader import load_pipeline
 
 from .data import PreparedDataset
 from .prepare import file_sha256, write_atomic

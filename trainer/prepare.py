@@ -43,8 +43,8 @@ import torch
 from safetensors.torch import save_file
 
 from musedance_core.audio.ast_encoder import GLOBAL_TOKENS, MusicEncoder, patch_grid
-from musedance_core.audio.music import TARGET_SAMPLE_RATE, load_music
 from musedance_core.audio.beats import analyze_beats, beat_vector
+from musedance_core.audio.music import TARGET_SAMPLE_RATE, load_music
 from musedance_core.masks.framing import Framing, fit_image
 from musedance_core.masks.subject import MaskWarning, foreground_mask
 

@@ -26,7 +26,11 @@ from torch import nn
 
 from musedance_core.models.temporal import BeatEncoder, beat_windows, unknown_beats
 from musedance_core.sampling.conditioning import (
-    TEMPORAL_GROUPS, is_temporal_parameter, motion_context, reference_features, training_scheduler,
+    TEMPORAL_GROUPS,
+    is_temporal_parameter,
+    motion_context,
+    reference_features,
+    training_scheduler,
 )
 from musedance_core.sampling.pipeline import MuseDancePipeline
 

@@ -298,7 +298,8 @@ def random_ast(hidden_size: int, seed: int = 0, num_hidden_layers: int = 2) -> t
     """A small randomly initialised AST (2 heads) and the default feature extractor.
 
     Built locally from a config, nothing read from disk or a hub: the default model's frozen music
-    encoder (its music modules learn to read these features) and the tests' music encoders. The patch grid is the default one.
+    encoder (its music modules learn to read these features) and the tests' music encoders. The patch
+    grid is the default one.
     num_hidden_layers=0 leaves patch plus position embeddings, so each token sees only its patch.
     """
     if hidden_size <= 0 or hidden_size % 2:

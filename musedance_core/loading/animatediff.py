@@ -23,7 +23,6 @@ from diffusers.loaders.single_file_utils import convert_animatediff_checkpoint_t
 from ..models.unet import MuseDanceUNet
 from .weights import WeightsFileError, WeightsMapping
 
-
 _MODULE = re.compile(r"(.*\.motion_modules\.\d+)\.")
 
 

@@ -24,13 +24,8 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch import nn
 
-from .animatediff import inspect_motion_module, motion_module_weights
-from .checkpoint import TEMPORAL_ONLY, CheckpointInfo, component_weights, read_checkpoint_info
 from ..config import MuseDanceConfig
 from ..models.mask_encoder import build_mask_encoder
-from ..sampling.conditioning import resolve_dtype
-from ..sampling.pipeline import MuseDancePipeline
-from .sd15 import CLIP_PREFIX, VAE_PREFIX, check_sd15, text_encoder_weights, unet_weights, vae_weights
 from ..models.text_encoder import (
     TOKENIZER_HELP,
     build_text_encoder,
@@ -39,6 +34,11 @@ from ..models.text_encoder import (
     tokenizer_from_files,
 )
 from ..models.unet import MuseDanceUNet, is_temporal_parameter
+from ..sampling.conditioning import resolve_dtype
+from ..sampling.pipeline import MuseDancePipeline
+from .animatediff import inspect_motion_module, motion_module_weights
+from .checkpoint import TEMPORAL_ONLY, CheckpointInfo, component_weights, read_checkpoint_info
+from .sd15 import CLIP_PREFIX, VAE_PREFIX, check_sd15, text_encoder_weights, unet_weights, vae_weights
 from .weights import (
     WeightsFileError,
     WeightsMapping,

@@ -50,7 +50,7 @@ def to_pixels(frames: torch.Tensor) -> torch.Tensor:
 
 
 def encode_frames(vae: nn.Module, frames: torch.Tensor, scaling_factor: float, chunk_size: int = 16) -> torch.Tensor:
-    """Scaled VAE posterior means of frames [n, H, W, 3] (as `to_pixels` takes them), [n, C, h, w] in the VAE's dtype."""
+    """Scaled VAE posterior means [n, C, h, w], in the VAE's dtype, of frames [n, H, W, 3] as `to_pixels` takes them."""
     weight = next(vae.parameters())
     return torch.cat([
         vae.encode(to_pixels(chunk).to(device=weight.device, dtype=weight.dtype)).latent_dist.mode() * scaling_factor

@@ -26,7 +26,13 @@ from ..models.reference import ReferenceBank, attach_reference_reader, attach_re
 from ..models.text_encoder import TOKENIZER_HELP, build_text_encoder, encode_prompt
 from ..models.unet import MotionContext, MuseDanceUNet
 from .conditioning import (
-    decode_latents, encode_frames, frame_beats, motion_context, reference_features, resolve_dtype, sampling_scheduler,
+    decode_latents,
+    encode_frames,
+    frame_beats,
+    motion_context,
+    reference_features,
+    resolve_dtype,
+    sampling_scheduler,
     unknown_frame_beats,
 )
 from .guidance import GuidedDenoiser
@@ -271,8 +277,8 @@ class MuseDancePipeline:
         if beat_guidance_scale is not None and (
                 isinstance(beat_guidance_scale, bool) or not isinstance(beat_guidance_scale, (int, float))
                 or not 0.0 <= float(beat_guidance_scale) <= MAX_GUIDANCE):
-            raise ValueError(f"beat_guidance_scale must be None (guide the beats with the rest) or in "
-                             f"[0, {MAX_GUIDANCE:g}], got {beat_guidance_scale!r}.")
+            raise ValueError(f"beat_guidance_scale must be \"auto\" (the model's), None (guide the beats with the "
+                             f"rest) or in [0, {MAX_GUIDANCE:g}], got {beat_guidance_scale!r}.")
         text = self._check_text("text_embeds", text_embeds)
         negative = (
             torch.zeros_like(text) if negative_text_embeds is None
