@@ -374,7 +374,7 @@ def test_encoder_is_frozen():
     assert not encoder.encode(noise(1.0), fps=12, num_frames=12).requires_grad
 
 
-def test_tiny_ast_is_seeded_and_leaves_the_global_rng_alone():
+def test_random_ast_is_seeded_and_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)

@@ -4,7 +4,7 @@ The music module (paper Sec. 3.2) cross-attends each video frame to music embedd
 10.24 s at a time, so a song is encoded in overlapping windows and stitched onto one grid of time
 columns (one per 100 ms). Video frame k, at time start_time + k / fps, then takes the columns
 around that time (+-`window` columns, as Hallo takes wav2vec frames t-2..t+2) plus the two global
-tokens. Sampler and trainer both call `MusicEncoder.encode` (or `frame_music_tokens`).
+tokens. The nodes, the main job and the trainer's data preparation all call `MusicEncoder.encode`.
 
 AST token layout (transformers ASTModel): last_hidden_state[:, :2] are the CLS and distillation
 tokens; [:, 2:] are patch tokens flattened frequency-major, index = f * t_dim + t, over an

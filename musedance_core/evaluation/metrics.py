@@ -40,8 +40,8 @@ from .flow import flow_magnitudes
 AV_ALIGN_SAMPLE_RATE = 22050  # librosa.load's default, which the reference uses
 AV_ALIGN_MIN_PEAK = 0.1  # pixels: the reference ignores flow maxima below this (static scenes)
 # FACT's sigma of 3 frames at 60 fps. DabFusion calls sigma "a normalized parameter" and gives no
-# value; in seconds it does not change with fps (3 frames at 12 fps would be 0.25 s, and then random
-# beats score 0.79 against 120 BPM music: research/beats-and-metrics.md).
+# value; in seconds it does not change with fps (3 frames at 12 fps would be 0.25 s, so wide that random
+# kinematic beats score about 0.8 against 120 BPM music).
 MM_ALIGN_SIGMA = 0.05
 
 
