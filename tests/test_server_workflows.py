@@ -2,7 +2,7 @@
 
 One server (tests/comfy_server.py) serves the module, with tiny models under the names the workflows
 use (tests/tiny_files.py) and a drawn reference image and synthesised music uploaded under theirs.
-Every workflows/*.api.json is posted as a user's script would post it; the video it writes is
+Every workflows/api/*.api.json is posted as a user's script would post it; the video it writes is
 fetched through /view and read back. Each bad input is followed by a good prompt, which must still
 run, and no bad input may leave a file in the output folder. Without a test host these tests skip;
 under CI they fail. Prepare the host with `bash scripts/setup_comfyui.sh`.
@@ -34,8 +34,8 @@ from sample_media import draw_reference, synth_music
 from tiny_files import write_workflow_models
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOWS = sorted((ROOT / "workflows").glob("*.api.json"))
-BASIC = ROOT / "workflows" / "musedance_basic.api.json"
+WORKFLOWS = sorted((ROOT / "workflows" / "api").glob("*.api.json"))
+BASIC = ROOT / "workflows" / "api" / "musedance_basic.api.json"
 REFERENCE = "musedance_reference.png"  # the input names the workflows load
 MUSIC = "musedance_music.wav"
 REFERENCE_SIZE = 96  # square, and not the video size: ReferenceNet Encode has to crop it

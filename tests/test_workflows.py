@@ -18,8 +18,9 @@ from tiny_files import WORKFLOW_AST, WORKFLOW_CHECKPOINT, write_workflow_models
 from workflow_ui import check_ui_workflow, ui_to_api
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
-UI_FILES = sorted(p for p in WORKFLOWS.glob("*.json") if not p.name.endswith(".api.json"))
-API_FILES = sorted(WORKFLOWS.glob("*.api.json"))
+# ComfyUI offers every workflows/*.json as a template (not subfolders): the UI files only; the API twins in api/.
+UI_FILES = sorted(WORKFLOWS.glob("*.json"))
+API_FILES = sorted((WORKFLOWS / "api").glob("*.api.json"))
 # The files the workflows expect in ComfyUI's input folder (workflows/README.md says so).
 INPUT_FILES = ("musedance_reference.png", "musedance_music.wav")
 
@@ -47,7 +48,7 @@ def read(path: Path) -> dict:
 
 
 def api_twin(ui_path: Path) -> Path:
-    return ui_path.with_name(ui_path.stem + ".api.json")
+    return ui_path.parent / "api" / (ui_path.stem + ".api.json")
 
 
 def node_info(name: str, node_class: type, display_name: str | None) -> dict:
@@ -100,6 +101,8 @@ def basic() -> dict:
 def test_every_ui_workflow_has_an_api_twin_and_every_api_workflow_a_ui_one():
     assert UI_FILES, f"no UI workflows in {WORKFLOWS}"
     assert sorted(api_twin(p) for p in UI_FILES) == API_FILES
+    # what the template dialog offers loads: a UI workflow with its version (an API file there is a broken card)
+    assert all({"version", "nodes", "links"} <= set(read(p)) for p in UI_FILES)
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
