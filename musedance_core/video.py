@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -54,6 +54,7 @@ class VideoInfo:
     height: int
     has_audio: bool
     audio_duration: float  # seconds; 0.0 when there is no audio stream
+    metadata: dict[str, str] = field(default_factory=dict)  # the container's tags (e.g. "workflow", "prompt")
 
 
 def write_video(
@@ -64,6 +65,7 @@ def write_video(
     sample_rate: int | None = None,
     crf: int = 18,
     format: str = "h264-mp4",
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Encode frames [F, H, W, 3] as a video (`format`, see FORMATS), with optional audio muxed in.
 
@@ -72,6 +74,7 @@ def write_video(
     audio: a waveform [T] (mono) or [C, T] with C in {1, 2}, float, at `sample_rate` Hz; samples
     are clipped to [-1, 1] and audio longer than the video (F / fps seconds) is trimmed.
     crf: constant quality, lower is better (H.264 0..51, VP9 0..63).
+    metadata: text tags for the container (as ComfyUI stores "prompt" and "workflow" in its videos).
     The file is encoded next to `path` under a temporary name and moved into place at the end.
     Returns the path written.
     """
@@ -91,7 +94,7 @@ def write_video(
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
     try:
-        _encode(temporary, kind, video, fps, wave, sample_rate, crf)
+        _encode(temporary, kind, video, fps, wave, sample_rate, crf, metadata or {})
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -120,7 +123,8 @@ def read_video_info(path: str | os.PathLike) -> VideoInfo:
                 container.seek(0)
         # Count packets rather than trusting the header's frame count, which some muxers leave at 0.
         num_frames = sum(1 for packet in container.demux(stream) if packet.size)
-    return VideoInfo(num_frames, fps, width, height, has_audio, audio_duration)
+        metadata = dict(container.metadata)
+    return VideoInfo(num_frames, fps, width, height, has_audio, audio_duration, metadata)
 
 
 def _frames_to_uint8(frames: ArrayLike) -> np.ndarray:
@@ -184,9 +188,14 @@ def _encode(
     wave: np.ndarray | None,
     sample_rate: int | None,
     crf: int,
+    metadata: dict[str, str],
 ) -> None:
     """Encode checked uint8 frames and an optional planar waveform into `kind`'s container at `path`."""
-    with av.open(str(path), mode="w", format=kind.extension[1:]) as container:
+    # MP4 keeps free-form tags only with use_metadata_tags (what ComfyUI's own video saving uses).
+    options = {"movflags": "use_metadata_tags"} if kind.extension == ".mp4" else {}
+    with av.open(str(path), mode="w", format=kind.extension[1:], options=options) as container:
+        for key, value in metadata.items():
+            container.metadata[key] = value
         stream = container.add_stream(kind.video_codec, rate=Fraction(fps).limit_denominator(10_000))
         stream.width, stream.height = video.shape[2], video.shape[1]
         stream.pix_fmt = "yuv420p"

@@ -19,13 +19,21 @@ FORMATS = ("h264-mp4", "vp9-webm")
 _COUNTER = re.compile(r"_(\d{5})\.[A-Za-z0-9]+$")
 
 
-def output_path(prefix: str, extension: str, output_dir: Path | None = None) -> tuple[Path, str, str]:
-    """The next free `<prefix>_NNNNN<extension>` in the output folder: (path, file name, subfolder).
+MAX_NAME_BYTES = 200  # per path part: a file system allows 255, the counter and the temporary name need the rest
 
-    ValueError for a prefix that is empty, absolute, has `..` or a drive, or leads outside the folder.
+
+def check_prefix(prefix: object, output_dir: Path | None = None) -> tuple[Path, list[str]]:
+    """The real folder a filename prefix writes into and its parts; a ValueError that names what is wrong.
+
+    Refused: a prefix that is not text, is empty, holds a NUL character, is absolute, has a drive or
+    `..`, has a part too long for a file name, or leads outside the output folder through a link.
     """
     root = Path(output_dir or comfy.output_folder()).resolve()
-    if not isinstance(prefix, str) or not prefix.strip() or "\0" in prefix:
+    if not isinstance(prefix, str):
+        raise ValueError(f"filename_prefix must be text, got {type(prefix).__name__}.")
+    if "\0" in prefix:
+        raise ValueError("filename_prefix contains a NUL character, which no file name may hold; remove it.")
+    if not prefix.strip():
         raise ValueError("filename_prefix is empty; give a name such as 'MuseDance/dance'.")
     windows = PureWindowsPath(prefix)
     parts = prefix.replace("\\", "/").split("/")
@@ -35,11 +43,20 @@ def output_path(prefix: str, extension: str, output_dir: Path | None = None) -> 
     parts = [p for p in parts if p not in ("", ".")]
     if not parts:
         raise ValueError(f"filename_prefix {prefix!r} has no file name; give one such as 'MuseDance/dance'.")
-    folder = root.joinpath(*parts[:-1])
-    real = Path(os.path.realpath(folder))
+    long = [p for p in parts if len(p.encode("utf-8")) > MAX_NAME_BYTES]
+    if long:
+        raise ValueError(f"filename_prefix has a part of {len(long[0].encode('utf-8'))} bytes ({long[0][:40]!r}...); "
+                         f"file names allow at most {MAX_NAME_BYTES} here: shorten it.")
+    real = Path(os.path.realpath(root.joinpath(*parts[:-1])))
     if real != root and root not in real.parents:
         raise ValueError(f"filename_prefix {prefix!r} leads outside ComfyUI's output folder (through a link); "
                          "choose another subfolder.")
+    return real, parts
+
+
+def output_path(prefix: str, extension: str, output_dir: Path | None = None) -> tuple[Path, str, str]:
+    """The next free `<prefix>_NNNNN<extension>` in the output folder: (path, file name, subfolder)."""
+    real, parts = check_prefix(prefix, output_dir)
     real.mkdir(parents=True, exist_ok=True)
     stem = parts[-1]
     taken = [int(m.group(1)) for name in os.listdir(real)
@@ -78,20 +95,52 @@ class SaveDanceVideo:
             },
             "optional": {
                 "audio": ("AUDIO", {"tooltip": "Music to mux in (the sampler's audio output); cut to the frames."}),
+                "save_workflow": ("BOOLEAN", {"default": True,
+                                              "tooltip": "Store the workflow and the prompt in the video, as "
+                                                         "ComfyUI's own video saving does: dropping the video on "
+                                                         "ComfyUI's page brings the graph back."}),
             },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    def run(self, images: torch.Tensor, fps: float, filename_prefix: str, format: str, crf: int, audio=None):
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix: str | None = None, format: str | None = None,
+                        crf: int | None = None) -> bool | str:
+        """Everything that can be known before the frames exist, so that a bad setting never costs a render."""
+        if format is not None and format not in FORMATS:
+            return f"format {format!r} is unknown; choose one of {', '.join(FORMATS)}."
+        if crf is not None:
+            from ..musedance_core.video import FORMATS as KINDS
+
+            top = KINDS[format].max_crf if format in KINDS else max(k.max_crf for k in KINDS.values())
+            if isinstance(crf, bool) or not isinstance(crf, int) or not 0 <= crf <= top:
+                return f"crf {crf!r} is outside 0..{top} for {format or 'this format'}; lower is better quality."
+        if filename_prefix is not None:
+            try:
+                check_prefix(filename_prefix)
+            except ValueError as err:
+                return str(err)
+        return True
+
+    def run(self, images: torch.Tensor, fps: float, filename_prefix: str, format: str, crf: int, audio=None,
+            save_workflow: bool = True, prompt: dict | None = None, extra_pnginfo: dict | None = None):
+        import json
+
         from ..musedance_core.video import video_format, write_video
 
         kind = video_format(format)
+        metadata = {}
+        if save_workflow:  # as ComfyUI's SaveVideo: the prompt, and each extra_pnginfo entry ("workflow")
+            metadata = {key: json.dumps(value) for key, value in (extra_pnginfo or {}).items()}
+            if prompt is not None:
+                metadata["prompt"] = json.dumps(prompt)
         path, name, subfolder = output_path(filename_prefix, kind.extension)
         wave, rate = None, None
         if audio is not None:
             wave, rate = audio["waveform"][0], int(audio["sample_rate"])  # first item of a batch: [C, T]
             if wave.shape[0] > 2:
                 wave = wave.mean(0, keepdim=True)
-        write_video(path, images, fps, audio=wave, sample_rate=rate, crf=crf, format=format)
+        write_video(path, images, fps, audio=wave, sample_rate=rate, crf=crf, format=format, metadata=metadata)
         result = {"filename": name, "subfolder": subfolder, "type": "output"}
         relative = f"{subfolder}/{name}" if subfolder else name
         # As ComfyUI's own SaveVideo/SaveWEBM: the frontend plays an animated "images" entry as a video.

@@ -264,6 +264,38 @@ def test_video_combine_refuses_a_link_out_of_the_output_folder(nodes, tmp_path):
     assert not list((tmp_path / "elsewhere").iterdir())
 
 
+@pytest.mark.parametrize("inputs, words", [
+    (dict(filename_prefix="Muse\x00Dance/dance"), "NUL character"),
+    (dict(filename_prefix="   "), "is empty"),
+    (dict(filename_prefix="../escape/dance"), "tries to leave"),
+    (dict(filename_prefix="x" * 300), "part of 300 bytes"),
+    (dict(format="h264-mp4", crf=52), "outside 0..51 for h264-mp4"),
+    (dict(format="vp9-webm", crf=64), "outside 0..63 for vp9-webm"),
+    (dict(format="gif"), "format 'gif' is unknown"),
+])
+def test_video_settings_are_checked_before_any_frame_exists(nodes, tmp_path, inputs, words):
+    validate = nodes["MuseDanceVideoCombine"].VALIDATE_INPUTS
+    assert words in validate(**inputs)
+    assert validate(filename_prefix="MuseDance/dance", format="vp9-webm", crf=63) is True
+    assert not (tmp_path / "output").exists() or not any((tmp_path / "output").rglob("*"))  # validation writes nothing
+
+
+def test_the_video_carries_its_workflow_unless_told_not_to(nodes, tmp_path):
+    import json
+
+    combine = nodes["MuseDanceVideoCombine"]()
+    prompt, workflow = {"1": {"class_type": "X", "inputs": {}}}, {"nodes": [], "links": [], "version": 0.4}
+    for fmt in ("h264-mp4", "vp9-webm"):
+        path = tmp_path / "output" / combine.run(torch.rand(2, 16, 16, 3), 12.0, "MuseDance/wf", fmt, 30, prompt=prompt,
+                                                 extra_pnginfo={"workflow": workflow})["result"][0]
+        tags = {k.lower(): v for k, v in read_video_info(path).metadata.items()}  # WebM's muxer writes them in capitals
+        assert json.loads(tags["workflow"]) == workflow and json.loads(tags["prompt"]) == prompt
+    path = tmp_path / "output" / combine.run(torch.rand(2, 16, 16, 3), 12.0, "MuseDance/wf", "h264-mp4", 30,
+                                             save_workflow=False, prompt=prompt,
+                                             extra_pnginfo={"workflow": workflow})["result"][0]
+    assert not {"workflow", "prompt"} & set(read_video_info(path).metadata)
+
+
 def test_video_combine_leaves_nothing_when_encoding_fails(nodes, tmp_path):
     bad = torch.full((2, 16, 16, 3), float("nan"))
     with pytest.raises(ValueError, match="NaN"):

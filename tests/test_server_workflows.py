@@ -145,6 +145,10 @@ def check_video(comfy: ComfyServer, entry: dict, workflow: dict, combine_id: str
     assert (info.width, info.height) == (VIDEO_SIZE, VIDEO_SIZE), info
     assert info.has_audio, info
     assert abs(info.audio_duration - frames / fps) <= 1 / fps, info
+    # The prompt ComfyUI ran is in the video, as ComfyUI's own video saving stores it.
+    stored = {key: {k: v for k, v in value.items() if k != "is_changed"}  # ComfyUI's own note on each node
+              for key, value in json.loads(info.metadata["prompt"]).items()}
+    assert stored == entry["prompt"][2], sorted(info.metadata)
     return on_disk
 
 
@@ -226,6 +230,26 @@ def node_error_details(answer: dict, node_id: str, class_type: str) -> str:
     return "\n".join(e["details"] for e in errors["errors"])
 
 
+def refused_at_validation(comfy: ComfyServer, workflow: dict, node_id: str, class_type: str) -> str:
+    """POST /prompt reports `node_id` as failing validation, its details; nothing after it runs.
+
+    ComfyUI refuses the whole prompt (400) when no output node is valid; when other output nodes are
+    (the previews of the example workflows), it answers 200 with the same node_errors and runs only
+    those: the refused node and everything only it needs (the sampler) never run.
+    """
+    try:
+        answer = comfy._json("POST", "/prompt", {"prompt": workflow, "client_id": "musedance-tests"})
+    except ComfyServerError as err:
+        assert err.status == 400, err
+        answer = json.loads(err.body)
+    details = node_error_details(answer, node_id, class_type)
+    if "prompt_id" in answer:
+        entry = comfy.wait(answer["prompt_id"], timeout=TIMEOUT, check=False)
+        previews = {key for key, value in workflow.items() if value["class_type"] == "PreviewImage"}
+        assert set(entry["outputs"]) <= previews, entry["outputs"]  # no video: only the previews ran
+    return details
+
+
 def failed(comfy: ComfyServer, workflow: dict, class_type: str) -> str:
     """The prompt is accepted, then fails in a node of `class_type`; ComfyUI's exception message."""
     entry = comfy.wait(comfy.post_prompt(workflow), timeout=TIMEOUT, check=False)
@@ -304,15 +328,33 @@ def test_unknown_checkpoint_is_refused_listing_the_available_ones(server, tmp_pa
 
 
 @pytest.mark.parametrize("where", ["parent", "absolute"])
-def test_filename_prefix_outside_the_output_folder_fails_and_writes_nothing(server, where, tmp_path):
+def test_filename_prefix_outside_the_output_folder_is_refused_before_any_work(server, where, tmp_path):
     outside = tmp_path / "escape"  # absolute, and nowhere near the server's folders
     prefix = {"parent": "../escape/dance", "absolute": str(outside / "dance")}[where]
     before = output_files(server)
     workflow = basic()
-    node(workflow, "MuseDanceVideoCombine")[1]["inputs"]["filename_prefix"] = prefix
-    message = failed(server, workflow, "MuseDanceVideoCombine")
-    assert prefix in message and "tries to leave ComfyUI's output folder" in message, message
+    combine_id, combine = node(workflow, "MuseDanceVideoCombine")
+    combine["inputs"]["filename_prefix"] = prefix
+    details = refused_at_validation(server, workflow, combine_id, "MuseDanceVideoCombine")
+    assert prefix in details and "tries to leave ComfyUI's output folder" in details, details
     assert not (server.output_dir.parent / "escape").exists() and not outside.exists()
+    still_runs_a_good_prompt(server, before, tmp_path)
+
+
+@pytest.mark.parametrize("inputs, words", [
+    ({"filename_prefix": "Muse\x00Dance/dance"}, "NUL character"),
+    ({"filename_prefix": "d" * 300}, "file names allow at most"),
+    ({"format": "h264-mp4", "crf": 60}, "outside 0..51 for h264-mp4"),
+])
+def test_video_settings_are_refused_at_validation_with_their_real_problem(server, inputs, words, tmp_path):
+    """A bad prefix or crf is refused by POST /prompt (HTTP 400), before the sampler runs, saying what is wrong."""
+    before = output_files(server)
+    workflow = basic()
+    combine_id, combine = node(workflow, "MuseDanceVideoCombine")
+    combine["inputs"].update(inputs)
+    details = refused_at_validation(server, workflow, combine_id, "MuseDanceVideoCombine")
+    assert words in details, details
+    assert details.count(words) == 1 or len({line.split(" - ")[0] for line in details.splitlines()}) > 1, details
     still_runs_a_good_prompt(server, before, tmp_path)
 
 
