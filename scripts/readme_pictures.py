@@ -1,6 +1,7 @@
 """The README's pictures, made by the project itself (scripts/readme_pictures.sh runs this).
 
   strip     the main job's contact sheet -> one row of frames, the frames on a beat framed in red
+  icon      the main job's contact sheet -> the pack's icon (its first frame on a beat, 256x256)
   workflow  workflows/musedance_basic.json in a real ComfyUI web UI, run on the sample, screenshot
 
 `workflow` starts a ComfyUI (--comfyui and --python, else the tests' host as tests/comfy_server.py
@@ -46,6 +47,15 @@ def sheet_cells(sheet: np.ndarray) -> tuple[list[np.ndarray], list[bool]]:
     if not frames:
         raise SystemExit(f"error: no frames found in the contact sheet ({sheet.shape[1]}x{sheet.shape[0]}).")
     return frames, on_beat
+
+
+def icon(sheet_path: Path, out: Path, size: int = 256) -> None:
+    """The pack's icon (Comfy Registry): the main job's first frame on a beat, `size` pixels square."""
+    frames, on_beat = sheet_cells(np.asarray(Image.open(sheet_path).convert("RGB")))
+    frame = frames[on_beat.index(True) if any(on_beat) else 0]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(frame).resize((size, size), Image.LANCZOS).save(out, optimize=True)
+    print(f"wrote {out} ({size}x{size})")
 
 
 def frame_strip(sheet_path: Path, out: Path, fps: float, count: int, border: int = 4) -> None:
@@ -167,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     strip.add_argument("out", type=Path)
     strip.add_argument("--fps", type=float, default=12.0, help="the video's frame rate (for the times)")
     strip.add_argument("--frames", type=int, default=12, help="frames in the strip")
+    square = sub.add_parser("icon", help="the pack's icon from the main job's contact sheet")
+    square.add_argument("sheet", type=Path, help="outputs/musedance_demo_contact.png")
+    square.add_argument("out", type=Path)
     shot = sub.add_parser("workflow", help="a screenshot of a workflow in ComfyUI's web UI")
     shot.add_argument("out", type=Path)
     shot.add_argument("--workflow", type=Path, default=ROOT / "workflows/musedance_basic.json")
@@ -180,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "strip":
         frame_strip(args.sheet, args.out, args.fps, args.frames)
+    elif args.command == "icon":
+        icon(args.sheet, args.out)
     else:
         viewport = tuple(int(v) for v in args.viewport.lower().split("x"))
         workflow_screenshot(args.out, args.workflow, viewport, args.width, args.run, args.chromium, args.timeout,

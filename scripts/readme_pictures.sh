@@ -3,6 +3,7 @@
 #   main_job_frames.png   the main job's video: every second frame of its first two seconds, beats in red
 #   main_job_beats.png    the main job's beat plot: the music's beats (red) over the video's motion (green)
 #   workflow_basic.png    workflows/musedance_basic.json run on the sample in ComfyUI's web UI
+#   icon.png              the pack's icon for the Comfy Registry: the main job's first frame on a beat
 #
 #   bash scripts/readme_pictures.sh    # from any directory; a few minutes on a 2-core CPU after the set-up
 #
@@ -89,6 +90,7 @@ mkdir -p "$IMAGES"
 "$PICTURES_PYTHON" "$ROOT/scripts/readme_pictures.py" strip "$WORK/demo/musedance_demo_contact.png" \
     "$IMAGES/main_job_frames.png"
 cp "$WORK/demo/musedance_demo_beats.png" "$IMAGES/main_job_beats.png"
+"$PICTURES_PYTHON" "$ROOT/scripts/readme_pictures.py" icon "$WORK/demo/musedance_demo_contact.png" "$IMAGES/icon.png"
 _say "running workflows/musedance_basic.json in ComfyUI's web UI"
 "$PICTURES_PYTHON" "$ROOT/scripts/readme_pictures.py" workflow "$IMAGES/workflow_basic.png" "${COMFY_ARGS[@]}"
 ls -l "$IMAGES"

@@ -220,3 +220,35 @@ print(len(names), "modules")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_comfy_registry_metadata_is_complete_and_the_archive_holds_the_pack_only():
+    """What the Comfy Registry reads from pyproject.toml, and the file list `comfy node publish` would archive
+    (git-tracked files minus .comfyignore): every runtime file, no tests, benchmarks or CI."""
+    import fnmatch
+
+    from packaging.specifiers import SpecifierSet
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    project, comfy = data["project"], data["tool"]["comfy"]
+    assert re.fullmatch(r"[A-Za-z][A-Za-z0-9]*(?:[-_.][A-Za-z0-9]+)*", project["name"]) and len(project["name"]) < 100
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"]) and project["description"] and project["license"]
+    repository = project["urls"]["Repository"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", repository)
+    assert comfy["PublisherId"] and comfy["DisplayName"]
+    raw = repository.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/"
+    assert comfy["Icon"].startswith(raw) and (ROOT / comfy["Icon"][len(raw):]).is_file()  # a committed picture
+    assert SpecifierSet(comfy["requires-comfyui"]).contains("0.3.75")
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    ignored = [l.strip() for l in (ROOT / ".comfyignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+
+    def ignore(path: str) -> bool:
+        return any(path.startswith(p) if p.endswith("/") else fnmatch.fnmatch(path, p) for p in ignored)
+
+    archive = [p for p in tracked if not ignore(p)]
+    assert not [p for p in archive if p.startswith(("tests/", "benchmarks/", ".ci/"))]
+    for needed in ("__init__.py", "nodes/generate.py", "musedance_core/sampling/pipeline.py", "web/musedance.js",
+                   "models/musedance/musedance_default.safetensors", "workflows/musedance_basic.json",
+                   "requirements.txt", "pyproject.toml", "LICENSE", "README.md", comfy["Icon"][len(raw):]):
+        assert needed in archive, needed
