@@ -116,7 +116,14 @@ class ReferenceNetEncode:
         reference = MuseDanceReference(
             model, _to_cpu(encoding), text.float().cpu(), None if negative is None else negative.float().cpu(), framed,
         )
-        return (reference, framed)
+        notes = []
+        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            cut = pipe.cut_from_prompt(text)
+            if cut:
+                notes.append(f"The {name} is longer than the {pipe.config.text_length} tokens CLIP reads; "
+                             f"this end was left out: \"{cut}\". Shorten it, or put what matters first.")
+                log.warning("MuseDance: %s", notes[-1])
+        return {"ui": {"text": notes}, "result": (reference, framed)}
 
 
 class MuseDanceSampler:

@@ -69,7 +69,8 @@ def _build_scene(nodes, checkpoint: str, ast_name: str, *, music_seconds: float,
     beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, start, duration)[0]
     music = nodes["MuseDanceASTEncode"]().run(ast, audio, 12.0, start, duration)[0]
     image, mask = (torch.from_numpy(a)[None] for a in draw_reference(drawing))
-    reference, framed = nodes["MuseDanceReferenceEncode"]().run(model, image, prompt, size, size, "crop", mask=mask)
+    reference, framed = nodes["MuseDanceReferenceEncode"]().run(model, image, prompt, size, size, "crop",
+                                                                 mask=mask)["result"]
     return dict(model=model, reference=reference, framed=framed, music=music, beats=beats, audio=audio)
 
 
@@ -146,6 +147,16 @@ def test_sampler_reference_start_reaches_the_sampler(nodes, scene, monkeypatch):
     assert seen == [False, True, True] and not torch.equal(plain, started)
 
 
+def test_a_prompt_longer_than_clip_reads_is_reported_with_what_was_cut(nodes, scene):
+    model, image = scene["model"], scene["framed"]
+    short = nodes["MuseDanceReferenceEncode"]().run(model, image, "a person dancing", 32, 32, "crop")
+    assert short["ui"]["text"] == []
+    words = " ".join(f"step{i}" for i in range(60)) + " finale"
+    long = nodes["MuseDanceReferenceEncode"]().run(model, image, words, 32, 32, "crop")
+    (note,) = long["ui"]["text"]
+    assert "longer than the 77 tokens CLIP reads" in note and note.count("finale") == 1 and "step0 " not in note
+
+
 def test_sampler_on_auto_uses_the_models_recommended_settings_and_shows_them(nodes, scene, monkeypatch):
     from musedance_core.config import SamplerSettings
 
@@ -214,7 +225,7 @@ def test_sampler_advances_progress_every_step_and_stops_on_cancel(pack, nodes, s
 def test_reference_encode_frames_the_image_and_checks_the_mask(nodes, scene):
     model, encode = scene["model"], nodes["MuseDanceReferenceEncode"]()
     image = torch.rand(1, 40, 80, 3)
-    _, framed = encode.run(model, image, "", 32, 48, "pad")
+    _, framed = encode.run(model, image, "", 32, 48, "pad")["result"]
     assert framed.shape == (1, 48, 32, 3)
     with pytest.raises(ValueError, match="aspect ratios differ"):
         encode.run(model, image, "", 32, 32, "crop", mask=torch.ones(1, 40, 40))
@@ -223,8 +234,8 @@ def test_reference_encode_frames_the_image_and_checks_the_mask(nodes, scene):
     with pytest.raises(ValueError, match="one image"):
         encode.run(model, torch.rand(2, 32, 32, 3), "", 32, 32, "crop")
     placeholder = torch.zeros(1, 64, 64)  # Load Image's MASK for an image without alpha
-    reference, _ = encode.run(model, image, "", 32, 32, "crop", mask=placeholder)
-    unmasked, _ = encode.run(model, image, "", 32, 32, "crop")
+    reference, _ = encode.run(model, image, "", 32, 32, "crop", mask=placeholder)["result"]
+    unmasked, _ = encode.run(model, image, "", 32, 32, "crop")["result"]
     for name, tokens in unmasked.encoding.tokens.items():
         assert torch.equal(tokens, reference.encoding.tokens[name])
 

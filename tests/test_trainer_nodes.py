@@ -35,6 +35,6 @@ def test_exported_checkpoint_runs_in_the_nodes(pack, tmp_path, monkeypatch, fres
     music = nodes["MuseDanceASTEncode"]().run(nodes["MuseDanceLoadAST"]().run("ast")[0], audio, 12.0, 0.0, 1.0)[0]
     image, mask = (torch.from_numpy(a)[None] for a in draw_reference(SIZE))
     reference = nodes["MuseDanceReferenceEncode"]().run(model, image, "a dancer spins", SIZE, SIZE, "crop",
-                                                        mask=mask)[0]
+                                                        mask=mask)["result"][0]
     frames = nodes["MuseDanceSampler"]().run(model, reference, music, beats, 0, 2, 2.0, 0, 0, 2)["result"][0]
     assert frames.shape == (12, SIZE, SIZE, 3) and torch.isfinite(frames).all()

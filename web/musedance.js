@@ -1,4 +1,4 @@
-// MuseDance's web extension: an upload button on Load Song (MuseDance), and the settings the sampler used.
+// MuseDance's web extension: an upload button on Load Song (MuseDance), and the notes of the nodes that have them.
 // ComfyUI serves this file because the pack's __init__.py sets WEB_DIRECTORY = "./web".
 // The button posts the chosen file to ComfyUI's /upload/image endpoint (which stores any file in the
 // input folder) and selects it in the node's list. It is not saved in workflows (serialize = false).
@@ -50,20 +50,20 @@ app.registerExtension({
   },
 });
 
-// The sampler reports the settings it used (the model's recommendation for every widget left on auto);
-// show them on the node, read-only and never saved with the workflow.
+// A MuseDance node's notes (the settings the sampler used, a prompt cut at CLIP's length) come as its
+// "text" output; show them on the node, read-only and never saved with the workflow.
 app.registerExtension({
-  name: "MuseDance.SamplerSettingsUsed",
+  name: "MuseDance.NodeNotes",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData.name !== "MuseDanceSampler") return;
+    if (!["MuseDanceSampler", "MuseDanceReferenceEncode"].includes(nodeData.name)) return;
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
-      const text = message?.text?.join("\n");
-      if (!text) return;
-      let widget = this.widgets?.find((w) => w.name === "settings used");
+      const text = message?.text?.join("\n") ?? "";
+      let widget = this.widgets?.find((w) => w.name === "notes");
+      if (!widget && !text) return;
       if (!widget) {
-        widget = ComfyWidgets.STRING(this, "settings used", ["STRING", { multiline: true }], app).widget;
+        widget = ComfyWidgets.STRING(this, "notes", ["STRING", { multiline: true }], app).widget;
         if (widget.inputEl) widget.inputEl.readOnly = true;
         widget.serialize = false;
       }

@@ -111,6 +111,14 @@ def encode_prompt(
     return text_encoder(ids.to(device)).last_hidden_state
 
 
+def cut_words(tokenizer: CLIPTokenizer, prompt: str, length: int = 77) -> str:
+    """The end of `prompt` that CLIP never reads (its tokens past `length`, with the start and end tokens), or ""."""
+    ids = tokenizer(prompt, truncation=False).input_ids
+    if len(ids) <= length:
+        return ""
+    return tokenizer.decode(ids[length - 1 : -1]).strip()
+
+
 # --- a tokenizer of one's own ---------------------------------------------------------------------
 
 BOS_TOKEN = "<|startoftext|>"

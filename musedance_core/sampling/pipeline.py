@@ -23,7 +23,7 @@ from ..config import AUTO, MAX_GUIDANCE, MuseDanceConfig, SamplerSettings
 from ..masks.subject import mask_condition
 from ..models.mask_encoder import build_mask_encoder
 from ..models.reference import ReferenceBank, attach_reference_reader, attach_reference_writer
-from ..models.text_encoder import TOKENIZER_HELP, build_text_encoder, encode_prompt
+from ..models.text_encoder import TOKENIZER_HELP, build_text_encoder, cut_words, encode_prompt
 from ..models.unet import MotionContext, MuseDanceUNet
 from .conditioning import (
     decode_latents,
@@ -159,6 +159,10 @@ class MuseDancePipeline:
         if self.tokenizer is None:
             raise ValueError(f"this pipeline has no tokenizer, so it cannot encode a prompt. {TOKENIZER_HELP}")
         return encode_prompt(self.tokenizer, self.text_encoder, prompt, self.config.text_length)
+
+    def cut_from_prompt(self, prompt: str) -> str:
+        """What `encode_prompt` leaves out of a prompt longer than the text encoder reads ("" when nothing)."""
+        return cut_words(self.tokenizer, prompt, self.config.text_length) if self.tokenizer is not None else ""
 
     def eval(self) -> "MuseDancePipeline":
         for m in self.modules().values():
