@@ -152,6 +152,17 @@ def check_video(comfy: ComfyServer, entry: dict, workflow: dict, combine_id: str
     return on_disk
 
 
+def test_a_workflow_saved_before_the_auto_settings_still_runs(server, tmp_path):
+    """The basic API workflow as shipped on 2026-12-06 (sampler steps 20, guidance 2.5, beat guidance 5 and
+    reference_start true as a BOOLEAN; no save_workflow) is accepted and makes its video."""
+    workflow = load_fast(ROOT / "tests" / "data" / "musedance_basic.before_auto_settings.api.json")
+    (sampler_id,) = nodes_of(workflow, "MuseDanceSampler")
+    assert workflow[sampler_id]["inputs"]["reference_start"] is True
+    entry = server.wait(server.post_prompt(workflow), timeout=TIMEOUT)
+    (combine_id,) = nodes_of(workflow, "MuseDanceVideoCombine")
+    check_video(server, entry, workflow, combine_id, tmp_path)
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
 def test_workflow_runs_and_writes_its_video_with_the_music(server, path, tmp_path):
     workflow = load_fast(path)
