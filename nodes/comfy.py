@@ -58,9 +58,20 @@ class Progress:
         self._bar = utils.ProgressBar(total) if utils is not None else None
         self.total = total
 
-    def set(self, value: int) -> None:
-        if self._bar is not None:
-            self._bar.update_absolute(value, self.total)
+    def set(self, value: int, preview: torch.Tensor | None = None) -> None:
+        """Move the bar to `value`; `preview` (float [H, W, 3] in [0, 1]) shows on the node while it runs."""
+        if self._bar is None:
+            return
+        image = None
+        if preview is not None:
+            from PIL import Image  # ComfyUI's own dependency
+
+            pixels = (preview.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            image = ("JPEG", Image.fromarray(pixels), PREVIEW_SIZE)  # the form ComfyUI's samplers send
+        self._bar.update_absolute(value, self.total, image)
+
+
+PREVIEW_SIZE = 512  # the longest side of a progress preview, as ComfyUI's latent previews
 
 
 def folder_paths() -> Any | None:

@@ -212,7 +212,10 @@ class MuseDanceSampler:
         progress = comfy.Progress(num_clips * settings.steps)
 
         def on_step(info) -> bool:
-            progress.set(info.clip_index * info.num_steps + info.step + 1)
+            preview = None
+            if info.step + 1 == info.num_steps:  # a clip is done: show its last frame while the next one runs
+                preview = pipe.decode(info.latents[0, -1:])[0]
+            progress.set(info.clip_index * info.num_steps + info.step + 1, preview)
             comfy.throw_if_interrupted()  # Cancel: ComfyUI's exception stops the run between two steps
             return False
 

@@ -199,12 +199,19 @@ def test_sampler_advances_progress_every_step_and_stops_on_cancel(pack, nodes, s
         def __init__(self, total):
             self.total = total
 
-        def set(self, value):
+        def set(self, value, preview=None):
             seen.append((value, self.total))
+            previews.append(preview)
 
+    previews = []
     monkeypatch.setattr(comfy, "Progress", Bar)
-    _sample(nodes, scene, clip_length=8, steps=3)  # 36 frames: 5 clips of 3 steps
+    frames = _sample(nodes, scene, clip_length=8, steps=3)[0]  # 36 frames: 5 clips of 3 steps
     assert seen == [(i, 15) for i in range(1, 16)]
+    # each finished clip shows its last frame: frames 7, 15, 23, 31 and 35
+    shown = [(i, p) for i, p in enumerate(previews) if p is not None]
+    assert [i for i, _ in shown] == [2, 5, 8, 11, 14]
+    for (_, preview), last in zip(shown, (7, 15, 23, 31, 35)):
+        torch.testing.assert_close(preview, frames[last], atol=1e-5, rtol=0)
 
     class Interrupted(Exception):  # stands for comfy.model_management.InterruptProcessingException
         pass
@@ -343,3 +350,23 @@ def test_the_shipped_default_model_runs_through_the_nodes(pack):
             guidance=2.5, frame_count=0, clip_length=0, motion_frames=2)["result"]
     assert frames.shape == (12, 64, 64, 3) and fps == 12.0 and torch.isfinite(frames).all()
     assert sound["waveform"].shape[-1] == RATE  # one second of the music, trimmed to the frames
+
+
+def test_progress_sends_previews_in_the_form_comfyui_samplers_use(pack, monkeypatch):
+    comfy = _module(pack, "comfy")
+    sent = []
+
+    class ProgressBar:  # comfy.utils.ProgressBar's interface, early 2024 to today
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None, preview=None):
+            sent.append((value, total, preview))
+
+    monkeypatch.setattr(comfy, "_module", lambda name: type("utils", (), {"ProgressBar": ProgressBar}))
+    bar = comfy.Progress(4)
+    bar.set(1)
+    bar.set(2, torch.full((8, 6, 3), 0.5))
+    assert sent[0] == (1, 4, None)
+    kind, image, size = sent[1][2]
+    assert (kind, image.size, size) == ("JPEG", (6, 8), comfy.PREVIEW_SIZE) and image.getpixel((0, 0)) == (128,) * 3

@@ -189,6 +189,11 @@ def test_workflow_runs_and_writes_its_video_with_the_music(server, path, tmp_pat
         steps = [m for m in progress.messages("progress") if m["node"] == sampler_id and m["prompt_id"] == prompt_id]
         assert [m["value"] for m in steps] == list(range(1, total + 1)), steps
         assert {m["max"] for m in steps} == {total}, steps
+    # A finished clip's last frame is sent as a progress preview (ComfyUI's binary PREVIEW_IMAGE, a JPEG).
+    jpegs = [frame[8:] for frame in progress.previews if struct.unpack(">II", frame[:8]) == (1, 1)]
+    assert jpegs, f"no preview image during sampling ({len(progress.previews)} binary frames)"
+    width, height = Image.open(io.BytesIO(jpegs[-1])).size
+    assert width == height > 0  # the square frame, which ComfyUI scales to its preview size
 
 
 # --- Bad input ------------------------------------------------------------------------------------
@@ -256,8 +261,8 @@ def refused_at_validation(comfy: ComfyServer, workflow: dict, node_id: str, clas
     details = node_error_details(answer, node_id, class_type)
     if "prompt_id" in answer:
         entry = comfy.wait(answer["prompt_id"], timeout=TIMEOUT, check=False)
-        previews = {key for key, value in workflow.items() if value["class_type"] == "PreviewImage"}
-        assert set(entry["outputs"]) <= previews, entry["outputs"]  # no video: only the previews ran
+        (sampler_id,) = nodes_of(workflow, "MuseDanceSampler")  # its fresh seed: it would have run, not cached
+        assert node_id not in entry["outputs"] and sampler_id not in entry["outputs"], entry["outputs"]
     return details
 
 
@@ -404,6 +409,7 @@ class ProgressMessages:
     def __init__(self, comfy: ComfyServer) -> None:
         self._address = urlsplit(comfy.url)
         self._received: list[dict] = []
+        self.previews: list[bytes] = []  # binary frames: preview images (event type, format, then the image)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -464,5 +470,7 @@ class ProgressMessages:
                     return
                 if opcode == 0x1:
                     self._received.append(json.loads(payload))
+                elif opcode == 0x2:
+                    self.previews.append(payload)
         except (OSError, EOFError):  # closed by __exit__
             return
