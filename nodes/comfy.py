@@ -83,6 +83,31 @@ def output_folder() -> Path:
     return Path(fp.get_output_directory() if fp is not None else os.path.join(os.getcwd(), "output"))
 
 
+def temp_folder() -> Path:
+    """ComfyUI's temp folder (emptied when ComfyUI starts), where node previews go."""
+    fp = folder_paths()
+    if fp is not None:
+        return Path(fp.get_temp_directory())
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "musedance_previews"
+
+
+def preview_image(pixels: Any, name: str) -> dict:
+    """Save float RGB [H, W, 3] in [0, 1] as a PNG in the temp folder: the entry a node's ui "images" shows."""
+    import secrets
+
+    import numpy as np
+    from PIL import Image  # ComfyUI's own dependency
+
+    folder = temp_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    filename = f"{name}_{secrets.token_hex(6)}.png"
+    array = (np.clip(np.asarray(pixels, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
+    Image.fromarray(array).save(folder / filename, compress_level=1)
+    return {"filename": filename, "subfolder": "", "type": "temp"}
+
+
 def input_folder() -> Path:
     fp = folder_paths()
     return Path(fp.get_input_directory() if fp is not None else os.path.join(os.getcwd(), "input"))

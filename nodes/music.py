@@ -248,7 +248,8 @@ class BeatExtract:
         plot = beat_plot(music.waveform, music.sample_rate, analysis.onset_envelope, analysis.frame_rate,
                          analysis.times, span.start, span.num_frames / span.fps, downbeats=analysis.downbeats)
         beats = FrameBeats(span, torch.from_numpy(vector), float(analysis.tempo), torch.from_numpy(bars), analysis.meter)
-        return beats, float(analysis.tempo), torch.from_numpy(plot)[None], int(analysis.meter)
+        result = (beats, float(analysis.tempo), torch.from_numpy(plot)[None], int(analysis.meter))
+        return {"ui": {"images": [comfy.preview_image(plot, "MuseDance_beats")]}, "result": result}
 
 
 def _beat_options(method: str, min_bpm: float, max_bpm: float, preferred_bpm: float, tempo: str,

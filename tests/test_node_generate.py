@@ -66,7 +66,7 @@ def _build_scene(nodes, checkpoint: str, ast_name: str, *, music_seconds: float,
     model = nodes["MuseDanceLoadModel"]().run(checkpoint, "none", "none", "auto", "default")[0]
     ast = nodes["MuseDanceLoadAST"]().run(ast_name)[0]
     audio = {"waveform": torch.from_numpy(synth_music(music_seconds, RATE))[None, None], "sample_rate": RATE}
-    beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, start, duration)[0]
+    beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, start, duration)["result"][0]
     music = nodes["MuseDanceASTEncode"]().run(ast, audio, 12.0, start, duration)[0]
     image, mask = (torch.from_numpy(a)[None] for a in draw_reference(drawing))
     reference, framed = nodes["MuseDanceReferenceEncode"]().run(model, image, prompt, size, size, "crop",

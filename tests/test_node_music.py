@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from test_beats import SR, click_track, drum_loop
 
 
@@ -17,7 +19,8 @@ def _audio(wave: np.ndarray, rate: int = SR) -> dict:
 def test_beat_extract_puts_beats_on_frames_of_the_chosen_stretch(pack):
     wave, truth = click_track(120, seconds=12.0, first=0.5)
     node = pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]()
-    beats, tempo, plot, meter = node.run(_audio(wave), fps=12.0, start_time=2.0, duration=4.0)
+    out = node.run(_audio(wave), fps=12.0, start_time=2.0, duration=4.0)
+    beats, tempo, plot, meter = out["result"]
     assert beats.span.num_frames == 48 and beats.vector.shape == (48,)
     expected = np.zeros(48, np.float32)
     frames = np.floor((truth - 2.0) * 12 + 0.5).astype(int)
@@ -28,6 +31,12 @@ def test_beat_extract_puts_beats_on_frames_of_the_chosen_stretch(pack):
     bar_lines = beats.downbeats.numpy()
     assert set(np.flatnonzero(bar_lines)) <= set(np.flatnonzero(expected)) and 1 <= bar_lines.sum() <= 3
     assert plot.shape == (1, 192, 768, 3) and float(plot.max()) <= 1.0
+    # the node shows its own plot: a PNG in the temp folder, as ComfyUI's previews are
+    (shown,) = out["ui"]["images"]
+    assert shown["type"] == "temp" and shown["subfolder"] == ""
+    folder = sys.modules[type(node).__module__.rsplit(".", 1)[0] + ".comfy"].temp_folder()
+    saved = np.asarray(Image.open(folder / shown["filename"]).convert("RGB"))
+    assert np.abs(saved / 255.0 - plot[0].numpy()).max() <= 1 / 255 + 1e-6
     red = ((plot[0, :, :, 0] == 1.0) & torch.isclose(plot[0, :, :, 1], torch.tensor(0.2))).all(0)
     yellow = ((plot[0, :, :, 0] == 1.0) & torch.isclose(plot[0, :, :, 1], torch.tensor(0.85))).all(0)
     yellow_lines = int((yellow[1:] & ~yellow[:-1]).sum() + yellow[0])
@@ -50,10 +59,10 @@ def test_ast_encode_gives_tokens_for_the_same_frames(pack, tmp_path):
     wave, _ = click_track(120, seconds=8.0)
     music = pack.NODE_CLASS_MAPPINGS["MuseDanceASTEncode"]().run(encoder, _audio(wave), 12.0, 1.0, 3.0)[0]
     assert music.tokens.shape[0] == 36 and music.span.num_frames == 36
-    beats = pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]().run(_audio(wave), 12.0, 1.0, 3.0)[0]
+    beats = pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]().run(_audio(wave), 12.0, 1.0, 3.0)["result"][0]
     check = __import__(f"{pack.__name__}.nodes.music", fromlist=["_"]).check_same_frames
     assert check(beats, music) == music.span
-    other = pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]().run(_audio(wave), 24.0, 1.0, 3.0)[0]
+    other = pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]().run(_audio(wave), 24.0, 1.0, 3.0)["result"][0]
     with pytest.raises(ValueError, match="describe different frames"):
         check(other, music)
 
@@ -96,7 +105,7 @@ def _beat_node(pack, tmp_path, monkeypatch):
 def test_beat_extract_controls_move_and_thin_the_beats(pack, tmp_path, monkeypatch):
     node = _beat_node(pack, tmp_path, monkeypatch)
     wave, truth = drum_loop(100, seconds=12.0, first=0.6)  # 4/4, chords change on the bar lines
-    run = lambda **settings: node().run(_audio(wave), 12.0, 0.0, 10.0, **settings)[0]
+    run = lambda **settings: node().run(_audio(wave), 12.0, 0.0, 10.0, **settings)["result"][0]
     plain = run()
     assert plain.tempo == pytest.approx(100, abs=1) and plain.meter == 4
     assert np.allclose(np.flatnonzero(plain.downbeats) / 12.0, truth[0::4][truth[0::4] < 10.0], atol=0.05)
@@ -119,7 +128,7 @@ def test_beat_extract_reads_a_beat_file_from_the_input_folder(pack, tmp_path, mo
     (tmp_path / "taps.csv").write_text("Time (s),Beat\n1.0,1\n1.5,2\n2.0,3\n2.5,4\n3.0,1\n")
     assert "taps.csv" in node.INPUT_TYPES()["optional"]["beat_file"][0]
     assert node.VALIDATE_INPUTS(beat_file="taps.csv") is True
-    beats, tempo, _, meter = node().run(_audio(wave), 12.0, 0.0, 4.0, beat_file="taps.csv")
+    beats, tempo, _, meter = node().run(_audio(wave), 12.0, 0.0, 4.0, beat_file="taps.csv")["result"]
     assert np.array_equal(np.flatnonzero(beats.vector), [12, 18, 24, 30, 36])
     assert np.array_equal(np.flatnonzero(beats.downbeats), [12, 36]) and meter == 4
     assert tempo == pytest.approx(120)

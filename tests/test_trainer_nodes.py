@@ -31,7 +31,7 @@ def test_exported_checkpoint_runs_in_the_nodes(pack, tmp_path, monkeypatch, fres
         assert torch.equal(weight, model.pipeline.unet.state_dict()[name]), name
 
     audio = {"waveform": torch.from_numpy(synth_music(2.0))[None, None], "sample_rate": 16_000}
-    beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, 0.0, 1.0)[0]
+    beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, 0.0, 1.0)["result"][0]
     music = nodes["MuseDanceASTEncode"]().run(nodes["MuseDanceLoadAST"]().run("ast")[0], audio, 12.0, 0.0, 1.0)[0]
     image, mask = (torch.from_numpy(a)[None] for a in draw_reference(SIZE))
     reference = nodes["MuseDanceReferenceEncode"]().run(model, image, "a dancer spins", SIZE, SIZE, "crop",
