@@ -6,7 +6,9 @@ Beats and music tokens come out per video frame, for one fps and one stretch of 
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +18,8 @@ from ..musedance_core.audio.beat_files import BEAT_FILE_SUFFIXES, read_beat_file
 from ..musedance_core.audio.timing import frame_count, frame_samples
 from . import comfy
 from .model_folders import comfy_model_folders
+
+log = logging.getLogger(__name__)
 
 CATEGORY = "MuseDance/music"
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus")
@@ -235,21 +239,26 @@ class BeatExtract:
         span = frame_span(audio, fps, start_time, duration)
         # The whole song: the tracker needs context around the stretch, and beat files count from its start.
         music = load_music(audio, sample_rate=sample_rate_for(options.method))
-        if beat_file != BEAT_FILE_NONE:
-            analysis = beats_from_list(_read_beat_file(beat_file), music.waveform, music.sample_rate,
-                                       tempo_change=options.tempo_change, offset=options.offset, name=beat_file)
-        else:
-            analysis = analyze_beats(music.waveform, music.sample_rate, method=options.method,
-                                     min_bpm=options.min_bpm, max_bpm=options.max_bpm,
-                                     preferred_bpm=options.preferred_bpm, tempo_change=options.tempo_change,
-                                     offset=options.offset)
+        with warnings.catch_warnings(record=True) as caught:  # shown on the node, not only in the console
+            warnings.simplefilter("always")
+            if beat_file != BEAT_FILE_NONE:
+                analysis = beats_from_list(_read_beat_file(beat_file), music.waveform, music.sample_rate,
+                                           tempo_change=options.tempo_change, offset=options.offset, name=beat_file)
+            else:
+                analysis = analyze_beats(music.waveform, music.sample_rate, method=options.method,
+                                         min_bpm=options.min_bpm, max_bpm=options.max_bpm,
+                                         preferred_bpm=options.preferred_bpm, tempo_change=options.tempo_change,
+                                         offset=options.offset)
+        notes = [str(w.message) for w in caught]
+        for note in notes:
+            log.warning("MuseDance Beat Extract: %s", note)
         vector = beat_vector(analysis.times - span.start, span.fps, span.num_frames)
         bars = beat_vector(analysis.downbeats - span.start, span.fps, span.num_frames)
         plot = beat_plot(music.waveform, music.sample_rate, analysis.onset_envelope, analysis.frame_rate,
                          analysis.times, span.start, span.num_frames / span.fps, downbeats=analysis.downbeats)
         beats = FrameBeats(span, torch.from_numpy(vector), float(analysis.tempo), torch.from_numpy(bars), analysis.meter)
         result = (beats, float(analysis.tempo), torch.from_numpy(plot)[None], int(analysis.meter))
-        return {"ui": {"images": [comfy.preview_image(plot, "MuseDance_beats")]}, "result": result}
+        return {"ui": {"images": [comfy.preview_image(plot, "MuseDance_beats")], "text": notes}, "result": result}
 
 
 def _beat_options(method: str, min_bpm: float, max_bpm: float, preferred_bpm: float, tempo: str,

@@ -186,3 +186,13 @@ def test_node_choices_are_the_cores(pack):
 
     music = __import__(f"{pack.__name__}.nodes.music", fromlist=["_"])
     assert music.BEAT_METHODS == beats.METHODS and music.TEMPO_CHANGES == beats.TEMPO_CHANGES
+
+
+def test_beat_extract_says_on_the_node_when_the_music_has_no_beats(pack):
+    silence = np.zeros(SR * 6, dtype=np.float32)
+    out = pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]().run(_audio(silence), 12.0, 0.0, 4.0)
+    (note,) = out["ui"]["text"]
+    assert "silent" in note and "no beats" in note
+    assert not out["result"][0].vector.any() and out["result"][1] == 0.0
+    wave, _ = click_track(120, seconds=6.0, first=0.5)
+    assert pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]().run(_audio(wave), 12.0, 0.0, 4.0)["ui"]["text"] == []

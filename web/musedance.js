@@ -50,12 +50,12 @@ app.registerExtension({
   },
 });
 
-// A MuseDance node's notes (the settings the sampler used, a prompt cut at CLIP's length) come as its
-// "text" output; show them on the node, read-only and never saved with the workflow.
+// A MuseDance node's notes (the settings the sampler used, a prompt cut at CLIP's length, music with no
+// beats) come as its "text" output; show them on the node, read-only and never saved with the workflow.
 app.registerExtension({
   name: "MuseDance.NodeNotes",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!["MuseDanceSampler", "MuseDanceReferenceEncode"].includes(nodeData.name)) return;
+    if (!["MuseDanceSampler", "MuseDanceReferenceEncode", "MuseDanceBeatExtract"].includes(nodeData.name)) return;
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
