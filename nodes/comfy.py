@@ -74,6 +74,13 @@ class Progress:
 PREVIEW_SIZE = 512  # the longest side of a progress preview, as ComfyUI's latent previews
 
 
+def video_type() -> type | None:
+    """ComfyUI's VIDEO value made from a file (`comfy_api.input_impl.VideoFromFile`, ComfyUI 0.3.3x and later);
+    None on older ComfyUI and outside it."""
+    module = _module("comfy_api.input_impl")
+    return getattr(module, "VideoFromFile", None) if module is not None else None
+
+
 def folder_paths() -> Any | None:
     return _module("folder_paths")
 

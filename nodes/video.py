@@ -66,15 +66,20 @@ def output_path(prefix: str, extension: str, output_dir: Path | None = None) -> 
     return real / name, name, "/".join(parts[:-1])
 
 
+# ComfyUI's own VIDEO type where the host has it (its video nodes take it); older hosts get the path only.
+VIDEO = comfy.video_type()
+
+
 class SaveDanceVideo:
     """IMAGE frames + optional AUDIO -> an MP4 or WebM in the output folder, shown as a playable preview."""
 
     CATEGORY = "MuseDance"
     FUNCTION = "run"
     OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("filename",)
-    OUTPUT_TOOLTIPS = ("The video's path relative to ComfyUI's output folder.",)
+    RETURN_TYPES = ("STRING",) + (("VIDEO",) if VIDEO else ())
+    RETURN_NAMES = ("filename",) + (("video",) if VIDEO else ())
+    OUTPUT_TOOLTIPS = ("The video's path relative to ComfyUI's output folder.",) + (
+        ("The video as ComfyUI's VIDEO, for its own video nodes (Get Video Components, Save Video).",) if VIDEO else ())
     DESCRIPTION = ("Encodes the frames with PyAV (H.264 + AAC in MP4, or VP9 + Opus in WebM); the music is "
                    "trimmed to the frames.")
 
@@ -144,7 +149,8 @@ class SaveDanceVideo:
         result = {"filename": name, "subfolder": subfolder, "type": "output"}
         relative = f"{subfolder}/{name}" if subfolder else name
         # As ComfyUI's own SaveVideo/SaveWEBM: the frontend plays an animated "images" entry as a video.
-        return {"ui": {"images": [result], "animated": (True,)}, "result": (relative,)}
+        outputs = (relative,) + ((VIDEO(str(path)),) if VIDEO else ())
+        return {"ui": {"images": [result], "animated": (True,)}, "result": outputs}
 
 
 NODE_CLASS_MAPPINGS = {"MuseDanceVideoCombine": SaveDanceVideo}

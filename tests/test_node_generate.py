@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -370,3 +371,34 @@ def test_progress_sends_previews_in_the_form_comfyui_samplers_use(pack, monkeypa
     assert sent[0] == (1, 4, None)
     kind, image, size = sent[1][2]
     assert (kind, image.size, size) == ("JPEG", (6, 8), comfy.PREVIEW_SIZE) and image.getpixel((0, 0)) == (128,) * 3
+
+
+def test_on_a_comfyui_with_the_video_type_the_video_node_also_outputs_video(tmp_path, monkeypatch):
+    """Where `comfy_api.input_impl.VideoFromFile` exists (current ComfyUI), Save Dance Video also returns the
+    file as ComfyUI's VIDEO; without it (ComfyUI of early 2024, the unit tests) only the path."""
+    import importlib.util
+    import types
+
+    class VideoFromFile:  # the interface ComfyUI's video nodes use: made from a path
+        def __init__(self, file):
+            self.file = file
+
+    fake = types.ModuleType("comfy_api.input_impl")
+    fake.VideoFromFile = VideoFromFile
+    monkeypatch.setitem(sys.modules, "comfy_api", types.ModuleType("comfy_api"))
+    monkeypatch.setitem(sys.modules, "comfy_api.input_impl", fake)
+    root = Path(__file__).resolve().parents[1]
+    name = "musedance_pack_with_video_type"
+    spec = importlib.util.spec_from_file_location(name, root / "__init__.py", submodule_search_locations=[str(root)])
+    pack = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, pack)
+    spec.loader.exec_module(pack)
+    try:
+        node = pack.NODE_CLASS_MAPPINGS["MuseDanceVideoCombine"]
+        assert node.RETURN_TYPES == ("STRING", "VIDEO") and node.RETURN_NAMES == ("filename", "video")
+        monkeypatch.setattr(sys.modules[f"{name}.nodes.comfy"], "output_folder", lambda: tmp_path)
+        relative, video = node().run(torch.rand(2, 16, 16, 3), 12.0, "MuseDance/v", "h264-mp4", 30)["result"]
+        assert isinstance(video, VideoFromFile) and Path(video.file) == tmp_path / relative
+    finally:
+        for key in [k for k in sys.modules if k.startswith(name + ".")]:
+            del sys.modules[key]

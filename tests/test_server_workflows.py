@@ -196,6 +196,21 @@ def test_workflow_runs_and_writes_its_video_with_the_music(server, path, tmp_pat
     assert width == height > 0  # the square frame, which ComfyUI scales to its preview size
 
 
+def test_comfyuis_own_video_nodes_take_the_packs_video(server, tmp_path):
+    """Where the host has ComfyUI's VIDEO type (0.3.3x and later), Save Dance Video's VIDEO output goes into
+    ComfyUI's own Get Video Components, which gives back the frames and the music."""
+    info = server.object_info()
+    if info["MuseDanceVideoCombine"]["output"][-1:] != ["VIDEO"] or "GetVideoComponents" not in info:
+        pytest.skip("this ComfyUI has no VIDEO type (ComfyUI of early 2024)")
+    workflow = basic()
+    (combine_id,) = nodes_of(workflow, "MuseDanceVideoCombine")
+    workflow["200"] = {"class_type": "GetVideoComponents", "inputs": {"video": [combine_id, 1]}}
+    workflow["201"] = {"class_type": "PreviewImage", "inputs": {"images": ["200", 0]}}
+    entry = server.wait(server.post_prompt(workflow), timeout=TIMEOUT)
+    frames, _ = expected_frames(workflow, nodes_of(workflow, "MuseDanceSampler")[0])
+    assert len(entry["outputs"]["201"]["images"]) == frames  # every frame of the pack's video, read by ComfyUI
+
+
 # --- Bad input ------------------------------------------------------------------------------------
 
 

@@ -221,8 +221,11 @@ def _socket_problems(node: dict, info: dict) -> list[str]:
         if required and widget_type(spec) is None and name not in connected:
             problems.append(f"required input {name!r} ({spec[0]}) is not connected.")
     outputs = [o.get("type") for o in node.get("outputs") or []]
-    if outputs != list(info.get("output") or []):
-        problems.append(f"outputs {outputs} differ from the declared {list(info.get('output') or [])}.")
+    declared_outputs = list(info.get("output") or [])
+    # A host may declare more outputs than the file saved (Save Dance Video's VIDEO where ComfyUI has that
+    # type); the frontend adds them. The saved ones must be the host's first ones.
+    if outputs != declared_outputs[: len(outputs)] or not outputs and declared_outputs:
+        problems.append(f"outputs {outputs} differ from the declared {declared_outputs}.")
     return problems
 
 
