@@ -2,6 +2,7 @@
 
   strip     the main job's contact sheet -> one row of frames, the frames on a beat framed in red
   icon      the main job's contact sheet -> the pack's icon (its first frame on a beat, 256x256)
+  thumbnails  each example workflow run in ComfyUI -> four frames of its video, the template dialog's picture
   workflow  workflows/musedance_basic.json in a real ComfyUI web UI, run on the sample, screenshot
 
 `workflow` starts a ComfyUI (--comfyui and --python, else the tests' host as tests/comfy_server.py
@@ -14,6 +15,7 @@ video, and photographs the page. Needs Pillow and Playwright, not the project's 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import tempfile
@@ -156,6 +158,42 @@ def workflow_screenshot(out: Path, workflow: Path, viewport: tuple[int, int], ou
             server.stop()
 
 
+def template_thumbnails(workflows: Path, timeout: float, host_dir: Path | None, host_python: Path | None,
+                        size: int = 256) -> None:
+    """Run every API workflow in workflows/api/ on the sample in a ComfyUI that has the VIDEO type, read its
+    video back through ComfyUI's own Get Video Components, and save four of its frames as `<name>.jpg`
+    beside the UI workflow: the picture ComfyUI's template dialog shows for it."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from comfy_server import ComfyHost, ComfyServer, find_host
+
+    host = ComfyHost(host_dir, host_python) if host_dir and host_python else find_host()
+    with tempfile.TemporaryDirectory(prefix="musedance_thumbnails_") as tmp:
+        server = ComfyServer.start(tmp, host=host)
+        try:
+            assets = ROOT / "musedance_demo" / "assets"
+            server.upload(assets / "sample_reference.png", "musedance_reference.png")
+            server.upload(assets / "sample_music.wav", "musedance_music.wav")
+            for api in sorted((workflows / "api").glob("*.api.json")):
+                graph = json.loads(api.read_text())
+                (combine,) = [key for key, node in graph.items() if node["class_type"] == "MuseDanceVideoCombine"]
+                graph["900"] = {"class_type": "GetVideoComponents", "inputs": {"video": [combine, 1]}}
+                graph["901"] = {"class_type": "PreviewImage", "inputs": {"images": ["900", 0]}}
+                entry = server.wait(server.post_prompt(graph), timeout=timeout)
+                shown = entry["outputs"]["901"]["images"]
+                picks = [shown[round(i * (len(shown) - 1) / 3)] for i in range(4)]
+                frames = [Image.open(io.BytesIO(server.view(p["filename"], p["subfolder"], p["type"]))).convert("RGB")
+                          for p in picks]
+                half = size // 2
+                sheet = Image.new("RGB", (size, size))
+                for i, frame in enumerate(frames):
+                    sheet.paste(frame.resize((half, half), Image.LANCZOS), ((i % 2) * half, (i // 2) * half))
+                out = workflows / (api.name.removesuffix(".api.json") + ".jpg")
+                sheet.save(out, quality=88)
+                print(f"wrote {out} from {len(shown)} frames of its video")
+        finally:
+            server.stop()
+
+
 def wait_for_history(server, timeout: float) -> dict:
     """The first finished prompt's history entry (the page queued it; a fresh server has no other)."""
     deadline = time.monotonic() + timeout
@@ -177,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     strip.add_argument("out", type=Path)
     strip.add_argument("--fps", type=float, default=12.0, help="the video's frame rate (for the times)")
     strip.add_argument("--frames", type=int, default=12, help="frames in the strip")
+    thumbs = sub.add_parser("thumbnails", help="template thumbnails: each workflow's own video, four frames")
+    thumbs.add_argument("--workflows", type=Path, default=ROOT / "workflows")
+    thumbs.add_argument("--comfyui", type=Path, help="a ComfyUI with the VIDEO type (default: the tests' host)")
+    thumbs.add_argument("--python", type=Path, help="the Python that runs --comfyui")
+    thumbs.add_argument("--timeout", type=float, default=900, help="seconds for each workflow")
     square = sub.add_parser("icon", help="the pack's icon from the main job's contact sheet")
     square.add_argument("sheet", type=Path, help="outputs/musedance_demo_contact.png")
     square.add_argument("out", type=Path)
@@ -195,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         frame_strip(args.sheet, args.out, args.fps, args.frames)
     elif args.command == "icon":
         icon(args.sheet, args.out)
+    elif args.command == "thumbnails":
+        template_thumbnails(args.workflows, args.timeout, args.comfyui, args.python)
     else:
         viewport = tuple(int(v) for v in args.viewport.lower().split("x"))
         workflow_screenshot(args.out, args.workflow, viewport, args.width, args.run, args.chromium, args.timeout,

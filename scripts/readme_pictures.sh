@@ -4,6 +4,7 @@
 #   main_job_beats.png    the main job's beat plot: the music's beats (red) over the video's motion (green)
 #   workflow_basic.png    workflows/musedance_basic.json run on the sample in ComfyUI's web UI
 #   icon.png              the pack's icon for the Comfy Registry: the main job's first frame on a beat
+#   workflows/<name>.jpg  each example workflow's template thumbnail: four frames of the video it makes
 #
 #   bash scripts/readme_pictures.sh    # from any directory; a few minutes on a 2-core CPU after the set-up
 #
@@ -91,6 +92,8 @@ mkdir -p "$IMAGES"
     "$IMAGES/main_job_frames.png"
 cp "$WORK/demo/musedance_demo_beats.png" "$IMAGES/main_job_beats.png"
 "$PICTURES_PYTHON" "$ROOT/scripts/readme_pictures.py" icon "$WORK/demo/musedance_demo_contact.png" "$IMAGES/icon.png"
+_say "running every example workflow for its template thumbnail"
+"$PICTURES_PYTHON" "$ROOT/scripts/readme_pictures.py" thumbnails "${COMFY_ARGS[@]}"
 _say "running workflows/musedance_basic.json in ComfyUI's web UI"
 "$PICTURES_PYTHON" "$ROOT/scripts/readme_pictures.py" workflow "$IMAGES/workflow_basic.png" "${COMFY_ARGS[@]}"
 ls -l "$IMAGES"

@@ -250,5 +250,6 @@ def test_comfy_registry_metadata_is_complete_and_the_archive_holds_the_pack_only
     assert not [p for p in archive if p.startswith(("tests/", "benchmarks/", ".ci/"))]
     for needed in ("__init__.py", "nodes/generate.py", "musedance_core/sampling/pipeline.py", "web/musedance.js",
                    "models/musedance/musedance_default.safetensors", "workflows/musedance_basic.json",
+                   "workflows/musedance_basic.jpg", "workflows/api/musedance_basic.api.json",
                    "requirements.txt", "pyproject.toml", "LICENSE", "README.md", comfy["Icon"][len(raw):]):
         assert needed in archive, needed

@@ -199,3 +199,18 @@ def test_ui_workflow_fits_a_real_server_and_sends_its_api_twin(path, server_info
     ui = read(path)
     assert check_ui_workflow(ui, server_info) == []
     assert ui_to_api(ui, server_info) == read(api_twin(path))
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_every_template_has_a_thumbnail_of_its_own_output(path):
+    """ComfyUI's template dialog shows workflows/<name>.jpg for each template; scripts/readme_pictures.sh makes it
+    from four frames of the video the workflow writes. A real picture, not a flat placeholder."""
+    import numpy as np
+    from PIL import Image
+
+    thumbnail = path.with_suffix(".jpg")
+    with Image.open(thumbnail) as image:
+        assert image.format == "JPEG" and image.size == (256, 256)
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    quarters = [pixels[y : y + 128, x : x + 128] for y in (0, 128) for x in (0, 128)]
+    assert pixels.std() > 10 and max(abs(q.mean() - quarters[0].mean()) for q in quarters) < 60
