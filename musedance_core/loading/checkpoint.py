@@ -31,6 +31,7 @@ from torch import nn
 from ..config import MuseDanceConfig, SamplerSettings
 from ..models.text_encoder import match_text_encoder_names
 from ..models.unet import is_temporal_parameter
+from ..sampling.conditioning import DTYPES
 from .formats import SAFETENSORS_SUFFIXES
 from .weights import WeightsFileError, WeightsMapping, open_weights
 
@@ -40,7 +41,7 @@ COMPONENTS = ("unet", "reference_net", "mask_encoder", "vae", "text_encoder")
 TEMPORAL_ONLY = "unet.temporal"
 TOKENIZER_KEY = "tokenizer/"
 _RESERVED = {"format", "format_version", "config", "components", "dtype", "sampler"}
-_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 @dataclass
