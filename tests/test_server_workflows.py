@@ -201,6 +201,7 @@ def test_comfyuis_own_video_nodes_take_the_packs_video(server, tmp_path):
     ComfyUI's own Get Video Components, which gives back the frames and the music."""
     info = server.object_info()
     if info["MuseDanceVideoCombine"]["output"][-1:] != ["VIDEO"] or "GetVideoComponents" not in info:
+        assert server.host.name != "current", "ComfyUI 0.3.75 has the VIDEO type; the pack must output it there"
         pytest.skip("this ComfyUI has no VIDEO type (ComfyUI of early 2024)")
     workflow = basic()
     (combine_id,) = nodes_of(workflow, "MuseDanceVideoCombine")
