@@ -1,7 +1,8 @@
-"""Music nodes: Load Song, Beat Extract (with a plot), Load AST and AST Music Encode.
+"""Music nodes: Load Song, Dance Timing, Beat Extract (with a plot), Load AST and AST Music Encode.
 
 Beats and music tokens come out per video frame, for one fps and one stretch of the song
-(start, duration); the sampler checks that both describe the same frames.
+(start, duration). Dance Timing holds those three once and feeds them into both nodes' widgets;
+the sampler still checks that beats and tokens describe the same frames.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ START = ("FLOAT", {"default": 0.0, "min": 0.0, "max": 36000.0, "step": 0.1,
 TO_THE_END = -1.0
 DURATION = ("FLOAT", {"default": 4.0, "min": TO_THE_END, "max": 36000.0, "step": 0.1,
                       "tooltip": "Seconds of video to make; frames = duration x fps. -1: the rest of the music."})
+
+
+def duration_problem(duration: float | None) -> str | None:
+    """Why a duration cannot be used (None: it can, or it comes from a link and is checked when it runs)."""
+    if duration is None or duration == TO_THE_END or 0 < duration <= DURATION[1]["max"]:
+        return None
+    if duration > DURATION[1]["max"]:
+        return f"duration {duration:g} s is more than {DURATION[1]['max']:g} s (ten hours); give a shorter one."
+    return f"duration must be more than 0 seconds, or -1 for the rest of the music; got {duration:g}."
 
 
 @dataclass(frozen=True)
@@ -160,6 +170,30 @@ def beat_files() -> list[str]:
     return [BEAT_FILE_NONE, *names]
 
 
+class DanceTiming:
+    """The video's frame rate and the stretch of the song, set once for Beat Extract and AST Music Encode."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("FLOAT", "FLOAT", "FLOAT")
+    RETURN_NAMES = ("fps", "start_time", "duration")
+    OUTPUT_TOOLTIPS = ("Connect to the fps of Beat Extract and of AST Music Encode.",
+                       "Connect to the start_time of both.", "Connect to the duration of both.")
+    DESCRIPTION = ("One place for the video's timing: connect each output to the input of the same name on Beat "
+                   "Extract and on AST Music Encode, so beats and music tokens describe the same frames.")
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {"required": {"fps": FPS, "start_time": START, "duration": DURATION}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, duration: float | None = None):
+        return duration_problem(duration) or True
+
+    def run(self, fps: float, start_time: float, duration: float):
+        return (float(fps), float(start_time), float(duration))
+
+
 class BeatExtract:
     """AUDIO -> the per-frame beat and downbeat vectors, the tempo, a plot of the music with its beats and bars."""
 
@@ -208,7 +242,9 @@ class BeatExtract:
     @classmethod
     def VALIDATE_INPUTS(cls, method: str = "musedance", min_bpm: float = 0.0, max_bpm: float = 0.0,
                         preferred_bpm: float = 0.0, tempo: str = "as found", offset_ms: float = 0.0,
-                        beat_file: str = BEAT_FILE_NONE):
+                        beat_file: str = BEAT_FILE_NONE, duration: float | None = None):
+        if problem := duration_problem(duration):
+            return problem
         try:
             _beat_options(method, min_bpm, max_bpm, preferred_bpm, tempo, offset_ms, beat_file)
             if beat_file != BEAT_FILE_NONE:
@@ -309,6 +345,10 @@ class ASTMusicEncode:
         return {"required": {"ast": ("MUSEDANCE_AST",), "audio": ("AUDIO",), "fps": FPS,
                              "start_time": START, "duration": DURATION}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, duration: float | None = None):
+        return duration_problem(duration) or True
+
     def run(self, ast, audio: dict, fps: float, start_time: float, duration: float):
         from ..musedance_core.audio.music import load_music
 
@@ -333,12 +373,14 @@ def check_same_frames(beats: FrameBeats, music: FrameMusic) -> FrameSpan:
 
 NODE_CLASS_MAPPINGS = {
     "MuseDanceLoadMusic": LoadSong,
+    "MuseDanceTiming": DanceTiming,
     "MuseDanceBeatExtract": BeatExtract,
     "MuseDanceLoadAST": LoadAST,
     "MuseDanceASTEncode": ASTMusicEncode,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "MuseDanceLoadMusic": "Load Song (MuseDance)",
+    "MuseDanceTiming": "Dance Timing (MuseDance)",
     "MuseDanceBeatExtract": "Beat Extract (MuseDance)",
     "MuseDanceLoadAST": "Load AST (MuseDance)",
     "MuseDanceASTEncode": "AST Music Encode (MuseDance)",

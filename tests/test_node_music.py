@@ -196,3 +196,25 @@ def test_beat_extract_says_on_the_node_when_the_music_has_no_beats(pack):
     assert not out["result"][0].vector.any() and out["result"][1] == 0.0
     wave, _ = click_track(120, seconds=6.0, first=0.5)
     assert pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]().run(_audio(wave), 12.0, 0.0, 4.0)["ui"]["text"] == []
+
+
+def test_dance_timing_feeds_both_music_nodes_the_same_frames(pack, tmp_path):
+    """Dance Timing's three outputs, given to Beat Extract and AST Music Encode, describe one set of frames;
+    a duration of 0 (or below -1) is refused at validation by all three nodes, linked values are left to run time."""
+    timing = pack.NODE_CLASS_MAPPINGS["MuseDanceTiming"]
+    fps, start, duration = timing().run(12.0, 1.0, 3.0)
+    from musedance_core.audio.ast_encoder import MusicEncoder, save_random_ast
+
+    wave, _ = click_track(120, seconds=5.0)
+    encoder = MusicEncoder.from_folder(save_random_ast(tmp_path / "ast"))
+    music = pack.NODE_CLASS_MAPPINGS["MuseDanceASTEncode"]().run(encoder, _audio(wave), fps, start, duration)[0]
+    beats = pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]().run(_audio(wave), fps, start, duration)["result"][0]
+    check = __import__(f"{pack.__name__}.nodes.music", fromlist=["_"]).check_same_frames
+    assert check(beats, music).num_frames == 36
+    for name in ("MuseDanceTiming", "MuseDanceBeatExtract", "MuseDanceASTEncode"):
+        node = pack.NODE_CLASS_MAPPINGS[name]
+        assert node.VALIDATE_INPUTS(duration=4.0) is True and node.VALIDATE_INPUTS(duration=-1.0) is True
+        assert node.VALIDATE_INPUTS() is True  # linked: ComfyUI leaves it out (March 2024: passes None)
+        assert node.VALIDATE_INPUTS(duration=None) is True
+        for bad in (0.0, -0.5):
+            assert "duration must be more than 0 seconds, or -1" in node.VALIDATE_INPUTS(duration=bad)

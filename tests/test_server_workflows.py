@@ -107,8 +107,7 @@ def load_fast(path: Path) -> dict:
 def basic(duration: float = 1.0) -> dict:
     """The basic workflow made fast, `duration` seconds of music, a fresh seed: cheap, and never cached."""
     workflow = load_fast(BASIC)
-    for music_node in ("MuseDanceBeatExtract", "MuseDanceASTEncode"):
-        node(workflow, music_node)[1]["inputs"]["duration"] = duration
+    node(workflow, "MuseDanceTiming")[1]["inputs"]["duration"] = duration
     node(workflow, "MuseDanceSampler")[1]["inputs"]["seed"] = next(SEEDS)
     return workflow
 
@@ -116,7 +115,12 @@ def basic(duration: float = 1.0) -> dict:
 def expected_frames(workflow: dict, sampler_id: str) -> tuple[int, float]:
     """(frames, fps) of a sampler's video, from its Beat Extract's fps, start and duration and its frame_count."""
     inputs = linked(workflow, sampler_id, "beats", "MuseDanceBeatExtract")[1]["inputs"]
-    fps, start, duration = inputs["fps"], inputs["start_time"], inputs["duration"]
+
+    def value(name: str):  # a widget's own value, or the Dance Timing output linked to it
+        given = inputs[name]
+        return workflow[given[0]]["inputs"][name] if isinstance(given, list) else given
+
+    fps, start, duration = value("fps"), value("start_time"), value("duration")
     if duration == -1:  # the rest of the music, in whole frames
         frames = math.floor((MUSIC_SECONDS - start) * fps + 1e-6)
     else:
@@ -152,12 +156,18 @@ def check_video(comfy: ComfyServer, entry: dict, workflow: dict, combine_id: str
     return on_disk
 
 
-def test_a_workflow_saved_before_the_auto_settings_still_runs(server, tmp_path):
-    """The basic API workflow as shipped on 2026-12-06 (sampler steps 20, guidance 2.5, beat guidance 5 and
-    reference_start true as a BOOLEAN; no save_workflow) is accepted and makes its video."""
-    workflow = load_fast(ROOT / "tests" / "data" / "musedance_basic.before_auto_settings.api.json")
-    (sampler_id,) = nodes_of(workflow, "MuseDanceSampler")
-    assert workflow[sampler_id]["inputs"]["reference_start"] is True
+@pytest.mark.parametrize("saved", ["before_auto_settings", "before_timing"])
+def test_a_workflow_saved_before_still_runs(server, saved, tmp_path):
+    """The basic API workflow as shipped on 2026-12-06 (before_auto_settings: sampler steps 20, guidance 2.5,
+    beat guidance 5 and reference_start true as a BOOLEAN; no save_workflow) and on 2026-12-07 (before_timing:
+    fps, start and duration typed in both music nodes, no Dance Timing) is accepted and makes its video."""
+    workflow = load_fast(ROOT / "tests" / "data" / f"musedance_basic.{saved}.api.json")
+    assert not nodes_of(workflow, "MuseDanceTiming")
+    if saved == "before_auto_settings":
+        assert node(workflow, "MuseDanceSampler")[1]["inputs"]["reference_start"] is True  # a BOOLEAN then
+    for music_node in ("MuseDanceBeatExtract", "MuseDanceASTEncode"):
+        node(workflow, music_node)[1]["inputs"]["duration"] = 1.0  # its own widget; 4 s takes long on a CPU
+    node(workflow, "MuseDanceSampler")[1]["inputs"]["seed"] = next(SEEDS)
     entry = server.wait(server.post_prompt(workflow), timeout=TIMEOUT)
     (combine_id,) = nodes_of(workflow, "MuseDanceVideoCombine")
     check_video(server, entry, workflow, combine_id, tmp_path)
@@ -402,12 +412,13 @@ def test_mask_of_another_aspect_fails_naming_both_sizes(server, tmp_path):
     still_runs_a_good_prompt(server, before, tmp_path)
 
 
-@pytest.mark.parametrize("class_type", ["MuseDanceBeatExtract", "MuseDanceASTEncode"])
-def test_zero_duration_fails_saying_it_must_be_more_than_zero(server, class_type, tmp_path):
+@pytest.mark.parametrize("class_type", ["MuseDanceTiming", "MuseDanceBeatExtract", "MuseDanceASTEncode"])
+def test_zero_duration_is_refused_at_validation_saying_it_must_be_more_than_zero(server, class_type, tmp_path):
     before = output_files(server)
     workflow = basic()
-    node(workflow, class_type)[1]["inputs"]["duration"] = 0.0
-    message = failed(server, workflow, class_type)
+    node_id, found = node(workflow, class_type)
+    found["inputs"]["duration"] = 0.0
+    message = refused_at_validation(server, workflow, node_id, class_type)
     assert "duration must be more than 0" in message, message
     still_runs_a_good_prompt(server, before, tmp_path)
 

@@ -21,6 +21,8 @@ WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 # ComfyUI offers every workflows/*.json as a template (not subfolders): the UI files only; the API twins in api/.
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 API_FILES = sorted((WORKFLOWS / "api").glob("*.api.json"))
+# The basic workflow as shipped before Dance Timing (2026-12-07): fps, start and duration typed in both music nodes.
+BEFORE_TIMING = Path(__file__).resolve().parent / "data" / "musedance_basic.before_timing.json"
 # The files the workflows expect in ComfyUI's input folder (workflows/README.md says so).
 INPUT_FILES = ("musedance_reference.png", "musedance_music.wav")
 
@@ -48,6 +50,8 @@ def read(path: Path) -> dict:
 
 
 def api_twin(ui_path: Path) -> Path:
+    if ui_path.parent != WORKFLOWS:  # tests/data keeps a saved workflow and its API twin side by side
+        return ui_path.with_suffix(".api.json")
     return ui_path.parent / "api" / (ui_path.stem + ".api.json")
 
 
@@ -105,11 +109,23 @@ def test_every_ui_workflow_has_an_api_twin_and_every_api_workflow_a_ui_one():
     assert all({"version", "nodes", "links"} <= set(read(p)) for p in UI_FILES)
 
 
-@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*UI_FILES, BEFORE_TIMING], ids=lambda p: p.name)
 def test_ui_workflow_is_sound_and_sends_its_api_twin(path, offline_info):
     ui = read(path)
     assert check_ui_workflow(ui, offline_info) == []
     assert ui_to_api(ui, offline_info) == read(api_twin(path))
+
+
+def test_the_example_workflows_take_their_timing_from_one_node(offline_info):
+    """Beat Extract and AST Music Encode get fps, start_time and duration from the same Dance Timing outputs."""
+    for path in API_FILES:
+        graph = read(path)
+        (timing,) = [key for key, node in graph.items() if node["class_type"] == "MuseDanceTiming"]
+        music_nodes = [node for node in graph.values() if node["class_type"] in ("MuseDanceBeatExtract", "MuseDanceASTEncode")]
+        assert len(music_nodes) == 2, path.name
+        for node in music_nodes:
+            assert [node["inputs"][name] for name in ("fps", "start_time", "duration")] == [
+                [timing, 0], [timing, 1], [timing, 2]], path.name
 
 
 def test_conversion_skips_the_frontend_only_values(basic, offline_info):
@@ -194,7 +210,7 @@ def server_info(comfy) -> dict:
     return comfy.object_info()
 
 
-@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*UI_FILES, BEFORE_TIMING], ids=lambda p: p.name)
 def test_ui_workflow_fits_a_real_server_and_sends_its_api_twin(path, server_info):
     ui = read(path)
     assert check_ui_workflow(ui, server_info) == []
