@@ -85,7 +85,6 @@ def frame_strip(sheet_path: Path, out: Path, fps: float, count: int, border: int
 
 # --- workflow -------------------------------------------------------------------------------------
 
-WAIT_FOR_APP = "() => window.app && window.app.graph && window.app.canvas"
 # Fit the whole graph into the canvas, clear of the menus along its edges: [left, top, right, bottom] pixels.
 FIT_GRAPH = """([left, top, right, bottom]) => {
   const nodes = app.graph._nodes ?? app.graph.nodes;
@@ -104,16 +103,13 @@ FIT_GRAPH = """([left, top, right, bottom]) => {
   app.canvas.setDirty(true, true);
   return scale;
 }"""
-# A first visit to a current frontend opens the template browser and a banner; a returning user's
-# settings keep them closed (ComfyUI's own setting, and the banner's flag in the page's storage).
-SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
-PAGE_STORAGE = "localStorage.setItem('vueNodesBannerDismissed', 'true');"
 
 
 def workflow_screenshot(out: Path, workflow: Path, viewport: tuple[int, int], out_width: int, run: bool,
                         chromium: str, timeout: float, host_dir: Path | None, host_python: Path | None) -> None:
     """Load (and run) `workflow` in ComfyUI's web UI on the sample image and music; save the page, `out_width` wide."""
     sys.path.insert(0, str(ROOT / "tests"))
+    from comfy_browser import CHROMIUM_ARGS, open_page, prepare_server
     from comfy_server import ComfyHost, ComfyServer, find_host  # the tests' server helper, standard library only
     from playwright.sync_api import sync_playwright
 
@@ -125,14 +121,10 @@ def workflow_screenshot(out: Path, workflow: Path, viewport: tuple[int, int], ou
             assets = ROOT / "musedance_demo" / "assets"  # the main job's sample, as workflows/README.md says
             server.upload(assets / "sample_reference.png", "musedance_reference.png")
             server.upload(assets / "sample_music.wav", "musedance_music.wav")
-            for key, value in SETTINGS.items():  # an older ComfyUI stores them and ignores them
-                server._request("POST", f"/settings/{key}", json.dumps(value).encode())
+            prepare_server(server)
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-                page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
-                page.add_init_script(PAGE_STORAGE)
-                page.goto(server.url)
-                page.wait_for_function(WAIT_FOR_APP, timeout=120_000)
+                browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+                page = open_page(browser, server, viewport)
                 page.evaluate("(graph) => app.loadGraphData(graph, true, true, 'musedance_basic')", graph)
                 page.wait_for_timeout(2000)
                 if run:

@@ -4,7 +4,6 @@
 // input folder) and selects it in the node's list. It is not saved in workflows (serialize = false).
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { ComfyWidgets } from "../../scripts/widgets.js";
 
 const AUDIO_TYPES = "audio/*,.wav,.flac,.mp3,.ogg,.m4a,.aac,.opus";
 
@@ -52,6 +51,23 @@ app.registerExtension({
 
 // A MuseDance node's notes (the settings the sampler used, a prompt cut at CLIP's length, music with no
 // beats) come as its "text" output; show them on the node, read-only and never saved with the workflow.
+// addDOMWidget is the frontend's public way to put an element on a node (the 2024 web UI has it too).
+function notesWidget(node) {
+  const area = document.createElement("textarea");
+  area.readOnly = true;
+  area.className = "comfy-multiline-input";
+  area.dataset.musedanceNotes = node.comfyClass;
+  const widget = node.addDOMWidget("notes", "musedance_notes", area, {
+    getValue: () => area.value,
+    setValue: (value) => {
+      area.value = value;
+    },
+    serialize: false,
+  });
+  widget.serialize = false;
+  return widget;
+}
+
 app.registerExtension({
   name: "MuseDance.NodeNotes",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -62,11 +78,7 @@ app.registerExtension({
       const text = message?.text?.join("\n") ?? "";
       let widget = this.widgets?.find((w) => w.name === "notes");
       if (!widget && !text) return;
-      if (!widget) {
-        widget = ComfyWidgets.STRING(this, "notes", ["STRING", { multiline: true }], app).widget;
-        if (widget.inputEl) widget.inputEl.readOnly = true;
-        widget.serialize = false;
-      }
+      widget ??= notesWidget(this);
       widget.value = text;
     };
   },
