@@ -144,19 +144,29 @@ class LoadMuseDanceModel:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, checkpoint=None, base_checkpoint=None, motion_module=None):
-        # Replaces ComfyUI's "value not in list" check for these inputs with one that says what to do.
-        # No **kwargs: ComfyUI would then pass every input and repeat the message under each one's name.
+    def VALIDATE_INPUTS(cls, checkpoint=None):
+        # Replaces ComfyUI's "value not in list" check for the checkpoint with one that says what to do, and
+        # reads the chosen file's header. Only the checkpoint: ComfyUI repeats a refusal under the name of
+        # every input this method takes. base_checkpoint and motion_module keep ComfyUI's own list check;
+        # their files (and "both none") are checked when the node runs, before any model is loaded.
+        if checkpoint in (None, NONE):
+            return True
+        folders = comfy_model_folders()
         try:
-            resolve_files(checkpoint=checkpoint, base_checkpoint=base_checkpoint, motion_module=motion_module)
+            path = folders.resolve("musedance", checkpoint)
         except ModelPathError as error:
             return str(error)
-        return True
+        return folders.problem("musedance", path) or True
 
     def run(self, checkpoint: str, base_checkpoint: str, motion_module: str, precision: str, device: str):
         from ..musedance_core.loading.loader import load_pipeline
 
         paths = resolve_files(checkpoint=checkpoint, base_checkpoint=base_checkpoint, motion_module=motion_module)
+        folders = comfy_model_folders()
+        for key, path in paths.items():
+            problem = path is not None and folders.problem(FILE_INPUTS[key][0], path)
+            if problem:
+                raise ModelPathError(f"{key}: {problem}")
         if precision not in PRECISIONS or device not in DEVICES:
             raise ValueError(f"precision must be one of {PRECISIONS} and device one of {DEVICES}; "
                              f"got {precision!r}, {device!r}.")

@@ -16,7 +16,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from ..musedance_core.loading.formats import SAFETENSORS_SUFFIXES, WEIGHT_SUFFIXES
+from ..musedance_core.loading.formats import (
+    SAFETENSORS_SUFFIXES,
+    WEIGHT_SUFFIXES,
+    musedance_checkpoint_problem,
+    safetensors_problem,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ MODEL_KINDS: dict[str, ModelKind] = {
 }
 
 SHOWN_NAMES = 10  # how many available names a "not found" message lists
+CHECKED_NAMES = 50  # how many files a "not found" message reads the headers of, to tell the broken ones apart
 
 
 class ModelPathError(ValueError):
@@ -135,6 +141,16 @@ class ModelFolders:
             return Path(real)
         raise ModelNotFound(self._not_found_message(spec, name))
 
+    def problem(self, kind: str, path: Path) -> str | None:
+        """Why the file `path` of `kind` cannot be loaded, from its header alone (None: nothing found).
+
+        Safetensors files are checked (not one, truncated; for `musedance`, not a MuseDance checkpoint);
+        other types are read only when they load.
+        """
+        if path.suffix.lower() not in SAFETENSORS_SUFFIXES or not path.is_file():
+            return None
+        return musedance_checkpoint_problem(path) if kind == "musedance" else safetensors_problem(path)
+
     def tokenizer_candidates(self) -> list[Path]:
         """Folders that may hold CLIP's tokenizer files without ComfyUI, in search order: `<musedance folder>/tokenizer`.
 
@@ -153,9 +169,18 @@ class ModelFolders:
         where = ", ".join(str(root) for root in roots)
         if not available:
             return f"{spec.name} model {name!r} not found: {where} holds no {spec.what}; put them there."
-        shown = ", ".join(available[:SHOWN_NAMES])
-        more = f" and {len(available) - SHOWN_NAMES} more" if len(available) > SHOWN_NAMES else ""
-        return f"{spec.name} model {name!r} not found in {where}. Available: {shown}{more}."
+        broken = {}
+        for candidate in available[:CHECKED_NAMES]:
+            problem = self.problem(spec.name, self.resolve(spec.name, candidate))
+            if problem is not None:
+                broken[candidate] = problem
+        loadable = [candidate for candidate in available if candidate not in broken]
+        shown = ", ".join(loadable[:SHOWN_NAMES]) or "none"
+        more = f" and {len(loadable) - SHOWN_NAMES} more" if len(loadable) > SHOWN_NAMES else ""
+        message = f"{spec.name} model {name!r} not found in {where}. Available: {shown}{more}."
+        if broken:
+            message += " Not loadable: " + "; ".join(broken.values())
+        return message
 
 
 def _safe_parts(kind: str, name: str) -> list[str]:

@@ -21,9 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 needs_symlinks = pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="needs POSIX symlinks")
 
 
-def touch(path: Path, text: str = "x") -> Path:
+# The smallest sound safetensors file: an 8-byte header length, then a header of metadata and no tensors.
+_HEADER = b'{"__metadata__":{"format":"musedance"}}'
+EMPTY_SAFETENSORS = len(_HEADER).to_bytes(8, "little") + _HEADER
+
+
+def touch(path: Path, text: str | None = None) -> Path:
+    """A file at `path`: `text`, else a sound empty safetensors file (for its suffix) or "x"."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    if text is None and path.suffix.lower() in (".safetensors", ".sft"):
+        path.write_bytes(EMPTY_SAFETENSORS)
+    else:
+        path.write_text("x" if text is None else text)
     return path
 
 
@@ -216,6 +225,22 @@ def test_missing_model_message_shows_a_few_names_and_counts_the_rest(tmp_path):
         ModelFolders({"checkpoints": [root]}).resolve("checkpoints", "gone.safetensors")
     assert f"m{SHOWN_NAMES - 1:02d}.safetensors" in str(err.value)
     assert f"m{SHOWN_NAMES:02d}.safetensors" not in str(err.value)
+
+
+def test_missing_model_message_lists_broken_files_apart_with_their_problem(tmp_path):
+    root = tmp_path / "musedance"
+    touch(root / "good.safetensors")
+    touch(root / "half.safetensors").write_bytes(EMPTY_SAFETENSORS[:12])
+    touch(root / "page.safetensors", "<html>Sign in</html>")
+    sd15 = b'{"__metadata__":{"format":"pt"}}'
+    touch(root / "sd15.safetensors").write_bytes(len(sd15).to_bytes(8, "little") + sd15)
+    with pytest.raises(ModelNotFound) as err:
+        ModelFolders({"musedance": [root]}).resolve("musedance", "gone.safetensors")
+    message = str(err.value)
+    assert "Available: good.safetensors. Not loadable: " in message, message
+    for words in ("half.safetensors is truncated", "page.safetensors is not a safetensors file",
+                  "sd15.safetensors is not a MuseDance checkpoint"):
+        assert words in message, message
 
 
 def test_missing_model_message_says_what_to_put_where(tmp_path):

@@ -102,21 +102,47 @@ def test_loader_lists_and_loads_the_checkpoint(nodes):
     assert bf16.pipeline.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("names, message", [
-    (dict(checkpoint="no_such.safetensors"), "not found"),
-    (dict(checkpoint="../musedance/" + WORKFLOW_CHECKPOINT), r"'\.\.'|outside|relative"),
-    (dict(checkpoint="/etc/passwd.safetensors"), "absolute"),
-    (dict(checkpoint="none"), "both are 'none'"),
-    (dict(checkpoint=WORKFLOW_CHECKPOINT, motion_module="mm.ckpt"), "not found"),
+@pytest.mark.parametrize("names, message, at_validation", [
+    (dict(checkpoint="no_such.safetensors"), "not found", True),
+    (dict(checkpoint="../musedance/" + WORKFLOW_CHECKPOINT), r"'\.\.'|outside|relative", True),
+    (dict(checkpoint="/etc/passwd.safetensors"), "absolute", True),
+    # ComfyUI's own list check refuses other names for these two at validation; the node checks again when it runs.
+    (dict(checkpoint="none"), "both are 'none'", False),
+    (dict(checkpoint=WORKFLOW_CHECKPOINT, motion_module="mm.ckpt"), "not found", False),
 ])
-def test_loader_refuses_bad_model_names_before_loading(nodes, names, message):
+def test_loader_refuses_bad_model_names_before_loading(nodes, names, message, at_validation):
     loader = nodes["MuseDanceLoadModel"]
     args = dict(checkpoint=WORKFLOW_CHECKPOINT, base_checkpoint="none", motion_module="none")
     args.update(names)
-    verdict = loader.VALIDATE_INPUTS(**args)
-    assert verdict is not True and __import__("re").search(message, verdict), verdict
+    verdict = loader.VALIDATE_INPUTS(checkpoint=args["checkpoint"])
+    if at_validation:
+        assert verdict is not True and __import__("re").search(message, verdict), verdict
+    else:
+        assert verdict is True
     with pytest.raises(ValueError, match=message):
         loader().run(**args, precision="auto", device="default")
+
+
+def test_loader_reads_the_chosen_checkpoints_header_at_validation(nodes, models_dir):
+    """A checkpoint that is cut short, is no safetensors file, or is another model's is refused before any model
+    loads, with the real problem; the not-found message lists such files apart from the loadable ones."""
+    folder = models_dir / "musedance"
+    good = (folder / WORKFLOW_CHECKPOINT).read_bytes()
+    broken = {"cut.safetensors": (good[:-100], "cut.safetensors is truncated: its header describes"),
+              "page.safetensors": (b"<html>Sign in</html>", "page.safetensors is not a safetensors file"),
+              "sd15.safetensors": (len(b"{}").to_bytes(8, "little") + b"{}", "sd15.safetensors is not a MuseDance checkpoint")}
+    loader = nodes["MuseDanceLoadModel"]
+    try:
+        for name, (content, _) in broken.items():
+            (folder / name).write_bytes(content)
+        for name, (_, words) in broken.items():
+            assert loader.VALIDATE_INPUTS(checkpoint=name).startswith(words)
+        missing = loader.VALIDATE_INPUTS(checkpoint="gone.safetensors")
+        assert f"Available: {WORKFLOW_CHECKPOINT}. Not loadable: " in missing, missing
+        assert all(words in missing for _, words in broken.values()), missing
+    finally:
+        for name in broken:
+            (folder / name).unlink(missing_ok=True)
 
 
 def test_sampler_makes_the_frames_of_the_music_with_its_audio(nodes, scene):

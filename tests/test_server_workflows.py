@@ -364,8 +364,24 @@ def test_unknown_checkpoint_is_refused_listing_the_available_ones(server, tmp_pa
     model["inputs"]["checkpoint"] = "no_such_model.safetensors"
     details = node_error_details(refused(server, only_what_needs(workflow, model_id)), model_id, "MuseDanceLoadModel")
     assert "no_such_model.safetensors" in details and available in details, details
-    # ComfyUI repeats a VALIDATE_INPUTS message once per input the method takes: only the file inputs.
-    assert {line.split(" - ")[0] for line in details.splitlines()} <= {"checkpoint", "base_checkpoint", "motion_module"}
+    assert len(details.splitlines()) == 1 and details.startswith("checkpoint - "), details  # said once
+    still_runs_a_good_prompt(server, before, tmp_path)
+
+
+def test_a_truncated_checkpoint_is_refused_at_validation_saying_so_once(server, tmp_path):
+    before = output_files(server)
+    (folder,) = {path.parent for path in server.tmp_dir.glob("models/musedance/*.safetensors")}
+    good = next(folder.glob("*.safetensors")).read_bytes()
+    (folder / "half_copied.safetensors").write_bytes(good[: len(good) // 2])
+    try:
+        workflow = basic()
+        model_id, model = node(workflow, "MuseDanceLoadModel")
+        model["inputs"]["checkpoint"] = "half_copied.safetensors"
+        details = node_error_details(refused(server, only_what_needs(workflow, model_id)), model_id, "MuseDanceLoadModel")
+        assert details.startswith("checkpoint - half_copied.safetensors is truncated: its header describes"), details
+        assert len(details.splitlines()) == 1 and "copy or download it again" in details, details
+    finally:
+        (folder / "half_copied.safetensors").unlink()
     still_runs_a_good_prompt(server, before, tmp_path)
 
 

@@ -98,8 +98,36 @@ def test_missing_files_and_unknown_types(tmp_path):
         open_weights(other)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(os.urandom(64))
-    with pytest.raises(WeightsFileError, match="not a readable .safetensors"):
+    with pytest.raises(WeightsFileError, match="is not a safetensors file"):
         open_weights(garbage)
+
+
+def test_not_a_safetensors_file_is_told_apart_from_a_truncated_one(tmp_path, tensors):
+    """The torch-free header reader (what the nodes check at validation) names the real problem of each file."""
+    from musedance_core.loading.formats import safetensors_problem
+
+    good = tmp_path / "good.safetensors"
+    L.write_safetensors(good, tensors)
+    data = good.read_bytes()
+    L.write_ckpt(tmp_path / "w.ckpt", tensors)
+    files = {
+        "cut_in_tensors": data[:-4],
+        "cut_in_header": data[:20],
+        "empty": b"",
+        "web_page": b"<!DOCTYPE html><html><body>Sign in to download</body></html>",
+        "pickle": (tmp_path / "w.ckpt").read_bytes(),  # a PyTorch checkpoint renamed
+    }
+    expected = {"cut_in_tensors": "is truncated: its header describes", "cut_in_header": "is truncated (20 bytes",
+                "empty": "is empty or truncated (0 bytes)", "web_page": "is not a safetensors file",
+                "pickle": "is not a safetensors file"}
+    assert safetensors_problem(good) is None
+    for name, content in files.items():
+        path = tmp_path / f"{name}.safetensors"
+        path.write_bytes(content)
+        problem = safetensors_problem(path)
+        assert problem is not None and problem.startswith(f"{name}.safetensors {expected[name]}"), problem
+        with pytest.raises(WeightsFileError, match=expected[name].split(" (")[0].split(":")[0]):
+            open_weights(path)
 
 
 def test_a_truncated_musedance_checkpoint_fails_cleanly(tmp_path):

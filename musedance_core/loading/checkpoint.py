@@ -32,10 +32,10 @@ from ..config import MuseDanceConfig, SamplerSettings
 from ..models.text_encoder import match_text_encoder_names
 from ..models.unet import is_temporal_parameter
 from ..sampling.conditioning import DTYPES
-from .formats import SAFETENSORS_SUFFIXES
+from .formats import CHECKPOINT_FORMAT, SAFETENSORS_SUFFIXES
 from .weights import WeightsFileError, WeightsMapping, open_weights
 
-FORMAT_NAME = "musedance"
+FORMAT_NAME = CHECKPOINT_FORMAT
 FORMAT_VERSION = 1
 COMPONENTS = ("unet", "reference_net", "mask_encoder", "vae", "text_encoder")
 TEMPORAL_ONLY = "unet.temporal"

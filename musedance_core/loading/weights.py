@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from .formats import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES
+from .formats import PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, SafetensorsFileError, safetensors_header
 
 _ST_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -52,13 +52,15 @@ class SafetensorsFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
+            safetensors_header(self.path)  # says "not a safetensors file" or "truncated", which safe_open does not
             # The safetensors library checks the header and that the offsets cover the file exactly.
             with safe_open(str(self.path), framework="pt") as handle:
                 self.metadata: dict[str, str] = dict(handle.metadata() or {})
+        except SafetensorsFileError as err:
+            raise WeightsFileError(str(err)) from err
         except (SafetensorError, OSError, ValueError) as err:
             raise WeightsFileError(
-                f"{self.path.name} is not a readable .safetensors file ({err}); it is probably truncated "
-                "or only partly copied: copy or download it again."
+                f"{self.path.name} is not a readable .safetensors file ({err}); copy or download it again."
             ) from err
         with open(self.path, "rb") as f:
             header_size = int.from_bytes(f.read(8), "little")
