@@ -81,9 +81,10 @@ class SubjectMask:
             mask=None, invert_mask=False, densepose_image=None):
         from ..musedance_core.masks.subject import MaskRefinement, MaskWarning, foreground_mask, mask_overlay
 
+        notes = []  # shown on the node (web/musedance.js) and logged
         if mask is not None and is_load_image_placeholder(mask, image):
-            log.warning("MuseDance: the connected mask is Load Image's empty placeholder (the image has no "
-                        "alpha); ignoring it.")
+            notes.append("the connected mask is Load Image's empty placeholder (the image has no alpha); "
+                         "ignoring it.")
             mask = None
         model = None
         if densepose_model != NO_MODEL and mask is None and densepose_image is None:
@@ -97,12 +98,13 @@ class SubjectMask:
             warnings.simplefilter("always", MaskWarning)
             result = foreground_mask(image, mask=mask, invert=invert_mask, densepose_image=densepose_image,
                                      densepose_model=model, refinement=refinement)
-        for warning in caught:
-            log.warning("MuseDance mask: %s", warning.message)
+        notes += [str(warning.message) for warning in caught]
+        for note in notes:
+            log.warning("MuseDance mask: %s", note)
         masks = result.mask if result.mask.ndim == 3 else result.mask[None]
-        log.info("MuseDance mask from %s, coverage %s", result.source,
-                 ", ".join(f"{c:.1%}" for c in result.coverage))
-        return (masks, mask_overlay(image, masks))
+        summary = f"mask from {result.source}, coverage {', '.join(f'{c:.1%}' for c in result.coverage)}"
+        log.info("MuseDance %s", summary)
+        return {"ui": {"text": [*notes, summary]}, "result": (masks, mask_overlay(image, masks))}
 
 
 NODE_CLASS_MAPPINGS = {"MuseDanceMask": SubjectMask}

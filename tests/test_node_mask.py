@@ -9,11 +9,17 @@ import torch
 from scenes import FIGURE_COLOURS, densepose_drawing, figure_parts, iou, photo
 
 
-def _run(pack, image, **kwargs):
+def _run_with_notes(pack, image, **kwargs):
+    """(mask, preview) and the notes the node shows on itself."""
     node = pack.NODE_CLASS_MAPPINGS["MuseDanceMask"]()
     args = dict(densepose_model="none", threshold=0.5, grow=0, feather=0, fill_holes=0.001, keep_largest=False)
     args.update(kwargs)
-    return node.run(image, **args)
+    out = node.run(image, **args)
+    return out["result"], out["ui"]["text"]
+
+
+def _run(pack, image, **kwargs):
+    return _run_with_notes(pack, image, **kwargs)[0]
 
 
 def test_inputs_are_declared_for_comfyui(pack):
@@ -40,8 +46,18 @@ def test_load_image_mask_with_invert_and_the_no_alpha_placeholder(pack):
     mask, _ = _run(pack, image, mask=load_image_mask, invert_mask=True)
     assert iou(mask[0], parts > 0) == 1.0
     placeholder = torch.zeros(1, 64, 64)  # what Load Image gives for a picture without alpha
-    mask, _ = _run(pack, image, mask=placeholder, invert_mask=True)
+    (mask, _), notes = _run_with_notes(pack, image, mask=placeholder, invert_mask=True)
     assert iou(mask[0], parts > 0) >= 0.85  # ignored: the automatic mask ran instead
+    assert "Load Image's empty placeholder" in notes[0] and notes[-1].startswith("mask from "), notes
+
+
+def test_a_mask_that_falls_back_says_so_on_the_node(pack):
+    """An empty mask becomes the whole image; the node shows why (not only the console), and a resized mask too."""
+    image = torch.rand(1, 64, 48, 3)
+    (mask, _), notes = _run_with_notes(pack, image, mask=torch.zeros(1, 32, 24))
+    assert bool((mask == 1).all())
+    assert any("resizing the mask" in note for note in notes), notes
+    assert any("is empty" in note and "whole image" in note for note in notes), notes
 
 
 def test_densepose_image_input_and_refinement(pack):

@@ -50,7 +50,7 @@ app.registerExtension({
 });
 
 // A MuseDance node's notes (the settings the sampler used, a prompt cut at CLIP's length, music with no
-// beats) come as its "text" output; show them on the node, read-only and never saved with the workflow.
+// beats, where the mask came from and why it fell back) come as its "text" output; show them on the node, read-only and never saved with the workflow.
 // addDOMWidget is the frontend's public way to put an element on a node (the 2024 web UI has it too).
 function notesWidget(node) {
   const area = document.createElement("textarea");
@@ -71,7 +71,9 @@ function notesWidget(node) {
 app.registerExtension({
   name: "MuseDance.NodeNotes",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!["MuseDanceSampler", "MuseDanceReferenceEncode", "MuseDanceBeatExtract"].includes(nodeData.name)) return;
+    if (!["MuseDanceSampler", "MuseDanceReferenceEncode", "MuseDanceBeatExtract", "MuseDanceMask"].includes(nodeData.name)) {
+      return;
+    }
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       onExecuted?.apply(this, arguments);
