@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from musedance_core import video
-from musedance_core.video import read_video_info, write_video
+from musedance_core.video import VideoWriter, read_video_info, video_format, write_video
 
 SR = 16_000
 
@@ -99,15 +99,89 @@ def test_failure_while_encoding_leaves_no_partial_file(tmp_path, monkeypatch):
     target = tmp_path / "v.mp4"
     write_video(target, GOOD, fps=12)
     before = target.read_bytes()
-    real_encode = video._encode
+    real_write = video.VideoWriter.write
 
-    def encode_then_fail(path, *args):
-        real_encode(path, *args)
-        assert path.exists() and path.parent == tmp_path  # the temporary file sits beside the target
+    def write_then_fail(self, *args):
+        real_write(self, *args)
+        assert self.temporary.exists() and self.temporary.parent == tmp_path  # beside the target
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(video, "_encode", encode_then_fail)
+    monkeypatch.setattr(video.VideoWriter, "write", write_then_fail)
     with pytest.raises(RuntimeError, match="disk full"):
-        write_video(target, np.zeros((30, 16, 16, 3), np.uint8), fps=12)
+        write_video(target, np.zeros((60, 16, 16, 3), np.uint8), fps=12)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+
+
+def _song(seconds: float, rate: int, channels: int = 2) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return np.stack([0.3 * np.sin(2 * np.pi * 220 * (c + 1) * t) for c in range(channels)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("format", ["h264-mp4", "vp9-webm"])
+def test_a_video_written_clip_by_clip_has_every_frame_and_the_music_of_exactly_those(tmp_path, format):
+    """Clips of uneven length, each with the music of its frames (cut on the frame grid at 44.1 kHz, which
+    Opus resamples): the file has every frame, and music as long as the frames within one frame."""
+    from musedance_core.audio.timing import frame_samples
+
+    fps, rate, lengths = 12.0, 44_100, [16, 16, 16, 5]
+    song = _song(sum(lengths) / fps + 1.0, rate)  # longer than the video
+    path = tmp_path / f"v{video_format(format).extension}"
+    with VideoWriter(path, fps, format=format, sample_rate=rate, audio_channels=2, metadata={"k": "v"}) as writer:
+        start = 0
+        for i, length in enumerate(lengths):
+            frames = np.full((length, 32, 24, 3), 40 * i, np.uint8)
+            writer.write(frames, song[:, frame_samples(start / fps, length, fps, rate)])
+            start += length
+            assert writer.temporary.exists() and not path.exists()
+    info = read_video_info(path)
+    assert info.num_frames == sum(lengths) and (info.width, info.height) == (24, 32)
+    assert abs(info.audio_duration - sum(lengths) / fps) < 1 / fps, info
+    assert info.metadata.get("k") == "v" or info.metadata.get("K") == "v"
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_stopped_video_is_kept_closed_or_removed_as_asked(tmp_path):
+    """keep_on: the stop's exception closes the video so far (playable, music cut to its frames); any other
+    exception, or a stop before the first frame, leaves nothing."""
+
+    class Stopped(Exception):
+        pass
+
+    rate = 16_000
+    song = _song(10.0, rate, channels=1)
+    kept = tmp_path / "kept.mp4"
+    with pytest.raises(Stopped):
+        with VideoWriter(kept, 12, sample_rate=rate, audio_channels=1, keep_on=(Stopped,)) as writer:
+            writer.write(np.zeros((16, 16, 16, 3), np.uint8), song[:, : 16 * rate // 12])
+            writer.write(np.zeros((16, 16, 16, 3), np.uint8), song[:, 16 * rate // 12 : 40 * rate // 12])  # too much
+            raise Stopped()
+    info = read_video_info(kept)
+    assert info.num_frames == 32 and abs(info.audio_duration - 32 / 12) < 1 / 12, info
+    for error, name in ((RuntimeError, "crash.mp4"), (Stopped, "early.mp4")):
+        with pytest.raises(error):
+            with VideoWriter(tmp_path / name, 12, keep_on=(Stopped,)) as writer:
+                if name == "crash.mp4":
+                    writer.write(np.zeros((4, 16, 16, 3), np.uint8))
+                raise error()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.mp4"]
+
+
+def test_left_over_temporary_files_are_found_and_removed(tmp_path):
+    """What a killed writer leaves (`.<name>.<8 hex>.part`) is removed; other files, and fresh ones when asked
+    to spare them, stay."""
+    import os
+
+    from musedance_core.video import remove_partial_files
+
+    writer = VideoWriter(tmp_path / "sub" / "dance_00001.mp4", 12)
+    writer.write(np.zeros((60, 16, 16, 3), np.uint8))  # and then the process dies: never closed
+    left = writer.temporary
+    others = [tmp_path / "sub" / "dance_00002.mp4", tmp_path / ".notes.part", tmp_path / "x.abcdef12.part"]
+    for other in others:
+        other.write_bytes(b"x")
+    assert left.exists()
+    assert remove_partial_files(tmp_path, older_than=60) == []  # fresh: maybe still being written
+    os.utime(left, (1, 1))
+    assert remove_partial_files(tmp_path, older_than=60) == [left]
+    assert not left.exists() and all(other.exists() for other in others)
