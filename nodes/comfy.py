@@ -50,6 +50,13 @@ def throw_if_interrupted() -> None:
         mm.throw_exception_if_processing_interrupted()
 
 
+def interrupt_exceptions() -> tuple[type[BaseException], ...]:
+    """The exception ComfyUI's Cancel raises (`throw_if_interrupted`); none outside ComfyUI."""
+    mm = model_management()
+    found = getattr(mm, "InterruptProcessingException", None) if mm is not None else None
+    return (found,) if isinstance(found, type) else ()
+
+
 class Progress:
     """ComfyUI's progress bar (which also shows in the API's websocket), or nothing outside ComfyUI."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
@@ -195,21 +196,65 @@ class MuseDanceSampler:
     def run(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
             seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
             eta: float = 0.0, noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto"):
+        job = Generation(model, reference, music, beats, seed, steps, guidance, frame_count, clip_length,
+                         motion_frames, eta, noise_share, beat_guidance, reference_start)
+        height, width = reference.image.shape[1:3]
+        needed = job.frames * height * width * 3 * 4
+        if needed > image_limit_bytes():
+            raise ValueError(
+                f"{job.frames} frames of {width}x{height} need {needed / 2**30:.1f} GiB as one IMAGE, more than the "
+                f"{image_limit_bytes() / 2**30:.1f} GiB this sampler holds ({IMAGE_LIMIT_VARIABLE}). Use Render Dance "
+                "Video, which writes the video clip by clip and holds one clip, or make a shorter stretch "
+                "(Dance Timing's duration, or frame_count) or a smaller size.")
+        video = torch.empty((job.frames, height, width, 3))  # filled clip by clip: no second copy
+        done = 0
+        for clip in job.clips():
+            video[done : done + clip.shape[0]] = clip
+            done += clip.shape[0]
+        result = (video, job.audio(0, job.frames), job.span.fps)
+        return {"ui": {"text": [f"sampler: {job.settings.describe()}"]}, "result": result}
+
+
+IMAGE_LIMIT_VARIABLE = "MUSEDANCE_IMAGE_LIMIT_GB"
+IMAGE_LIMIT_GB = 4.0  # what MuseDance Sampler's IMAGE may take; longer videos go through Render Dance Video
+
+
+def image_limit_bytes() -> float:
+    """The most memory MuseDance Sampler's IMAGE output may take: IMAGE_LIMIT_GB, or the variable's value."""
+    try:
+        return float(os.environ.get(IMAGE_LIMIT_VARIABLE, IMAGE_LIMIT_GB)) * 2**30
+    except ValueError:
+        return IMAGE_LIMIT_GB * 2**30
+
+
+class Generation:
+    """One sampler run's checked settings, and its clips as they are made (with progress, previews and Cancel)."""
+
+    def __init__(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
+                 seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
+                 eta: float, noise_share: float, beat_guidance: float, reference_start: str) -> None:
         if reference.model is not model:
             raise ValueError("the reference was encoded by another MuseDance model than this sampler's; connect "
                              "the same Load MuseDance Model node to ReferenceNet Encode and to the sampler.")
-        span = check_same_frames(beats, music)
-        frames = span.num_frames if frame_count == 0 else frame_count
-        if frames > span.num_frames:
+        if 0.0 < guidance < 1.0:
+            raise ValueError(f"guidance {guidance:g}: give 1 (no guidance) to {MAX_GUIDANCE:g}, or 0 for the "
+                             "model's recommendation.")
+        self.span = span = check_same_frames(beats, music)
+        self.frames = span.num_frames if frame_count == 0 else frame_count
+        if self.frames > span.num_frames:
             raise ValueError(f"frame_count {frame_count} is more than the music's {span.num_frames} frames "
                              f"({span.duration:.2f} s at {span.fps:g} fps); lower it, or 0 for all.")
-        settings = resolve_settings(model.pipeline.recommended, steps, guidance, noise_share, beat_guidance,
-                                    reference_start)
-        log.info("MuseDance Sampler: %s", settings.describe())
-        pipe = model.pipeline
-        k = clip_length or pipe.config.clip_length
-        num_clips = -(-frames // k)
-        progress = comfy.Progress(num_clips * settings.steps)
+        self.settings = resolve_settings(model.pipeline.recommended, steps, guidance, noise_share, beat_guidance,
+                                         reference_start)
+        log.info("MuseDance Sampler: %s", self.settings.describe())
+        self.model, self.reference, self.music, self.beats = model, reference, music, beats
+        self.seed, self.eta, self.motion_frames = seed, eta, motion_frames
+        self.clip_length = clip_length or model.pipeline.config.clip_length
+
+    def clips(self):
+        """The video clip by clip, float frames [K, H, W, 3] on the CPU; the model is on the device meanwhile."""
+        pipe, settings = self.model.pipeline, self.settings
+        progress = comfy.Progress(-(-self.frames // self.clip_length) * settings.steps)
 
         def on_step(info) -> bool:
             preview = None
@@ -220,23 +265,25 @@ class MuseDanceSampler:
             return False
 
         comfy.throw_if_interrupted()
-        model.load()
+        self.model.load()
         try:
-            video = pipe(
-                reference=reference.encoding, text_embeds=reference.text_embeds,
-                negative_text_embeds=reference.negative_text_embeds,
-                music_tokens=music.tokens[:frames], beats=beats.vector[:frames].float(),
-                num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale, eta=eta, seed=seed,
-                noise_share=settings.noise_share, beat_guidance_scale=settings.beat_guidance_scale,
-                reference_start=settings.reference_start, clip_length=k, motion_frames=motion_frames,
-                callback=on_step,
+            yield from pipe.iter_clips(
+                reference=self.reference.encoding, text_embeds=self.reference.text_embeds,
+                negative_text_embeds=self.reference.negative_text_embeds,
+                music_tokens=self.music.tokens[: self.frames], beats=self.beats.vector[: self.frames].float(),
+                num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale, eta=self.eta,
+                seed=self.seed, noise_share=settings.noise_share, beat_guidance_scale=settings.beat_guidance_scale,
+                reference_start=settings.reference_start, clip_length=self.clip_length,
+                motion_frames=self.motion_frames, callback=on_step,
             )
         finally:
-            model.done()
-        audio = music.audio
-        cut = frame_samples(0.0, frames, span.fps, audio["sample_rate"])
-        result = (video, {"waveform": audio["waveform"][..., cut], "sample_rate": audio["sample_rate"]}, span.fps)
-        return {"ui": {"text": [f"sampler: {settings.describe()}"]}, "result": result}
+            self.model.done()
+
+    def audio(self, first: int, count: int) -> dict:
+        """The music of frames first..first+count-1 as ComfyUI AUDIO (first item of the batch)."""
+        audio = self.music.audio
+        cut = frame_samples(first / self.span.fps, count, self.span.fps, audio["sample_rate"])
+        return {"waveform": audio["waveform"][..., cut], "sample_rate": audio["sample_rate"]}
 
 
 def resolve_settings(recommended: SamplerSettings, steps: int, guidance: float, noise_share: float,

@@ -7,6 +7,7 @@ under a temporary name and renamed when complete, so a failed encode leaves noth
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -14,6 +15,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import torch
 
 from . import comfy
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("h264-mp4", "vp9-webm")
 _COUNTER = re.compile(r"_(\d{5})\.[A-Za-z0-9]+$")
@@ -68,6 +71,20 @@ def output_path(prefix: str, extension: str, output_dir: Path | None = None) -> 
 
 # ComfyUI's own VIDEO type where the host has it (its video nodes take it); older hosts get the path only.
 VIDEO = comfy.video_type()
+# Seconds a temporary video file may go untouched before a save takes it for the remains of a run that died
+# (a writer touches its file with every clip). When ComfyUI starts, no run of its own is writing: all go.
+PARTIAL_FILE_AGE = 3600.0
+
+
+def remove_partial_videos(folder: Path, older_than: float) -> None:
+    from ..musedance_core.video import remove_partial_files
+
+    for path in remove_partial_files(folder, older_than):
+        log.info("MuseDance: removed %s, left by a video that was never finished", path)
+
+
+if comfy.folder_paths() is not None:  # inside ComfyUI, at start
+    remove_partial_videos(comfy.output_folder(), 0.0)
 
 
 class SaveDanceVideo:
@@ -140,6 +157,7 @@ class SaveDanceVideo:
             if prompt is not None:
                 metadata["prompt"] = json.dumps(prompt)
         path, name, subfolder = output_path(filename_prefix, kind.extension)
+        remove_partial_videos(path.parent, PARTIAL_FILE_AGE)
         wave, rate = None, None
         if audio is not None:
             wave, rate = audio["waveform"][0], int(audio["sample_rate"])  # first item of a batch: [C, T]

@@ -85,8 +85,8 @@ def test_every_node_of_the_pack_is_listed(comfy):
     assert not missing, f"nodes of the pack missing from /object_info: {missing}"
     for name, node in mappings.items():  # with the types the classes declare
         listed, declared = info[name], node.INPUT_TYPES()
-        # Save Dance Video adds ComfyUI's VIDEO where the host has the type (not in this test process).
-        extra = ["VIDEO"] if name == "MuseDanceVideoCombine" and listed["output"][-1:] == ["VIDEO"] else []
+        # Save Dance Video and Render Dance Video add ComfyUI's VIDEO where the host has it (not in this process).
+        extra = ["VIDEO"] if name in ("MuseDanceVideoCombine", "MuseDanceRender") and listed["output"][-1:] == ["VIDEO"] else []
         assert listed["output"] == list(node.RETURN_TYPES) + extra, name
         assert listed["output_node"] == bool(getattr(node, "OUTPUT_NODE", False)), name
         assert listed["category"].startswith("MuseDance"), name

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -161,13 +162,13 @@ def test_sampler_reference_start_reaches_the_sampler(nodes, scene, monkeypatch):
     optional = nodes["MuseDanceSampler"].INPUT_TYPES()["optional"]
     assert optional["reference_start"][0] == ["auto", "on", "off"] and optional["reference_start"][1]["default"] == "auto"
     seen = []
-    call = type(scene["model"].pipeline).__call__
+    call = type(scene["model"].pipeline).iter_clips
 
     def record(self, **kwargs):
         seen.append(kwargs["reference_start"])
         return call(self, **kwargs)
 
-    monkeypatch.setattr(type(scene["model"].pipeline), "__call__", record)
+    monkeypatch.setattr(type(scene["model"].pipeline), "iter_clips", record)
     plain = _sample(nodes, scene, frame_count=4, reference_start="off")[0]
     started = _sample(nodes, scene, frame_count=4, reference_start="on")[0]
     _sample(nodes, scene, frame_count=4, reference_start=True)  # a workflow saved when it was a BOOLEAN
@@ -191,8 +192,8 @@ def test_sampler_on_auto_uses_the_models_recommended_settings_and_shows_them(nod
     monkeypatch.setattr(pipe, "recommended", SamplerSettings(steps=1, guidance_scale=1.5, beat_guidance_scale=3.0,
                                                              noise_share=0.25, reference_start=True))
     seen = []
-    call = type(pipe).__call__
-    monkeypatch.setattr(type(pipe), "__call__", lambda self, **kw: (seen.append(kw), call(self, **kw))[1])
+    call = type(pipe).iter_clips
+    monkeypatch.setattr(type(pipe), "iter_clips", lambda self, **kw: (seen.append(kw), call(self, **kw))[1])
     node = nodes["MuseDanceSampler"]()
     out = node.run(scene["model"], scene["reference"], scene["music"], scene["beats"], seed=0, steps=0, guidance=0.0,
                    frame_count=2, clip_length=0, motion_frames=2)
@@ -428,3 +429,72 @@ def test_on_a_comfyui_with_the_video_type_the_video_node_also_outputs_video(tmp_
     finally:
         for key in [k for k in sys.modules if k.startswith(name + ".")]:
             del sys.modules[key]
+
+
+def _render(nodes, scene, **overrides):
+    args = dict(seed=3, steps=2, guidance=2.0, frame_count=0, clip_length=8, motion_frames=2,
+                filename_prefix="MuseDance/render", format="h264-mp4", crf=20)
+    args.update(overrides)
+    return nodes["MuseDanceRender"]().run(scene["model"], scene["reference"], scene["music"], scene["beats"], **args)
+
+
+def test_render_writes_the_samplers_video_clip_by_clip_with_its_music(pack, nodes, scene, tmp_path, monkeypatch):
+    """Render Dance Video makes the frames MuseDance Sampler makes (same seed and settings), writing each clip
+    with the music of its frames as soon as it is finished: the file grows while the sampler runs."""
+    written = []
+    video_module = __import__(f"{pack.__name__}.musedance_core.video", fromlist=["_"])
+    real_write = video_module.VideoWriter.write
+    monkeypatch.setattr(video_module.VideoWriter, "write",
+                        lambda self, frames, audio=None: (written.append(frames.shape[0]), real_write(self, frames, audio)))
+    out = _render(nodes, scene, crf=0)
+    (entry,) = out["ui"]["images"]
+    assert entry == {"filename": "render_00001.mp4", "subfolder": "MuseDance", "type": "output"}
+    assert out["ui"]["animated"] == (True,) and out["result"][0] == "MuseDance/render_00001.mp4"
+    assert written == [8, 8, 8, 8, 4]  # 36 frames, one clip at a time
+    info = read_video_info(tmp_path / "output" / "MuseDance" / "render_00001.mp4")
+    assert (info.num_frames, info.width, info.height) == (36, 32, 32) and "prompt" not in info.metadata
+    assert info.has_audio and abs(info.audio_duration - 3.0) <= 1 / 12, info
+    with av.open(str(tmp_path / "output" / "MuseDance" / "render_00001.mp4")) as container:
+        decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]) / 255.0
+
+    def blocks(frames):  # 4x4 block means: what H.264's 4:2:0 colour (2x2 chroma) keeps
+        return frames.reshape(frames.shape[0], 8, 4, 8, 4, 3).mean((2, 4))
+
+    same = np.abs(blocks(decoded) - blocks(_sample(nodes, scene, clip_length=8)[0].numpy())).mean()
+    other = np.abs(blocks(decoded) - blocks(_sample(nodes, scene, clip_length=8, seed=4)[0].numpy())).mean()
+    assert same < other / 5, (same, other)  # the sampler's own frames
+
+
+@pytest.mark.parametrize("on_cancel", ["keep the video so far", "remove the video"])
+def test_cancel_during_a_render_keeps_the_video_so_far_or_nothing(pack, nodes, scene, tmp_path, monkeypatch, on_cancel):
+    comfy = _module(pack, "comfy")
+
+    class Interrupted(Exception):  # stands for comfy.model_management.InterruptProcessingException
+        pass
+
+    checks = []
+
+    def cancel_in_the_third_clip():
+        checks.append(1)
+        if len(checks) == 1 + 2 * 2 + 1:  # one check before sampling, two steps per clip
+            raise Interrupted
+
+    monkeypatch.setattr(comfy, "throw_if_interrupted", cancel_in_the_third_clip)
+    monkeypatch.setattr(comfy, "interrupt_exceptions", lambda: (Interrupted,))
+    with pytest.raises(Interrupted):
+        _render(nodes, scene, on_cancel=on_cancel)
+    folder = tmp_path / "output" / "MuseDance"
+    left = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    if on_cancel == "remove the video":
+        assert left == []
+    else:
+        assert left == ["render_00001.mp4"]
+        info = read_video_info(folder / left[0])
+        assert info.num_frames == 16 and abs(info.audio_duration - 16 / 12) <= 1 / 12, info
+
+
+def test_the_sampler_refuses_an_image_too_large_to_hold_and_names_the_streamed_way(nodes, scene, monkeypatch):
+    monkeypatch.setenv("MUSEDANCE_IMAGE_LIMIT_GB", str(35 * 32 * 32 * 3 * 4 / 2**30))  # 35 frames' worth
+    with pytest.raises(ValueError, match=r"36 frames of 32x32 need .* GiB as one IMAGE.*Render Dance Video"):
+        _sample(nodes, scene)
+    assert _sample(nodes, scene, frame_count=35)[0].shape[0] == 35
