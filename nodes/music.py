@@ -68,7 +68,7 @@ class FrameBeats:
 @dataclass(frozen=True)
 class FrameMusic:
     span: FrameSpan
-    tokens: torch.Tensor  # [F, L, d] on the CPU
+    tokens: object  # musedance_core.audio.ast_encoder.FrameTokens [F, L, d], on the CPU, made a clip at a time
     audio: dict  # the music of exactly these frames, as ComfyUI AUDIO (for Save Dance Video)
 
 
@@ -350,6 +350,9 @@ class ASTMusicEncode:
         return duration_problem(duration) or True
 
     def run(self, ast, audio: dict, fps: float, start_time: float, duration: float):
+        import dataclasses
+
+        from ..musedance_core.audio.ast_encoder import FrameTokens
         from ..musedance_core.audio.music import load_music
 
         span = frame_span(audio, fps, start_time, duration)
@@ -357,10 +360,14 @@ class ASTMusicEncode:
         device = comfy.compute_device()
         ast.model.to(device)
         try:
-            tokens = ast.encode(music.waveform, span.fps, span.num_frames, start_time=span.start)
+            encoding = ast.encode_music(music.waveform)
         finally:
             ast.model.to(comfy.offload_device())
-        return (FrameMusic(span, tokens.float().cpu(), span_audio(audio, span)),)
+        # The song's columns, not every frame's tokens: the sampler makes each clip's tokens when it needs them.
+        encoding = dataclasses.replace(encoding, columns=encoding.columns.float().cpu(),
+                                       global_tokens=encoding.global_tokens.float().cpu())
+        tokens = FrameTokens(encoding, span.fps, span.num_frames, start_time=span.start)
+        return (FrameMusic(span, tokens, span_audio(audio, span)),)
 
 
 def check_same_frames(beats: FrameBeats, music: FrameMusic) -> FrameSpan:

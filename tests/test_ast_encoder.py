@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
 from musedance_core.audio.ast_encoder import (
+    FrameTokens,
     MusicEncoder,
     patch_grid,
     random_ast,
@@ -215,6 +216,21 @@ def test_start_time_gives_the_frames_of_a_later_clip(encoder):
     whole = encoder.encode(wave, fps=12, num_frames=120)
     clip = encoder.encode(wave, fps=12, num_frames=24, start_time=5.0)
     torch.testing.assert_close(clip, whole[60:84])
+
+
+def test_frame_tokens_made_a_stretch_at_a_time_equal_the_whole_spans(encoder):
+    """FrameTokens hold the song's columns and make any frames' tokens on request: every stretch, and every
+    slice of a slice, equals those rows of the whole span's tokens exactly (frame times from the span's start)."""
+    wave = noise(14.0, seed=3)
+    whole = encoder.encode(wave, fps=24, num_frames=200, start_time=1.3)
+    lazy = FrameTokens(encoder.encode_music(wave), fps=24, num_frames=200, start_time=1.3)
+    assert lazy.shape == whole.shape and len(lazy) == 200
+    for first, count in ((0, 16), (16, 16), (37, 50), (199, 1)):
+        assert torch.equal(lazy.frames(first, count), whole[first : first + count])
+    assert torch.equal(lazy[40:120].frames(10, 30), whole[50:80]) and lazy[40:120].shape[0] == 80
+    assert torch.equal(lazy.tensor(), whole)
+    with pytest.raises(IndexError):
+        lazy.frames(190, 20)
 
 
 def test_batch_size_and_hop_keep_the_alignment(encoder):

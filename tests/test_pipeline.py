@@ -29,6 +29,36 @@ def test_deterministic_for_a_fixed_seed_with_right_shape_and_range(tiny_pipe, sa
     assert (a - c).abs().max() > 1e-3
 
 
+def test_music_tokens_made_a_clip_at_a_time_give_the_same_video(tiny_config, tiny_pipe, sample_inputs):
+    """FrameTokens (the song's AST columns, each clip's tokens made when the sampler reaches it) give the video
+    that the whole span's token tensor gives, bit for bit; the sampler asks only for each clip's frames."""
+    import numpy as np
+
+    from musedance_core.audio.ast_encoder import FrameTokens, MusicEncoder, random_ast
+
+    encoder = MusicEncoder(*random_ast(tiny_config.unet.music_dim))
+    wave = np.random.default_rng(0).normal(0, 0.1, 16_000 * 3).astype(np.float32)
+    lazy = FrameTokens(encoder.encode_music(wave), fps=12, num_frames=22, start_time=0.5)
+    inputs = sample_inputs(frames=22)
+    inputs["music_tokens"] = lazy.tensor()
+    whole = tiny_pipe(**inputs, seed=3, clip_length=8, **FAST)
+    asked = []
+    real_frames = FrameTokens.frames
+
+    def frames(self, first, count):
+        asked.append((first, count))
+        return real_frames(self, first, count)
+
+    FrameTokens.frames = frames
+    try:
+        inputs["music_tokens"] = lazy
+        streamed = tiny_pipe(**inputs, seed=3, clip_length=8, **FAST)
+    finally:
+        FrameTokens.frames = real_frames
+    assert torch.equal(streamed, whole)
+    assert asked == [(0, 8), (6, 2), (8, 8), (14, 2), (16, 6)]  # each clip, and the M frames before it
+
+
 @pytest.mark.parametrize("frames", [3, 8, 19, 41])
 def test_latents_held_are_one_clip_plus_the_motion_context_whatever_the_length(tiny_pipe, sample_inputs, frames):
     k, m = tiny_pipe.config.clip_length, tiny_pipe.config.motion_frames

@@ -88,19 +88,22 @@ class MusicEncoding:
     column_seconds: float
     duration: float
 
-    def frame_columns(self, fps: float, num_frames: int, start_time: float = 0.0) -> np.ndarray:
-        """Index [num_frames] of the column nearest to each frame time start_time + k / fps.
+    def frame_columns(self, fps: float, num_frames: int, start_time: float = 0.0, first: int = 0) -> np.ndarray:
+        """Index [num_frames] of the column nearest to each frame time start_time + k / fps, for frames
+        k = first .. first + num_frames - 1.
 
         Frames before the first column centre or after the last one take that end column: the
         last column is the last one made only of real music, never padding.
         """
-        _check_frames(fps, num_frames, start_time, self.duration)
-        frame_times = start_time + np.arange(num_frames) / fps
+        _check_frames(fps, first + num_frames, start_time, self.duration)
+        frame_times = start_time + (first + np.arange(num_frames)) / fps
         nearest = np.floor((frame_times - self.times[0]) / self.column_seconds + 0.5).astype(np.int64)
         return np.clip(nearest, 0, len(self.times) - 1)
 
-    def frame_tokens(self, fps: float, num_frames: int, *, start_time: float = 0.0, window: int = 2) -> torch.Tensor:
-        """Music tokens per video frame: [num_frames, L, d] with L = 2 + f_dim * (2 * window + 1).
+    def frame_tokens(self, fps: float, num_frames: int, *, start_time: float = 0.0, window: int = 2,
+                     first: int = 0) -> torch.Tensor:
+        """Music tokens per video frame: [num_frames, L, d] with L = 2 + f_dim * (2 * window + 1), for
+        frames first .. first + num_frames - 1 (the same tokens as those rows of the whole span's).
 
         For frame k: the global tokens, then all frequency rows of columns c - window .. c + window
         (column-major), where c = frame_columns()[k]; columns past either end are clamped
@@ -108,12 +111,52 @@ class MusicEncoding:
         """
         if not isinstance(window, (int, np.integer)) or window < 0:
             raise ValueError(f"window must be a non-negative integer number of columns, got {window!r}.")
-        centre = self.frame_columns(fps, num_frames, start_time)
+        centre = self.frame_columns(fps, num_frames, start_time, first)
         index = np.clip(centre[:, None] + np.arange(-window, window + 1), 0, len(self.times) - 1)
         device = self.columns.device
         picked = self.columns[torch.as_tensor(index, device=device)]  # [F, 2w+1, f_dim, d]
         global_tokens = self.global_tokens[torch.as_tensor(centre, device=device)]  # [F, 2, d]
         return torch.cat([global_tokens, picked.flatten(1, 2)], dim=1)
+
+
+class FrameTokens:
+    """The music tokens of a span of video frames, made from a `MusicEncoding` a stretch at a time.
+
+    Holding the song's columns instead of every frame's tokens keeps a long song small (a frame's tokens
+    repeat 2 * window + 1 columns, and many frames share a column); the sampler asks for each clip's
+    frames as it needs them. `frames(first, count)` gives the tokens [count, L, d] of those frames,
+    equal to the same rows of the whole span's; slicing with [a:b] gives a shorter span, still lazy.
+    """
+
+    def __init__(self, encoding: MusicEncoding, fps: float, num_frames: int, start_time: float = 0.0,
+                 window: int = 2, first: int = 0) -> None:
+        _check_frames(fps, first + num_frames, start_time, encoding.duration)
+        self.encoding, self.fps, self.start_time, self.window = encoding, float(fps), float(start_time), window
+        self.first, self.num_frames = first, num_frames
+        d = encoding.columns.shape[-1]
+        self.shape = torch.Size((num_frames, GLOBAL_TOKENS + encoding.columns.shape[1] * (2 * window + 1), d))
+        self.ndim = 3
+        self.dtype = encoding.columns.dtype
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def __getitem__(self, index: slice) -> FrameTokens:
+        if not isinstance(index, slice) or index.step not in (None, 1):
+            raise TypeError("FrameTokens take a slice of frames [a:b]; use frames(first, count) for the tokens.")
+        a, b, _ = index.indices(self.num_frames)
+        return FrameTokens(self.encoding, self.fps, max(b - a, 0), self.start_time, self.window, self.first + a)
+
+    def frames(self, first: int, count: int) -> torch.Tensor:
+        """The tokens [count, L, d] of frames first .. first + count - 1 of this span."""
+        if not 0 <= first <= first + count <= self.num_frames:
+            raise IndexError(f"frames {first}..{first + count - 1} of a span of {self.num_frames}.")
+        return self.encoding.frame_tokens(self.fps, count, start_time=self.start_time, window=self.window,
+                                          first=self.first + first)
+
+    def tensor(self) -> torch.Tensor:
+        """Every frame's tokens at once, [F, L, d] (a long song's take much memory: prefer `frames`)."""
+        return self.frames(0, self.num_frames)
 
 
 class MusicEncoder:

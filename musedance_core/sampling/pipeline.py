@@ -12,7 +12,7 @@ latents is alive at any time. The conditioning rules are those of the trainer (c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -36,6 +36,9 @@ from .conditioning import (
     unknown_frame_beats,
 )
 from .guidance import GuidedDenoiser
+
+if TYPE_CHECKING:
+    from ..audio.ast_encoder import FrameTokens
 
 
 class GenerationStopped(RuntimeError):
@@ -214,7 +217,7 @@ class MuseDancePipeline:
         self,
         *,
         text_embeds: torch.Tensor,
-        music_tokens: torch.Tensor,
+        music_tokens: torch.Tensor | "FrameTokens",
         beats: torch.Tensor,
         reference_image: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
@@ -237,7 +240,8 @@ class MuseDancePipeline:
         """Yield the video clip by clip, each as float frames [K, H, W, 3] in [0, 1] on the CPU.
 
         text_embeds: [1, T, D] or [T, D] CLIP hidden states of the motion prompt.
-        music_tokens: [F, L, music_dim] per-frame music tokens; beats: [F] of 0/1, one per frame.
+        music_tokens: [F, L, music_dim] per-frame music tokens, a tensor or `FrameTokens` (made a clip at a
+        time); beats: [F] of 0/1, one per frame.
         Either reference_image ([H, W, 3] or [1, H, W, 3] in [0, 1], sides multiples of 8) with an
         optional foreground mask ([H, W] in [0, 1]; None means the whole image is foreground), or a
         `reference` from `encode_reference`.
@@ -303,9 +307,14 @@ class MuseDancePipeline:
 
         guide = GuidedDenoiser(self.unet, guidance_scale, beat_guidance_scale)
         text_rows = guide.text_rows(text, null_text=negative).to(device=device, dtype=dtype)
-        # Music tokens stay where the caller keeps them (a whole song can be hundreds of MB); each
-        # clip's slice moves to the device when its turn comes.
-        music = music_tokens.reshape(1, num_frames, *music_tokens.shape[-2:])
+        # Music tokens stay where the caller keeps them (a whole song's can be hundreds of MB, or are made a
+        # clip at a time from FrameTokens); each clip's frames move to the device when their turn comes.
+        def music(start: int, length: int) -> torch.Tensor:
+            if isinstance(music_tokens, torch.Tensor):
+                return music_tokens[start : start + length][None]
+            tokens = music_tokens.frames(start, length)
+            _check_finite("music_tokens", tokens)
+            return tokens[None]
         beat_vector = beats.reshape(1, num_frames).to(device)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         # A scheduler of this run's own: self.scheduler is only the template, so runs share no state.
@@ -320,10 +329,10 @@ class MuseDancePipeline:
             reference copies of the first clip's context, which sit at no time in the music, zero tokens
             and unknown beats."""
             if known:
-                tokens = music[:, start : start + length]
+                tokens = music(start, length)
                 windows = frame_beats(self.config.unet, beat_vector, start, length)
             else:
-                tokens = torch.zeros((1, length, *music.shape[2:]))
+                tokens = torch.zeros((1, length, *music_tokens.shape[-2:]))
                 windows = unknown_frame_beats(self.config.unet, 1, length, device)
             return guide.music_rows(tokens.to(device=device, dtype=dtype), windows)
 
@@ -419,11 +428,12 @@ class MuseDancePipeline:
         return text
 
     def _check_sampling_args(
-        self, music_tokens: torch.Tensor, beats: torch.Tensor, steps: int, guidance: float, eta: float,
+        self, music_tokens: torch.Tensor | "FrameTokens", beats: torch.Tensor, steps: int, guidance: float, eta: float,
         clip_length: int, motion_frames: int, decode_chunk_size: int, noise_share: float,
     ) -> int:
         _check_finite("beats", beats)
-        _check_finite("music_tokens", music_tokens)
+        if isinstance(music_tokens, torch.Tensor):  # lazy tokens (FrameTokens) are checked clip by clip
+            _check_finite("music_tokens", music_tokens)
         if beats.ndim != 1 or beats.shape[0] < 1:
             raise ValueError(f"beats must be a 1-D vector with one value per frame, got shape {tuple(beats.shape)}.")
         if not bool(((beats == 0) | (beats == 1)).all()):
