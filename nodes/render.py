@@ -52,7 +52,8 @@ class RenderDanceVideo:
             noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto",
             save_workflow: bool = True, on_cancel: str = ON_CANCEL[0], prompt: dict | None = None,
             extra_pnginfo: dict | None = None):
-        from ..musedance_core.video import VideoWriter, video_format
+        from ..musedance_core.sampling.render import write_clips
+        from ..musedance_core.video import video_format
 
         if on_cancel not in ON_CANCEL:
             raise ValueError(f"on_cancel must be one of {ON_CANCEL}, got {on_cancel!r}.")
@@ -65,16 +66,10 @@ class RenderDanceVideo:
                 metadata["prompt"] = json.dumps(prompt)
         path, name, subfolder = output_path(filename_prefix, video_format(format).extension)
         remove_partial_videos(path.parent, PARTIAL_FILE_AGE)
-        audio = job.audio(0, 1)["waveform"][0]
-        channels = min(audio.shape[0], 2)
         keep = comfy.interrupt_exceptions() if on_cancel == ON_CANCEL[0] else ()
-        done = 0
-        with VideoWriter(path, job.span.fps, crf=crf, format=format, metadata=metadata,
-                         sample_rate=int(music.audio["sample_rate"]), audio_channels=channels, keep_on=keep) as writer:
-            for clip in job.clips():
-                wave = job.audio(done, clip.shape[0])["waveform"][0]
-                writer.write(clip, wave if wave.shape[0] <= 2 else wave.mean(0, keepdim=True))
-                done += clip.shape[0]
+        audio = job.audio(0, job.frames)  # the span's music, already in memory: each clip writes its own part
+        write_clips(job.clips(), path, fps=job.span.fps, audio=audio["waveform"][0],
+                    sample_rate=int(audio["sample_rate"]), format=format, crf=crf, metadata=metadata, keep_on=keep)
         result = {"filename": name, "subfolder": subfolder, "type": "output"}
         relative = f"{subfolder}/{name}" if subfolder else name
         outputs = (relative,) + ((VIDEO(str(path)),) if VIDEO else ())
