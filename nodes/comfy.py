@@ -8,8 +8,9 @@ All of these exist in ComfyUI from early 2024 to today.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -19,6 +20,21 @@ def _module(name: str) -> Any | None:
         return __import__(name, fromlist=["_"])
     except ImportError:
         return None
+
+
+def on_server_start(callback: Callable[[], None]) -> bool:
+    """Run `callback` when ComfyUI's web server starts: after ComfyUI has applied its folder options
+    (--output-directory, ...), which it does only after importing the custom nodes. False outside ComfyUI."""
+    server = sys.modules.get("server")  # ComfyUI's server.py, imported by its main.py before the custom nodes
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is None or getattr(instance, "app", None) is None:
+        return False
+
+    async def run(app) -> None:
+        callback()
+
+    instance.app.on_startup.append(run)
+    return True
 
 
 def model_management() -> Any | None:

@@ -83,8 +83,8 @@ def remove_partial_videos(folder: Path, older_than: float) -> None:
         log.info("MuseDance: removed %s, left by a video that was never finished", path)
 
 
-if comfy.folder_paths() is not None:  # inside ComfyUI, at start
-    remove_partial_videos(comfy.output_folder(), 0.0)
+# Inside ComfyUI, when it starts (no run of its own is writing yet), in the output folder it was given.
+comfy.on_server_start(lambda: remove_partial_videos(comfy.output_folder(), 0.0))
 
 
 class SaveDanceVideo:

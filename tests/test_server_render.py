@@ -1,0 +1,114 @@
+"""Render Dance Video on a real ComfyUI server (each test host): a whole video written clip by clip, Cancel
+keeping the video so far, and what a server killed in the middle of writing leaves (nothing, after its
+next start). Servers are started here, one after another, over the same folders."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from comfy_server import ComfyServer, find_hosts
+from musedance_core.video import read_video_info
+from sample_media import draw_reference, synth_music
+from test_server_workflows import BASIC, MUSIC, MUSIC_RATE, REFERENCE, REFERENCE_SIZE, load_fast, node, wav_bytes
+from tiny_files import write_workflow_models
+
+HOSTS = find_hosts()
+SONG_SECONDS = 8.0
+TIMEOUT = 300
+
+
+def _ci() -> bool:
+    import os
+
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
+@pytest.fixture(params=list(HOSTS))
+def folders(request, tmp_path_factory):
+    """A host and the folders its servers share: models, input (the drawn figure and 8 s of music), output."""
+    host = HOSTS[request.param]
+    if host.problem:
+        (pytest.fail if _ci() else pytest.skip)(host.problem)
+    root = tmp_path_factory.mktemp(f"render-{request.param}")
+    write_workflow_models(root / "models")
+    image, _ = draw_reference(REFERENCE_SIZE)
+    (root / "input").mkdir()
+    Image.fromarray(np.rint(image * 255).astype(np.uint8)).save(root / "input" / REFERENCE)
+    (root / "input" / MUSIC).write_bytes(wav_bytes(synth_music(SONG_SECONDS, MUSIC_RATE), MUSIC_RATE))
+    return host, root
+
+
+def render_workflow(steps: int, duration: float = -1.0, prefix: str = "MuseDance/render") -> dict:
+    """The basic workflow with Render Dance Video in place of the sampler and Save Dance Video."""
+    workflow = load_fast(BASIC)
+    node(workflow, "MuseDanceTiming")[1]["inputs"]["duration"] = duration
+    sampler_id, sampler = node(workflow, "MuseDanceSampler")
+    combine_id, _ = node(workflow, "MuseDanceVideoCombine")
+    del workflow[combine_id]
+    inputs = dict(sampler["inputs"], steps=steps, filename_prefix=prefix, format="h264-mp4", crf=23)
+    workflow[sampler_id] = {"class_type": "MuseDanceRender", "inputs": inputs}
+    return workflow
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def partial_files(output: Path) -> list[Path]:
+    return sorted(output.rglob("*.part"))
+
+
+def test_render_writes_the_whole_song_and_cancel_keeps_the_video_so_far(folders):
+    host, root = folders
+    server = ComfyServer.start(root, models_dir=root / "models", host=host)
+    try:
+        entry = server.wait(server.post_prompt(render_workflow(steps=2)), timeout=TIMEOUT)
+        (shown,) = [out["images"][0] for out in entry["outputs"].values() if out.get("animated")]
+        info = read_video_info(server.output_dir / shown["subfolder"] / shown["filename"])
+        assert info.num_frames == int(SONG_SECONDS * 12) and abs(info.audio_duration - SONG_SECONDS) < 1 / 12, info
+        # Cancel in the middle: the frames made so far stay, as a closed video with their music.
+        prompt_id = server.post_prompt(render_workflow(steps=40, prefix="MuseDance/cancelled"))
+        wait_for(lambda: partial_files(server.output_dir), 120, "the render's first clip")
+        server._request("POST", "/interrupt", b"")
+        server.wait(prompt_id, timeout=TIMEOUT, check=False)
+        (kept,) = sorted((server.output_dir / "MuseDance").glob("cancelled_*.mp4"))
+        info = read_video_info(kept)
+        assert 0 < info.num_frames < int(SONG_SECONDS * 12), info  # whole clips, up to the one Cancel stopped
+        assert abs(info.audio_duration - info.num_frames / 12) < 1 / 12, info
+        assert not partial_files(server.output_dir)
+    finally:
+        server.stop()
+
+
+def test_a_server_killed_while_writing_leaves_no_temporary_file_after_its_next_start(folders):
+    host, root = folders
+    server = ComfyServer.start(root, models_dir=root / "models", host=host)
+    try:
+        server.post_prompt(render_workflow(steps=40, prefix="MuseDance/killed"))
+        (left,) = wait_for(lambda: partial_files(server.output_dir), 120, "the render's temporary file")
+    finally:
+        server.process.kill()  # no clean-up of any kind: as a crash or a power cut
+        server.process.wait()
+        server.stop()
+    assert left.exists() and not list((server.output_dir / "MuseDance").glob("killed_*.mp4"))
+    again = ComfyServer.start(root, models_dir=root / "models", host=host)
+    try:
+        assert not left.exists() and not partial_files(again.output_dir), again.log_tail()
+        assert "left by a video that was never finished" in again.log_text()
+        entry = again.wait(again.post_prompt(render_workflow(steps=2, duration=1.0)), timeout=TIMEOUT)
+        assert json.dumps(entry["outputs"]).count("render_") == 1
+    finally:
+        again.stop()
