@@ -332,6 +332,9 @@ class LoadAST:
         return (MusicEncoder.from_folder(comfy_model_folders().resolve("audio_encoders", ast_model)),)
 
 
+PROGRESS_STEPS = 100  # AST Music Encode's progress bar, in hundredths of the song
+
+
 class ASTMusicEncode:
     """AUDIO -> per-frame music tokens for the sampler, at the chosen fps, start and duration."""
 
@@ -356,11 +359,18 @@ class ASTMusicEncode:
         from ..musedance_core.audio.music import load_music
 
         span = frame_span(audio, fps, start_time, duration)
+        progress = comfy.Progress(PROGRESS_STEPS)  # shown from the start: a long song takes a while
+
+        def on_progress(fraction: float) -> None:
+            progress.set(round(fraction * PROGRESS_STEPS))
+            comfy.throw_if_interrupted()  # Cancel takes effect within a minute of music or a batch of windows
+
+        comfy.throw_if_interrupted()
         music = load_music(audio)  # 16 kHz mono, the whole song: windows overlap the stretch's edges
         device = comfy.compute_device()
         ast.model.to(device)
         try:
-            encoding = ast.encode_music(music.waveform)
+            encoding = ast.encode_music(music.waveform, callback=on_progress)
         finally:
             ast.model.to(comfy.offload_device())
         # The song's columns, not every frame's tokens: the sampler makes each clip's tokens when it needs them.

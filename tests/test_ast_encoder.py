@@ -218,6 +218,17 @@ def test_start_time_gives_the_frames_of_a_later_clip(encoder):
     torch.testing.assert_close(clip, whole[60:84])
 
 
+def test_fbank_made_a_minute_at_a_time_equals_the_whole_songs(encoder, monkeypatch):
+    """The fbank is computed in stretches (a long song's working arrays would take gigabytes at once); the
+    stretches join into exactly the extractor's features of the whole song."""
+    from musedance_core.audio import ast_encoder
+
+    wave = noise(7.3, seed=5)
+    whole = encoder.fbank(wave)  # 7.3 s: one stretch
+    monkeypatch.setattr(ast_encoder, "FBANK_CHUNK_FRAMES", 97)
+    assert torch.equal(encoder.fbank(wave), whole) and whole.shape[0] > 97 * 7
+
+
 def test_frame_tokens_made_a_stretch_at_a_time_equal_the_whole_spans(encoder):
     """FrameTokens hold the song's columns and make any frames' tokens on request: every stretch, and every
     slice of a slice, equals those rows of the whole span's tokens exactly (frame times from the span's start)."""

@@ -218,3 +218,39 @@ def test_dance_timing_feeds_both_music_nodes_the_same_frames(pack, tmp_path):
         assert node.VALIDATE_INPUTS(duration=None) is True
         for bad in (0.0, -0.5):
             assert "duration must be more than 0 seconds, or -1" in node.VALIDATE_INPUTS(duration=bad)
+
+
+def test_ast_encode_shows_progress_from_the_start_and_cancel_stops_it(pack, tmp_path, monkeypatch):
+    """A long song's music encoding reports its progress as it goes (fbank a minute at a time, then the AST
+    windows) and checks Cancel at every report, so it stops within seconds, not at the end."""
+    from musedance_core.audio.ast_encoder import MusicEncoder, save_random_ast
+
+    comfy = __import__(f"{pack.__name__}.nodes.comfy", fromlist=["_"])
+    seen, checks = [], []
+
+    class Bar:
+        def __init__(self, total):
+            self.total = total
+
+        def set(self, value, preview=None):
+            seen.append(value)
+
+    class Interrupted(Exception):
+        pass
+
+    def cancel_at_the_sixth_check():
+        checks.append(1)
+        if len(checks) == 6:
+            raise Interrupted
+
+    monkeypatch.setattr(comfy, "Progress", Bar)
+    encoder = MusicEncoder.from_folder(save_random_ast(tmp_path / "ast"))
+    wave = np.random.default_rng(0).normal(0, 0.1, SR * 200).astype(np.float32)  # 200 s: 4 minutes of fbank
+    node = pack.NODE_CLASS_MAPPINGS["MuseDanceASTEncode"]()
+    node.run(encoder, _audio(wave), 12.0, 0.0, 10.0)
+    assert seen[:4] == [2, 5, 8, 10] and seen[-1] == 100 and seen == sorted(seen)  # fbank minutes, then windows
+    seen.clear()
+    monkeypatch.setattr(comfy, "throw_if_interrupted", cancel_at_the_sixth_check)
+    with pytest.raises(Interrupted):
+        node.run(encoder, _audio(wave), 12.0, 0.0, 10.0)
+    assert len(seen) == 5 and seen[-1] < 20  # stopped early in the windows

@@ -19,7 +19,7 @@ import contextlib
 import copy
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ SAMPLE_RATE = 16_000  # AST's rate; resample before encoding
 GLOBAL_TOKENS = 2  # CLS and distillation
 FBANK_HOP = 160  # samples between fbank frames (10 ms), in both of the extractor's backends
 FBANK_WINDOW = 400  # samples per fbank frame (25 ms)
+FBANK_CHUNK_FRAMES = 6000  # fbank frames computed at a time (one minute)
 AST_MODEL_TYPE = "audio-spectrogram-transformer"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 FOLDER_LAYOUT = "config.json, model.safetensors and preprocessor_config.json (Hugging Face layout)"
@@ -230,7 +231,8 @@ class MusicEncoder:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def fbank(self, waveform_16k: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def fbank(self, waveform_16k: np.ndarray | torch.Tensor,
+              callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Normalised log-mel fbank of the whole song: float32 [frames, num_mel_bins] on the CPU.
 
         The extractor's own features, computed once for the song: every fbank frame depends only
@@ -240,14 +242,24 @@ class MusicEncoder:
         wave = as_mono(waveform_16k, SAMPLE_RATE, downmix=False)
         if wave.size < FBANK_WINDOW:
             raise ValueError(f"the music has {wave.size} samples, fewer than one fbank frame ({FBANK_WINDOW}).")
-        whole_song = copy.copy(self.feature_extractor)
-        whole_song.max_length = 1 + (wave.size - FBANK_WINDOW) // FBANK_HOP  # no padding, no cut
-        features = whole_song(wave, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_values"][0]
-        return torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        total = 1 + (wave.size - FBANK_WINDOW) // FBANK_HOP
+        features = torch.empty((total, self.feature_extractor.num_mel_bins))
+        # A stretch at a time: the extractor's working arrays for a whole hour would take gigabytes.
+        for first in range(0, total, FBANK_CHUNK_FRAMES):
+            count = min(FBANK_CHUNK_FRAMES, total - first)
+            stretch = copy.copy(self.feature_extractor)
+            stretch.max_length = count  # no padding, no cut
+            samples = wave[first * FBANK_HOP : (first + count - 1) * FBANK_HOP + FBANK_WINDOW]
+            chunk = stretch(samples, sampling_rate=SAMPLE_RATE, return_tensors="np")["input_values"][0]
+            features[first : first + count] = torch.from_numpy(np.asarray(chunk, dtype=np.float32))
+            if callback is not None:  # (stretches done, stretches); it may raise to stop
+                callback(first // FBANK_CHUNK_FRAMES + 1, -(-total // FBANK_CHUNK_FRAMES))
+        return features
 
     @torch.no_grad()
     def encode_fbank(
-        self, features: torch.Tensor, duration: float, *, hop_seconds: float = 5.0, batch_size: int = 4
+        self, features: torch.Tensor, duration: float, *, hop_seconds: float = 5.0, batch_size: int = 4,
+        callback: Callable[[int, int], None] | None = None,
     ) -> MusicEncoding:
         """Run AST over overlapping windows of `fbank` features and stitch them (see MusicEncoding).
 
@@ -299,16 +311,26 @@ class MusicEncoder:
                 lo, hi = owned[first + i], owned[first + i + 1]
                 columns[lo:hi] = grid[i, lo - start : hi - start]
                 global_tokens[lo:hi] = hidden[i, :GLOBAL_TOKENS]
+            if callback is not None:  # (windows done, windows); it may raise to stop
+                callback(min(first + batch_size, len(starts)), len(starts))
         times = column_times(config, num_columns)
         return MusicEncoding(columns, global_tokens, times, column_s, float(duration))
 
     def encode_music(
-        self, waveform_16k: np.ndarray | torch.Tensor, *, hop_seconds: float = 5.0, batch_size: int = 4
+        self, waveform_16k: np.ndarray | torch.Tensor, *, hop_seconds: float = 5.0, batch_size: int = 4,
+        callback: Callable[[float], None] | None = None,
     ) -> MusicEncoding:
-        """Encode a whole song once; call `frame_tokens` on the result for any fps, clip or window."""
+        """Encode a whole song once; call `frame_tokens` on the result for any fps, clip or window.
+
+        callback(fraction done) after every minute of fbank (the first tenth) and every batch of windows;
+        it may raise to stop (a Cancel).
+        """
         wave = as_mono(waveform_16k, SAMPLE_RATE, downmix=False)
         duration = wave.size / SAMPLE_RATE
-        return self.encode_fbank(self.fbank(wave), duration, hop_seconds=hop_seconds, batch_size=batch_size)
+        report = callback or (lambda fraction: None)
+        features = self.fbank(wave, callback=lambda done, total: report(0.1 * done / total))
+        return self.encode_fbank(features, duration, hop_seconds=hop_seconds, batch_size=batch_size,
+                                 callback=lambda done, total: report(0.1 + 0.9 * done / total))
 
     def encode(
         self,
