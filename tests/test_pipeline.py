@@ -59,6 +59,45 @@ def test_music_tokens_made_a_clip_at_a_time_give_the_same_video(tiny_config, tin
     assert asked == [(0, 8), (6, 2), (8, 8), (14, 2), (16, 6)]  # each clip, and the M frames before it
 
 
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_a_video_continued_from_its_last_frames_picks_up_where_it_stopped(tiny_config, tiny_pipe, sample_inputs, eta):
+    """Continuing at frame 16 (after two clips of 8): only frames 16.. are made, the first new clip's motion context
+    is the VAE encoding of the video's last M frames, and every new clip starts from the noise (and, with eta > 0,
+    draws the per-step noise) an unbroken run gives it."""
+    from musedance_core.sampling.conditioning import encode_frames
+
+    inputs = sample_inputs(frames=30)
+    noises, contexts = [], []
+    real = MuseDancePipeline._denoise_clip
+
+    def record(self, guide, scheduler, noise, *args):
+        noises.append(noise.clone())
+        return real(self, guide, scheduler, noise, *args)
+
+    def on_step(info):
+        if info.step == 0:
+            contexts.append((info.clip_index, info.num_clips, info.context_latents.clone()))
+
+    MuseDancePipeline._denoise_clip = record
+    try:
+        whole = tiny_pipe(**inputs, seed=5, clip_length=8, eta=eta, **FAST)
+        whole_noise = list(noises)
+        noises.clear()
+        contexts.clear()
+        rest = tiny_pipe(**inputs, seed=5, clip_length=8, eta=eta, start_frame=16, context_frames=whole[:16],
+                         callback=on_step, **FAST)
+    finally:
+        MuseDancePipeline._denoise_clip = real
+    assert rest.shape[0] == 14 and [(i, n) for i, n, _ in contexts] == [(2, 4), (3, 4)]
+    expected = encode_frames(tiny_pipe.vae, whole[16 - tiny_config.motion_frames : 16], tiny_config.vae.scaling_factor)
+    torch.testing.assert_close(contexts[0][2][0], expected.float())
+    assert all(torch.equal(a, b) for a, b in zip(noises, whole_noise[2:])) and len(noises) == 2
+    if eta == 0:  # the context was re-encoded from pixels, so the frames differ a little from the unbroken run's
+        assert (rest - whole[16:]).abs().mean() < (rest - tiny_pipe(**inputs, seed=6, clip_length=8, **FAST)[16:]).abs().mean()
+    with pytest.raises(ValueError, match="needs the video's last 2 frames"):
+        next(tiny_pipe.iter_clips(**inputs, seed=5, clip_length=8, start_frame=16, context_frames=whole[:1], **FAST))
+
+
 @pytest.mark.parametrize("frames", [3, 8, 19, 41])
 def test_latents_held_are_one_clip_plus_the_motion_context_whatever_the_length(tiny_pipe, sample_inputs, frames):
     k, m = tiny_pipe.config.clip_length, tiny_pipe.config.motion_frames

@@ -236,6 +236,8 @@ class MuseDancePipeline:
         device: torch.device | str | None = None,
         dtype: torch.dtype | str | None = None,
         callback: Callable[[StepInfo], bool | None] | None = None,
+        start_frame: int = 0,
+        context_frames: torch.Tensor | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the video clip by clip, each as float frames [K, H, W, 3] in [0, 1] on the CPU.
 
@@ -268,6 +270,12 @@ class MuseDancePipeline:
         with guidance_scale g > 1). g_b = g is plain guidance; g_b > g pushes the video further towards
         what the beats change.
         callback(StepInfo) runs after every denoising step; returning True raises GenerationStopped.
+        start_frame, context_frames: continue a video that already has frames 0 .. start_frame - 1 (a render that
+        was stopped, or a video to extend with more music): music_tokens and beats still describe the whole
+        span from frame 0, context_frames ([n >= M, H, W, 3] in [0, 1]) are that video's last frames, whose
+        last M (VAE-encoded) are the motion context of the first new clip, and clips are yielded from
+        start_frame on. The random stream is first advanced past the clips of the grid 0, K, 2K, ... that lie
+        before start_frame, so a video continued on that grid draws the noise an unbroken run would have.
         """
         if beat_guidance_scale == AUTO:
             beat_guidance_scale = self.recommended.beat_guidance_scale
@@ -280,6 +288,11 @@ class MuseDancePipeline:
         num_frames = self._check_sampling_args(
             music_tokens, beats, num_inference_steps, guidance_scale, eta, k, m, decode_chunk_size, noise_share
         )
+        if isinstance(start_frame, bool) or not isinstance(start_frame, int) or not 0 <= start_frame < num_frames:
+            raise ValueError(f"start_frame must be a frame of the music, 0 to {num_frames - 1}, got {start_frame!r}.")
+        if start_frame and m and (context_frames is None or context_frames.ndim != 4 or context_frames.shape[0] < m):
+            raise ValueError(f"continuing at frame {start_frame} needs the video's last {m} frames as context_frames "
+                             f"[n >= {m}, H, W, 3], got {None if context_frames is None else tuple(context_frames.shape)}.")
         if not isinstance(reference_start, bool):
             raise ValueError(f"reference_start must be True or False, got {reference_start!r}.")
         if beat_guidance_scale is not None and (
@@ -339,11 +352,22 @@ class MuseDancePipeline:
         tokens = {name: t.to(device=device, dtype=dtype) for name, t in reference.tokens.items()}
         self.bank.fill(tokens, guide.rows, keep=guide.reference_keep(device))
         try:
-            # First clip: the motion context is M copies of the reference latent.
+            # First clip: the motion context is M copies of the reference latent, or a continued video's last M frames.
             context_latents = reference.latent.to(device=device, dtype=torch.float32)[:, None].expand(1, m, *latent_shape)
             context_known = False
+            if start_frame and m:
+                pixels = self._check_context(context_frames[-m:], reference)
+                context_latents = encode_frames(self.vae, pixels, self.config.vae.scaling_factor).float()[None]
+                context_known = True
+            for skipped in range(0, start_frame, k):  # the random draws of the clips already made
+                shape = (1, min(k, start_frame - skipped), *latent_shape)
+                for _ in range(1 + (num_inference_steps if eta > 0 else 0)):  # the start noise; DDIM's per step
+                    torch.randn(shape, generator=generator, dtype=torch.float32)
             clip_starts = list(range(0, num_frames, k))
-            for clip_index, start in enumerate(clip_starts):
+            clip_starts = [s for s in clip_starts if s >= start_frame] if start_frame % k == 0 else \
+                list(range(start_frame, num_frames, k))
+            first_index = -(-start_frame // k)
+            for clip_index, start in enumerate(clip_starts, first_index):
                 length = min(k, num_frames - start)
                 context = None
                 if m:
@@ -355,7 +379,8 @@ class MuseDancePipeline:
 
                 def step_done(step: int, latents: torch.Tensor) -> None:
                     if callback is not None and callback(
-                        StepInfo(clip_index, len(clip_starts), step, num_inference_steps, start, latents, context_latents)
+                        StepInfo(clip_index, first_index + len(clip_starts), step, num_inference_steps, start, latents,
+                                 context_latents)
                     ):
                         raise GenerationStopped(f"stopped by the callback at clip {clip_index + 1}, step {step + 1}.")
 
@@ -417,6 +442,14 @@ class MuseDancePipeline:
             )
         _check_unit_range("reference_image", image)
         return image.float()
+
+    def _check_context(self, frames: torch.Tensor, reference: ReferenceEncoding) -> torch.Tensor:
+        """A continued video's last frames [M, H, W, 3] in [0, 1], of the reference's size, on the device."""
+        if frames.ndim != 4 or frames.shape[-1] != 3 or tuple(frames.shape[1:3]) != (reference.height, reference.width):
+            raise ValueError(f"context_frames must be [n, {reference.height}, {reference.width}, 3], the video's own "
+                             f"size, got {tuple(frames.shape)}.")
+        _check_unit_range("context_frames", frames)
+        return frames.to(device=self.device, dtype=torch.float32)
 
     def _check_text(self, name: str, text: torch.Tensor) -> torch.Tensor:
         _check_finite(name, text)
