@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -269,6 +270,21 @@ def read_video_info(path: str | os.PathLike) -> VideoInfo:
         num_frames = sum(1 for packet in container.demux(stream) if packet.size)
         metadata = dict(container.metadata)
     return VideoInfo(num_frames, fps, width, height, has_audio, audio_duration, metadata)
+
+
+def iter_video_frames(path: str | os.PathLike, chunk: int = 16) -> Iterator[np.ndarray]:
+    """The frames of a video file, decoded `chunk` at a time: uint8 [n, H, W, 3] each (the last may be shorter)."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path} has no video stream.")
+        batch = []
+        for frame in container.decode(video=0):
+            batch.append(frame.to_ndarray(format="rgb24"))
+            if len(batch) == chunk:
+                yield np.stack(batch)
+                batch = []
+        if batch:
+            yield np.stack(batch)
 
 
 def _frames_to_uint8(frames: ArrayLike) -> np.ndarray:

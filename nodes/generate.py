@@ -251,16 +251,18 @@ class Generation:
         self.seed, self.eta, self.motion_frames = seed, eta, motion_frames
         self.clip_length = clip_length or model.pipeline.config.clip_length
 
-    def clips(self):
-        """The video clip by clip, float frames [K, H, W, 3] on the CPU; the model is on the device meanwhile."""
+    def clips(self, start_frame: int = 0, context_frames: torch.Tensor | None = None):
+        """The video clip by clip, float frames [K, H, W, 3] on the CPU; the model is on the device meanwhile.
+        From start_frame on, with a continued video's last frames as context_frames (see iter_clips)."""
         pipe, settings = self.model.pipeline, self.settings
-        progress = comfy.Progress(-(-self.frames // self.clip_length) * settings.steps)
+        first_clip = -(-start_frame // self.clip_length)
+        progress = comfy.Progress((-(-self.frames // self.clip_length) - first_clip) * settings.steps)
 
         def on_step(info) -> bool:
             preview = None
             if info.step + 1 == info.num_steps:  # a clip is done: show its last frame while the next one runs
                 preview = pipe.decode(info.latents[0, -1:])[0]
-            progress.set(info.clip_index * info.num_steps + info.step + 1, preview)
+            progress.set((info.clip_index - first_clip) * info.num_steps + info.step + 1, preview)
             comfy.throw_if_interrupted()  # Cancel: ComfyUI's exception stops the run between two steps
             return False
 
@@ -274,7 +276,8 @@ class Generation:
                 num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale, eta=self.eta,
                 seed=self.seed, noise_share=settings.noise_share, beat_guidance_scale=settings.beat_guidance_scale,
                 reference_start=settings.reference_start, clip_length=self.clip_length,
-                motion_frames=self.motion_frames, callback=on_step,
+                motion_frames=self.motion_frames, callback=on_step, start_frame=start_frame,
+                context_frames=context_frames,
             )
         finally:
             self.model.done()

@@ -498,3 +498,50 @@ def test_the_sampler_refuses_an_image_too_large_to_hold_and_names_the_streamed_w
     with pytest.raises(ValueError, match=r"36 frames of 32x32 need .* GiB as one IMAGE.*Render Dance Video"):
         _sample(nodes, scene)
     assert _sample(nodes, scene, frame_count=35)[0].shape[0] == 35
+
+
+def test_a_cancelled_render_is_continued_into_a_whole_video(pack, nodes, scene, tmp_path, monkeypatch):
+    """Cancel after two clips keeps 16 frames; Render Dance Video with continue_from that file writes a new video
+    of all 36 frames: the kept frames, then clips from frame 16 whose motion context is the kept video's last
+    frames, with the music of every frame. A video of other timing, or not the node's, is refused."""
+    comfy = _module(pack, "comfy")
+
+    class Interrupted(Exception):
+        pass
+
+    checks = []
+
+    def cancel_in_the_third_clip():
+        checks.append(1)
+        if len(checks) == 6:
+            raise Interrupted
+
+    monkeypatch.setattr(comfy, "interrupt_exceptions", lambda: (Interrupted,))
+    with monkeypatch.context() as patch:
+        patch.setattr(comfy, "throw_if_interrupted", cancel_in_the_third_clip)
+        with pytest.raises(Interrupted):
+            _render(nodes, scene, filename_prefix="MuseDance/part")
+    kept = tmp_path / "output" / "MuseDance" / "part_00001.mp4"
+    assert read_video_info(kept).num_frames == 16
+    seen = []
+    pipe_type = type(scene["model"].pipeline)
+    real = pipe_type.iter_clips
+    monkeypatch.setattr(pipe_type, "iter_clips", lambda self, **kw: (seen.append(kw), real(self, **kw))[1])
+    out = _render(nodes, scene, filename_prefix="MuseDance/whole", continue_from="MuseDance/part_00001.mp4")
+    whole = tmp_path / "output" / "MuseDance" / "whole_00001.mp4"
+    assert out["result"][0] == "MuseDance/whole_00001.mp4"
+    info = read_video_info(whole)
+    assert info.num_frames == 36 and abs(info.audio_duration - 3.0) <= 1 / 12, info
+    (call,) = seen
+    assert call["start_frame"] == 16 and call["context_frames"].shape == (2, 32, 32, 3)
+    with av.open(str(kept)) as container:
+        last = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])[-2:]
+    assert torch.equal(call["context_frames"], torch.from_numpy(last).float() / 255)
+    render = nodes["MuseDanceRender"]
+    assert "no video 'MuseDance/none.mp4'" in render.VALIDATE_INPUTS(continue_from="MuseDance/none.mp4")
+    assert "tries to leave" in render.VALIDATE_INPUTS(continue_from="../part_00001.mp4")
+    write_video = __import__("musedance_core.video", fromlist=["_"]).write_video
+    write_video(tmp_path / "output" / "MuseDance" / "other.mp4", np.zeros((4, 32, 32, 3), np.uint8), 12)
+    assert "is not a video Render Dance Video wrote" in render.VALIDATE_INPUTS(continue_from="MuseDance/other.mp4")
+    with pytest.raises(ValueError, match="already has 36 frames"):
+        _render(nodes, scene, continue_from="MuseDance/whole_00001.mp4")
