@@ -98,6 +98,52 @@ def test_a_video_continued_from_its_last_frames_picks_up_where_it_stopped(tiny_c
         next(tiny_pipe.iter_clips(**inputs, seed=5, clip_length=8, start_frame=16, context_frames=whole[:1], **FAST))
 
 
+def test_a_text_schedule_changes_the_prompt_at_the_right_clips(tiny_config, tiny_pipe, sample_inputs):
+    """Prompt A until frame 16, B from there: clips 0 and 1 (and their motion contexts) are conditioned on A's
+    rows, clips 2 and 3 on B's; a schedule whose only prompt is the main one changes nothing."""
+    from musedance_core.sampling.guidance import GuidedDenoiser
+
+    inputs = sample_inputs(frames=30)
+    prompt_b = torch.randn_like(inputs["text_embeds"])
+    seen = []
+    real = MuseDancePipeline._denoise_clip
+
+    def record(self, guide, scheduler, noise, start_latent, conditions, *args):
+        seen.append(conditions[0].clone())
+        return real(self, guide, scheduler, noise, start_latent, conditions, *args)
+
+    from musedance_core.sampling import pipeline as module
+
+    contexts = []
+    real_context = module.motion_context
+
+    def record_context(unet, latents, text, *args):
+        contexts.append(text.clone())
+        return real_context(unet, latents, text, *args)
+
+    MuseDancePipeline._denoise_clip = record
+    module.motion_context = record_context
+    try:
+        plain = tiny_pipe(**inputs, seed=5, clip_length=8, **FAST)
+        seen.clear()
+        contexts.clear()
+        scheduled = tiny_pipe(**inputs, seed=5, clip_length=8, text_schedule=[(16, prompt_b)], **FAST)
+        same = tiny_pipe(**inputs, seed=5, clip_length=8, text_schedule=[(0, inputs["text_embeds"])], **FAST)
+    finally:
+        MuseDancePipeline._denoise_clip = real
+        module.motion_context = real_context
+    guide = GuidedDenoiser(tiny_pipe.unet, FAST["guidance_scale"], tiny_pipe.recommended.beat_guidance_scale)
+    rows_a = guide.text_rows(inputs["text_embeds"], null_text=torch.zeros_like(inputs["text_embeds"]))
+    rows_b = guide.text_rows(prompt_b, null_text=torch.zeros_like(prompt_b))
+    assert [torch.equal(t, rows_a) for t in seen[:4]] == [True, True, False, False]
+    assert [torch.equal(t, rows_b) for t in seen[:4]] == [False, False, True, True]
+    assert [torch.equal(t, rows_b) for t in contexts[:4]] == [False, False, True, True]
+    assert torch.equal(scheduled[:16], plain[:16]) and not torch.equal(scheduled[16:], plain[16:])
+    assert torch.equal(same, plain)
+    with pytest.raises(ValueError, match="first frames must be frames of the music"):
+        tiny_pipe(**inputs, seed=5, clip_length=8, text_schedule=[(30, prompt_b)], **FAST)
+
+
 @pytest.mark.parametrize("frames", [3, 8, 19, 41])
 def test_latents_held_are_one_clip_plus_the_motion_context_whatever_the_length(tiny_pipe, sample_inputs, frames):
     k, m = tiny_pipe.config.clip_length, tiny_pipe.config.motion_frames

@@ -12,7 +12,7 @@ latents is alive at any time. The conditioning rules are those of the trainer (c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
@@ -238,6 +238,7 @@ class MuseDancePipeline:
         callback: Callable[[StepInfo], bool | None] | None = None,
         start_frame: int = 0,
         context_frames: torch.Tensor | None = None,
+        text_schedule: Sequence[tuple[int, torch.Tensor]] = (),
     ) -> Iterator[torch.Tensor]:
         """Yield the video clip by clip, each as float frames [K, H, W, 3] in [0, 1] on the CPU.
 
@@ -270,6 +271,9 @@ class MuseDancePipeline:
         with guidance_scale g > 1). g_b = g is plain guidance; g_b > g pushes the video further towards
         what the beats change.
         callback(StepInfo) runs after every denoising step; returning True raises GenerationStopped.
+        text_schedule: (first frame, text_embeds) pairs: a clip starting at or after that frame is conditioned on
+        that motion prompt (the latest such), clips before the first pair on text_embeds; each clip's motion
+        context is read with the clip's own prompt. A song's sections can so each have their moves.
         start_frame, context_frames: continue a video that already has frames 0 .. start_frame - 1 (a render that
         was stopped, or a video to extend with more music): music_tokens and beats still describe the whole
         span from frame 0, context_frames ([n >= M, H, W, 3] in [0, 1]) are that video's last frames, whose
@@ -319,7 +323,21 @@ class MuseDancePipeline:
             reference = self.encode_reference(reference_image, mask, text)
 
         guide = GuidedDenoiser(self.unet, guidance_scale, beat_guidance_scale)
-        text_rows = guide.text_rows(text, null_text=negative).to(device=device, dtype=dtype)
+        prompts = [(0, text)]  # (first frame, text), by first frame; a later pair for the same frame wins
+        for first, embeds in sorted(text_schedule, key=lambda pair: pair[0]):
+            if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first < num_frames:
+                raise ValueError(f"text_schedule's first frames must be frames of the music, 0 to {num_frames - 1}; "
+                                 f"got {first!r}.")
+            prompts.append((first, self._check_text("text_schedule's text_embeds", embeds)))
+        text_rows_of: dict[int, torch.Tensor] = {}
+
+        def text_rows(start: int) -> torch.Tensor:
+            """The guidance rows of the prompt in force at frame `start`."""
+            index = max(i for i, (first, _) in enumerate(prompts) if first <= start)
+            if index not in text_rows_of:
+                text_rows_of[index] = guide.text_rows(prompts[index][1], null_text=negative).to(device=device, dtype=dtype)
+            return text_rows_of[index]
+
         # Music tokens stay where the caller keeps them (a whole song's can be hundreds of MB, or are made a
         # clip at a time from FrameTokens); each clip's frames move to the device when their turn comes.
         def music(start: int, length: int) -> torch.Tensor:
@@ -372,7 +390,7 @@ class MuseDancePipeline:
                 context = None
                 if m:
                     context_rows = context_latents.to(dtype).expand(guide.rows, *context_latents.shape[1:])
-                    context = motion_context(self.unet, context_rows, text_rows, *rows(start - m, m, context_known))
+                    context = motion_context(self.unet, context_rows, text_rows(start), *rows(start - m, m, context_known))
                 noise = torch.randn((1, length, *latent_shape), generator=generator, dtype=torch.float32)
                 if shared is not None:
                     noise = mix_frame_noise(noise, shared, noise_share)
@@ -386,7 +404,7 @@ class MuseDancePipeline:
 
                 latents = self._denoise_clip(
                     guide, scheduler, noise.to(device), reference.latent if reference_start else None,
-                    (text_rows, *rows(start, length, True)), context, num_inference_steps, eta, generator, step_done,
+                    (text_rows(start), *rows(start, length, True)), context, num_inference_steps, eta, generator, step_done,
                 )
                 if m:
                     context_latents = latents[:, -m:] if length >= m else torch.cat([context_latents, latents], 1)[:, -m:]
