@@ -95,3 +95,38 @@ def contact_sheet(frames: np.ndarray, columns: int = 12, *, beat_flags: np.ndarr
             sheet[y:y + cell_h, x:x + cell_w] = BEAT
         sheet[y + gap:y + gap + h, x + gap:x + gap + w] = big[k]
     return sheet
+
+
+# One colour per section letter (A, B, C, ...), repeating after eight.
+SECTION_COLOURS = ((0.85, 0.35, 0.3), (0.3, 0.6, 0.9), (0.4, 0.75, 0.35), (0.85, 0.7, 0.25),
+                   (0.65, 0.4, 0.85), (0.3, 0.8, 0.8), (0.9, 0.5, 0.7), (0.6, 0.6, 0.6))
+
+
+def section_plot(wave: np.ndarray, rate: int, sections, start: float, seconds: float, *,
+                 bar_times: np.ndarray | None = None, width: int = 768, height: int = 160) -> np.ndarray:
+    """The stretch [start, start + seconds) of the music: its waveform over bands coloured by section letter
+    (a letter's colour again where that music comes again), section starts as white lines, bar lines as
+    short yellow ticks along the top."""
+    if seconds <= 0:
+        raise ValueError(f"seconds must be positive, got {seconds}.")
+    image = np.full((height, width, 3), BACKGROUND, dtype=np.float32)
+    xs = start + (np.arange(width) + 0.5) / width * seconds
+    for section in sections:
+        colour = SECTION_COLOURS[(ord(section.label[0]) - ord("A")) % len(SECTION_COLOURS)]
+        inside = (xs >= section.start) & (xs < section.end)
+        image[12:, inside] = np.asarray(colour, dtype=np.float32) * 0.45
+        if start <= section.start < start + seconds:
+            image[:, int((section.start - start) / seconds * (width - 1))] = 1.0
+    edges = np.linspace(start * rate, (start + seconds) * rate, width + 1).astype(int).clip(0, len(wave))
+    mid = (height + 12) // 2
+    peak = max(float(np.abs(wave[edges[0]:edges[-1]]).max(initial=0.0)), 1e-6)
+    for x in range(width):
+        chunk = wave[edges[x]:max(edges[x + 1], edges[x] + 1)]
+        if chunk.size:
+            top = mid - int(chunk.max() / peak * (mid - 16))
+            bottom = mid - int(chunk.min() / peak * (mid - 16))
+            image[max(top, 12):min(bottom + 1, height), x] = WAVE
+    for t in () if bar_times is None else bar_times:
+        if start <= t < start + seconds:
+            image[:10, int((t - start) / seconds * (width - 1))] = DOWNBEAT
+    return image
