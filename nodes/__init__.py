@@ -12,7 +12,7 @@ import logging
 
 log = logging.getLogger(__name__)
 
-_MODULES = ("model", "music", "mask", "generate", "video", "render")
+_MODULES = ("model", "music", "mask", "generate", "video", "render", "schedule")
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

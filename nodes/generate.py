@@ -19,6 +19,7 @@ from . import comfy
 from .mask import is_load_image_placeholder
 from .model import MuseDanceModel
 from .music import FrameBeats, FrameMusic, check_same_frames
+from .schedule import text_schedule
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,8 @@ class MuseDanceSampler:
                                                        "further towards what the beats change, for one more model "
                                                        "pass per step (models trained with train.beat_drop_rate, "
                                                        "as the default model is)."}),
+                "schedule": ("MUSEDANCE_SCHEDULE", {"tooltip": "Motion Schedule's prompts per section or bar "
+                                                               "range; without it, the reference's prompt throughout."}),
                 "reference_start": (["auto", "on", "off"], {"default": "auto",
                                                            "tooltip": "Start every frame from the reference image's "
                                                                       "latent, noised to the first step, instead of "
@@ -195,9 +198,10 @@ class MuseDanceSampler:
 
     def run(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
             seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
-            eta: float = 0.0, noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto"):
+            eta: float = 0.0, noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto",
+            schedule=None):
         job = Generation(model, reference, music, beats, seed, steps, guidance, frame_count, clip_length,
-                         motion_frames, eta, noise_share, beat_guidance, reference_start)
+                         motion_frames, eta, noise_share, beat_guidance, reference_start, schedule)
         height, width = reference.image.shape[1:3]
         needed = job.frames * height * width * 3 * 4
         if needed > image_limit_bytes():
@@ -232,7 +236,7 @@ class Generation:
 
     def __init__(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
                  seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
-                 eta: float, noise_share: float, beat_guidance: float, reference_start: str) -> None:
+                 eta: float, noise_share: float, beat_guidance: float, reference_start: str, schedule=None) -> None:
         if reference.model is not model:
             raise ValueError("the reference was encoded by another MuseDance model than this sampler's; connect "
                              "the same Load MuseDance Model node to ReferenceNet Encode and to the sampler.")
@@ -250,6 +254,8 @@ class Generation:
         self.model, self.reference, self.music, self.beats = model, reference, music, beats
         self.seed, self.eta, self.motion_frames = seed, eta, motion_frames
         self.clip_length = clip_length or model.pipeline.config.clip_length
+        pairs = text_schedule(schedule, model, span, reference.text_embeds)
+        self.text_schedule = [(first, text) for first, text in pairs if first < self.frames]
 
     def clips(self, start_frame: int = 0, context_frames: torch.Tensor | None = None):
         """The video clip by clip, float frames [K, H, W, 3] on the CPU; the model is on the device meanwhile.
@@ -277,7 +283,7 @@ class Generation:
                 seed=self.seed, noise_share=settings.noise_share, beat_guidance_scale=settings.beat_guidance_scale,
                 reference_start=settings.reference_start, clip_length=self.clip_length,
                 motion_frames=self.motion_frames, callback=on_step, start_frame=start_frame,
-                context_frames=context_frames,
+                context_frames=context_frames, text_schedule=self.text_schedule,
             )
         finally:
             self.model.done()

@@ -61,7 +61,7 @@ class RenderDanceVideo:
     def run(self, model, reference, music, beats, seed: int, steps: int, guidance: float, frame_count: int,
             clip_length: int, motion_frames: int, filename_prefix: str, format: str, crf: int, eta: float = 0.0,
             noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto",
-            save_workflow: bool = True, on_cancel: str = ON_CANCEL[0], continue_from: str = "",
+            save_workflow: bool = True, on_cancel: str = ON_CANCEL[0], continue_from: str = "", schedule=None,
             prompt: dict | None = None, extra_pnginfo: dict | None = None):
         from ..musedance_core.sampling.render import write_clips
         from ..musedance_core.video import video_format
@@ -69,7 +69,7 @@ class RenderDanceVideo:
         if on_cancel not in ON_CANCEL:
             raise ValueError(f"on_cancel must be one of {ON_CANCEL}, got {on_cancel!r}.")
         job = Generation(model, reference, music, beats, seed, steps, guidance, frame_count, clip_length,
-                         motion_frames, eta, noise_share, beat_guidance, reference_start)
+                         motion_frames, eta, noise_share, beat_guidance, reference_start, schedule)
         metadata = {}
         if save_workflow:  # as Save Dance Video
             metadata = {key: json.dumps(value) for key, value in (extra_pnginfo or {}).items()}

@@ -545,3 +545,40 @@ def test_a_cancelled_render_is_continued_into_a_whole_video(pack, nodes, scene, 
     assert "is not a video Render Dance Video wrote" in render.VALIDATE_INPUTS(continue_from="MuseDance/other.mp4")
     with pytest.raises(ValueError, match="already has 36 frames"):
         _render(nodes, scene, continue_from="MuseDance/whole_00001.mp4")
+
+
+def test_song_sections_and_a_motion_schedule_give_each_section_its_prompt(nodes, scene, monkeypatch):
+    """Song Sections finds the two halves of an A-then-B song on its bar lines; Motion Schedule turns 'A: ...' and
+    'B: ...' into a prompt change at the B section's first frame, which the sampler receives with the prompts'
+    CLIP encodings (the reference's prompt where a line gives none); a line naming no section is refused."""
+    from test_schedule import _part
+
+    song = np.concatenate([_part("A", 8, 0), _part("B", 8, 1)])
+    audio = {"waveform": torch.from_numpy(song)[None, None], "sample_rate": 16_000}
+    beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, 0.0, -1.0)["result"][0]
+    out = nodes["MuseDanceSections"]().run(audio, beats, 4.0, 0.75)
+    sections, plot, listing = out["result"]
+    assert [(round(s.start), round(s.end), s.label) for s in sections.sections] == [(0, 8, "A"), (8, 16, "B")]
+    assert plot.shape[0] == 1 and plot.shape[-1] == 3 and listing.splitlines()[1].startswith("section 2 (B)")
+    schedule_node = nodes["MuseDanceSchedule"]
+    assert "is not a place in the song" in schedule_node.VALIDATE_INPUTS(schedule="the drop: jumps")
+    assert schedule_node.VALIDATE_INPUTS(schedule="A: steps\nB: spins") is True
+    model = scene["model"]
+    schedule = schedule_node().run(model, beats, "B: spins", sections)["result"][0]
+    first_b = round(sections.sections[1].start * 12)
+    assert [(first, text) for first, text, _ in schedule.changes] == [(0, None), (first_b, "spins")]
+    music = nodes["MuseDanceASTEncode"]().run(nodes["MuseDanceLoadAST"]().run(WORKFLOW_AST)[0], audio, 12.0, 0.0, -1.0)[0]
+    seen = []
+    pipe_type = type(model.pipeline)
+    real = pipe_type.iter_clips
+    monkeypatch.setattr(pipe_type, "iter_clips", lambda self, **kw: (seen.append(kw), real(self, **kw))[1])
+    frames = nodes["MuseDanceSampler"]().run(model, scene["reference"], music, beats, seed=1, steps=1, guidance=1.0,
+                                             frame_count=0, clip_length=16, motion_frames=2,
+                                             schedule=schedule)["result"][0]
+    assert frames.shape[0] == 192
+    (pairs,) = [kw["text_schedule"] for kw in seen]
+    assert [first for first, _ in pairs] == [0, first_b]
+    assert torch.equal(pairs[0][1], scene["reference"].text_embeds)
+    assert torch.equal(pairs[1][1], model.pipeline.encode_prompt("spins").float())
+    with pytest.raises(ValueError, match="there is no section C"):
+        schedule_node().run(model, beats, "C: spins", sections)

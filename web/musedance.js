@@ -71,7 +71,9 @@ function notesWidget(node) {
 app.registerExtension({
   name: "MuseDance.NodeNotes",
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!["MuseDanceSampler", "MuseDanceReferenceEncode", "MuseDanceBeatExtract", "MuseDanceMask"].includes(nodeData.name)) {
+    const noted = ["MuseDanceSampler", "MuseDanceReferenceEncode", "MuseDanceBeatExtract", "MuseDanceMask",
+      "MuseDanceRender", "MuseDanceSections", "MuseDanceSchedule"];
+    if (!noted.includes(nodeData.name)) {
       return;
     }
     const onExecuted = nodeType.prototype.onExecuted;

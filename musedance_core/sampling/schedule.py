@@ -36,6 +36,55 @@ def _seconds(text: str) -> float:
     return float(text)
 
 
+@dataclass(frozen=True)
+class ScheduleLine:
+    """One line of a schedule as written: where ("default", "time", "letter", "sections", "bars") and its prompt."""
+
+    line: int
+    selector: str
+    kind: str
+    low: float | str
+    high: float | str
+    prompt: str
+
+
+def read_schedule(text: str) -> list[ScheduleLine]:
+    """The lines of a schedule, their form checked (not yet what they name); ValueError naming a bad line."""
+    lines = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        selector, colon, prompt = line.partition(":")
+        # "1:30-1:45: ..." holds colons in its selector: a time range runs up to the colon after the range
+        timed = re.match(rf"^\s*{_TIME}\s*-\s*{_TIME}\s*:(.*)$", line)
+        if timed:
+            selector, prompt = line[: line.rindex(":", 0, len(line) - len(timed.group(3)))], timed.group(3)
+        prompt, key = prompt.strip(), selector.strip().lower()
+        if not colon or not prompt:
+            raise ValueError(f"schedule line {number} ({line!r}) must read 'where: prompt', e.g. "
+                             "'A: spins with arms up', 'bars 17-32: jumps', '1:30-1:45: waves'.")
+        if key in ("default", "*"):
+            lines.append(ScheduleLine(number, selector.strip(), "default", 0, 0, prompt))
+        elif timed:
+            lo, hi = _seconds(timed.group(1)), _seconds(timed.group(2))
+            if not hi > lo:
+                raise ValueError(f"schedule line {number}: the time range {selector.strip()} ends before it starts.")
+            lines.append(ScheduleLine(number, selector.strip(), "time", lo, hi, prompt))
+        elif re.fullmatch(r"[a-z]", key):
+            lines.append(ScheduleLine(number, selector.strip(), "letter", key.upper(), key.upper(), prompt))
+        elif found := re.fullmatch(rf"(sections?|bars?)\s+{_RANGE}", key):
+            lo, hi = int(found.group(2)), int(found.group(3) or found.group(2))
+            if not 1 <= lo <= hi:
+                raise ValueError(f"schedule line {number}: {selector.strip()} must count up from 1.")
+            kind = "sections" if found.group(1).startswith("section") else "bars"
+            lines.append(ScheduleLine(number, selector.strip(), kind, lo, hi, prompt))
+        else:
+            raise ValueError(f"schedule line {number}: {selector.strip()!r} is not a place in the song; write "
+                             "'default', a section letter (A), 'section 3', 'bars 17-32' or a time range '1:30-1:45'.")
+    return lines
+
+
 def parse_schedule(text: str, *, fps: float, num_frames: int, start_time: float = 0.0, sections=(),
                    bar_frames: np.ndarray | None = None) -> tuple[str | None, list[ScheduleRule]]:
     """The default prompt (None if no line gives one) and the rules of a schedule, for frames start_time + k / fps.
@@ -46,58 +95,35 @@ def parse_schedule(text: str, *, fps: float, num_frames: int, start_time: float 
     """
     times = start_time + np.arange(num_frames) / fps
     default, rules = None, []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
+    for line in read_schedule(text):
+        frames = np.zeros(num_frames, dtype=bool)
+        if line.kind == "default":
+            default = line.prompt
             continue
-        selector, colon, prompt = line.partition(":")
-        # "1:30-1:45: ..." holds colons in its selector: a time range runs up to the colon after the range
-        timed = re.match(rf"^\s*{_TIME}\s*-\s*{_TIME}\s*:(.*)$", line)
-        if timed:
-            selector, prompt = line[: line.rindex(":", 0, len(line) - len(timed.group(3)))], timed.group(3)
-        prompt = prompt.strip()
-        if not colon or not prompt:
-            raise ValueError(f"schedule line {number} ({raw.strip()!r}) must read 'where: prompt', e.g. "
-                             "'A: spins with arms up', 'bars 17-32: jumps', '1:30-1:45: waves'.")
-        key = selector.strip().lower()
-        if key in ("default", "*"):
-            default = prompt
-            continue
-        if timed:
-            lo, hi = _seconds(timed.group(1)), _seconds(timed.group(2))
-            if not hi > lo:
-                raise ValueError(f"schedule line {number}: the time range {selector.strip()} ends before it starts.")
-            frames = (times >= lo) & (times < hi)
-        elif re.fullmatch(r"[a-z]", key):
+        if line.kind == "time":
+            frames = (times >= line.low) & (times < line.high)
+        elif line.kind == "letter":
             letters = sorted({s.label for s in sections})
-            if key.upper() not in letters:
-                raise ValueError(f"schedule line {number}: there is no section {key.upper()}; the song's sections "
+            if line.low not in letters:
+                raise ValueError(f"schedule line {line.line}: there is no section {line.low}; the song's sections "
                                  f"are labelled {', '.join(letters) or 'nothing (connect Song Sections)'}.")
-            frames = np.zeros(num_frames, dtype=bool)
             for s in sections:
-                if s.label == key.upper():
+                if s.label == line.low:
                     frames |= (times >= s.start) & (times < s.end)
-        elif found := re.fullmatch(rf"sections?\s+{_RANGE}", key):
-            lo, hi = int(found.group(1)), int(found.group(2) or found.group(1))
-            if not sections or not 1 <= lo <= hi <= len(sections):
-                raise ValueError(f"schedule line {number}: the song has {len(sections)} sections (1 to "
-                                 f"{len(sections)}); {selector.strip()} is not among them.")
-            frames = np.zeros(num_frames, dtype=bool)
-            for s in sections[lo - 1 : hi]:
+        elif line.kind == "sections":
+            if not line.high <= len(sections):
+                raise ValueError(f"schedule line {line.line}: the song has {len(sections)} sections (1 to "
+                                 f"{len(sections)}); {line.selector} is not among them.")
+            for s in sections[line.low - 1 : line.high]:
                 frames |= (times >= s.start) & (times < s.end)
-        elif found := re.fullmatch(rf"bars?\s+{_RANGE}", key):
-            lo, hi = int(found.group(1)), int(found.group(2) or found.group(1))
-            starts = [] if bar_frames is None else sorted(int(f) for f in bar_frames)
-            if not 1 <= lo <= hi <= len(starts):
-                raise ValueError(f"schedule line {number}: the music has {len(starts)} bars here (1 to {len(starts)}); "
-                                 f"{selector.strip()} is not among them.")
-            ends = starts[1:] + [num_frames]
-            frames = np.zeros(num_frames, dtype=bool)
-            frames[starts[lo - 1] : ends[hi - 1]] = True
         else:
-            raise ValueError(f"schedule line {number}: {selector.strip()!r} is not a place in the song; write "
-                             "'default', a section letter (A), 'section 3', 'bars 17-32' or a time range '1:30-1:45'.")
-        rules.append(ScheduleRule(number, selector.strip(), prompt, frames))
+            starts = [] if bar_frames is None else sorted(int(f) for f in bar_frames)
+            if not line.high <= len(starts):
+                raise ValueError(f"schedule line {line.line}: the music has {len(starts)} bars here (1 to "
+                                 f"{len(starts)}); {line.selector} is not among them.")
+            ends = starts[1:] + [num_frames]
+            frames[starts[line.low - 1] : ends[line.high - 1]] = True
+        rules.append(ScheduleRule(line.line, line.selector, line.prompt, frames))
     return default, rules
 
 
