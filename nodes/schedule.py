@@ -151,7 +151,7 @@ class MotionScheduleNode:
                  for first, text, _ in encoded]
         for rule in rules:
             if not rule.frames.any():
-                notes.append(f"line {rule.line} ({rule.selector}) falls outside this stretch of the song.")
+                notes.append(f"line {rule.line} ({rule.selector}) applies to no frame of this stretch of the song.")
         return {"ui": {"text": notes}, "result": (MotionSchedule(span, encoded, model),)}
 
 

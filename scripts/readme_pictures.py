@@ -167,7 +167,8 @@ def template_thumbnails(workflows: Path, timeout: float, host_dir: Path | None, 
             server.upload(assets / "sample_music.wav", "musedance_music.wav")
             for api in sorted((workflows / "api").glob("*.api.json")):
                 graph = json.loads(api.read_text())
-                (combine,) = [key for key, node in graph.items() if node["class_type"] == "MuseDanceVideoCombine"]
+                (combine,) = [key for key, node in graph.items()
+                              if node["class_type"] in ("MuseDanceVideoCombine", "MuseDanceRender")]
                 graph["900"] = {"class_type": "GetVideoComponents", "inputs": {"video": [combine, 1]}}
                 graph["901"] = {"class_type": "PreviewImage", "inputs": {"images": ["900", 0]}}
                 entry = server.wait(server.post_prompt(graph), timeout=timeout)

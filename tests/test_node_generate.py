@@ -580,5 +580,7 @@ def test_song_sections_and_a_motion_schedule_give_each_section_its_prompt(nodes,
     assert [first for first, _ in pairs] == [0, first_b]
     assert torch.equal(pairs[0][1], scene["reference"].text_embeds)
     assert torch.equal(pairs[1][1], model.pipeline.encode_prompt("spins").float())
-    with pytest.raises(ValueError, match="there is no section C"):
-        schedule_node().run(model, beats, "C: spins", sections)
+    notes = schedule_node().run(model, beats, "C: spins", sections)["ui"]["text"]
+    assert notes[-1] == "line 1 (C) applies to no frame of this stretch of the song."
+    with pytest.raises(ValueError, match="the song has 2 sections"):
+        schedule_node().run(model, beats, "section 3: spins", sections)

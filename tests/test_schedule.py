@@ -55,11 +55,15 @@ def test_a_schedule_reads_into_the_prompt_of_every_frame_later_lines_winning():
     # a span that starts later in the song: times and sections still count from the song's start
     _, rules = parse_schedule("A: steps", fps=4, num_frames=32, start_time=12.0, sections=SECTIONS)
     assert prompt_changes("x", rules, 32) == [(0, "x"), (16, "steps")]
+    _, rules = parse_schedule("C: steps", fps=4, num_frames=32, sections=SECTIONS)  # a letter this song lacks
+    assert not rules[0].frames.any()
+    with pytest.raises(ValueError, match="connect Song Sections"):
+        parse_schedule("A: steps", fps=4, num_frames=32)
 
 
 @pytest.mark.parametrize("text, words", [
     ("spins", "line 1 ('spins') must read 'where: prompt'"),
-    ("C: spins", "no section C; the song's sections are labelled A, B"),
+    ("section 0: spins", "must count up from 1"),
     ("section 4: spins", "has 3 sections (1 to 3)"),
     ("bars 9-12: jumps", "has 6 bars here (1 to 6)"),
     ("the chorus: spins", "'the chorus' is not a place in the song"),

@@ -99,7 +99,7 @@ def load_fast(path: Path) -> dict:
     workflow = json.loads(path.read_text())
     for key in nodes_of(workflow, "MuseDanceReferenceEncode"):
         workflow[key]["inputs"]["width"] = workflow[key]["inputs"]["height"] = VIDEO_SIZE
-    for key in nodes_of(workflow, "MuseDanceSampler"):
+    for key in nodes_of(workflow, "MuseDanceSampler") + nodes_of(workflow, "MuseDanceRender"):
         workflow[key]["inputs"]["steps"] = STEPS
     return workflow
 
@@ -130,7 +130,8 @@ def expected_frames(workflow: dict, sampler_id: str) -> tuple[int, float]:
 
 
 def check_video(comfy: ComfyServer, entry: dict, workflow: dict, combine_id: str, tmp_path: Path) -> Path:
-    """What Save Dance Video `combine_id` wrote is a video of its sampler's frames with the music; its path."""
+    """What Save Dance Video (or Render Dance Video) `combine_id` wrote is a video of its sampler's frames with
+    the music; its path."""
     ui = entry["outputs"][combine_id]
     assert ui.get("animated"), f"Save Dance Video's ui has no 'animated' entry, so the frontend shows no player: {ui}"
     (video,) = ui["images"]
@@ -142,7 +143,9 @@ def check_video(comfy: ComfyServer, entry: dict, workflow: dict, combine_id: str
     path.write_bytes(data)
 
     info = read_video_info(path)
-    sampler_id, _ = linked(workflow, combine_id, "images", "MuseDanceSampler")
+    sampler_id = combine_id  # Render Dance Video samples itself
+    if workflow[combine_id]["class_type"] == "MuseDanceVideoCombine":
+        sampler_id, _ = linked(workflow, combine_id, "images", "MuseDanceSampler")
     frames, fps = expected_frames(workflow, sampler_id)
     assert info.num_frames == frames, info
     assert math.isclose(info.fps, fps, rel_tol=1e-3), info
@@ -180,7 +183,7 @@ def test_workflow_runs_and_writes_its_video_with_the_music(server, path, tmp_pat
         prompt_id = server.post_prompt(workflow)
         entry = server.wait(prompt_id, timeout=TIMEOUT)
     assert entry["status"]["status_str"] == "success"
-    combine_ids = nodes_of(workflow, "MuseDanceVideoCombine")
+    combine_ids = nodes_of(workflow, "MuseDanceVideoCombine") + nodes_of(workflow, "MuseDanceRender")
     assert combine_ids, f"{path.name} writes no video"
     for combine_id in combine_ids:
         check_video(server, entry, workflow, combine_id, tmp_path)
@@ -192,7 +195,7 @@ def test_workflow_runs_and_writes_its_video_with_the_music(server, path, tmp_pat
             Image.open(io.BytesIO(server.view(image["filename"], image["subfolder"], image["type"]))).verify()
 
     # Each sampler reports every step of every clip to ComfyUI's progress bar, up to its total.
-    for sampler_id in nodes_of(workflow, "MuseDanceSampler"):
+    for sampler_id in nodes_of(workflow, "MuseDanceSampler") + nodes_of(workflow, "MuseDanceRender"):
         frames, _ = expected_frames(workflow, sampler_id)
         clip_length = workflow[sampler_id]["inputs"]["clip_length"] or MuseDanceConfig.tiny().clip_length
         total = -(-frames // clip_length) * STEPS

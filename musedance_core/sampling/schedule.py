@@ -102,11 +102,10 @@ def parse_schedule(text: str, *, fps: float, num_frames: int, start_time: float 
             continue
         if line.kind == "time":
             frames = (times >= line.low) & (times < line.high)
-        elif line.kind == "letter":
-            letters = sorted({s.label for s in sections})
-            if line.low not in letters:
-                raise ValueError(f"schedule line {line.line}: there is no section {line.low}; the song's sections "
-                                 f"are labelled {', '.join(letters) or 'nothing (connect Song Sections)'}.")
+        elif line.kind == "letter":  # a letter this song lacks applies nowhere (a schedule may serve several songs)
+            if not sections:
+                raise ValueError(f"schedule line {line.line} names section {line.low}, but no sections are given: "
+                                 "connect Song Sections to Motion Schedule.")
             for s in sections:
                 if s.label == line.low:
                     frames |= (times >= s.start) & (times < s.end)
