@@ -66,6 +66,18 @@ def throw_if_interrupted() -> None:
         mm.throw_exception_if_processing_interrupted()
 
 
+def interrupt_requested() -> bool:
+    """Whether the user pressed Cancel (without clearing it: `throw_if_interrupted` then raises)."""
+    mm = model_management()
+    return bool(mm is not None and mm.processing_interrupted())
+
+
+def check_interrupt() -> None:
+    """Within a step (between UNet blocks): raise ComfyUI's InterruptProcessingException if Cancel was pressed."""
+    if interrupt_requested():
+        throw_if_interrupted()
+
+
 def interrupt_exceptions() -> tuple[type[BaseException], ...]:
     """The exception ComfyUI's Cancel raises (`throw_if_interrupted`); none outside ComfyUI."""
     mm = model_management()

@@ -283,7 +283,7 @@ class Generation:
                 seed=self.seed, noise_share=settings.noise_share, beat_guidance_scale=settings.beat_guidance_scale,
                 reference_start=settings.reference_start, clip_length=self.clip_length,
                 motion_frames=self.motion_frames, callback=on_step, start_frame=start_frame,
-                context_frames=context_frames, text_schedule=self.text_schedule,
+                context_frames=context_frames, text_schedule=self.text_schedule, interrupt=comfy.check_interrupt,
             )
         finally:
             self.model.done()

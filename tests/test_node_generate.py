@@ -584,3 +584,40 @@ def test_song_sections_and_a_motion_schedule_give_each_section_its_prompt(nodes,
     assert notes[-1] == "line 1 (C) applies to no frame of this stretch of the song."
     with pytest.raises(ValueError, match="the song has 2 sections"):
         schedule_node().run(model, beats, "section 3: spins", sections)
+
+
+def test_cancel_takes_effect_inside_the_first_step(pack, nodes, scene, monkeypatch):
+    """Cancel pressed while the first step runs stops the sampler between two UNet blocks of that step, before
+    it reports the step done (ComfyUI's flag is read between blocks, its exception raised there)."""
+    comfy = _module(pack, "comfy")
+
+    class Interrupted(Exception):
+        pass
+
+    state = {"reads": 0, "pressed": False}
+
+    def interrupt_requested():
+        state["reads"] += 1
+        state["pressed"] = state["pressed"] or state["reads"] == 7  # pressed during the first UNet pass
+        return state["pressed"]
+
+    def throw_if_interrupted():
+        if state["pressed"]:
+            raise Interrupted
+
+    steps = []
+
+    class Bar:
+        def __init__(self, total):
+            pass
+
+        def set(self, value, preview=None):
+            steps.append(value)
+
+    monkeypatch.setattr(comfy, "interrupt_requested", interrupt_requested)
+    monkeypatch.setattr(comfy, "throw_if_interrupted", throw_if_interrupted)
+    monkeypatch.setattr(comfy, "Progress", Bar)
+    with pytest.raises(Interrupted):
+        _sample(nodes, scene, clip_length=8, steps=3)
+    assert steps == [] and state["reads"] == 7
+    assert not scene["model"].pipeline.bank.tokens

@@ -144,6 +144,33 @@ def test_a_text_schedule_changes_the_prompt_at_the_right_clips(tiny_config, tiny
         tiny_pipe(**inputs, seed=5, clip_length=8, text_schedule=[(30, prompt_b)], **FAST)
 
 
+def test_interrupt_stops_inside_a_step_between_unet_blocks(tiny_pipe, sample_inputs):
+    """`interrupt` is called between the parts of every UNet block (so a large first step stops in a fraction
+    of its time): raising there ends the run with the UNet's hooks gone and no reference features left."""
+    from musedance_core.sampling.pipeline import unet_parts
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def interrupt():
+        calls.append(1)
+        if len(calls) == 10:
+            raise Stop
+
+    inputs = sample_inputs(frames=10)
+    with pytest.raises(Stop):
+        tiny_pipe(**inputs, seed=1, interrupt=interrupt, **FAST)
+    assert len(calls) == 10 < len(unet_parts(tiny_pipe.unet))  # inside the first UNet pass of the first step
+    assert not tiny_pipe.bank.tokens
+    assert all(not part._forward_pre_hooks for part in unet_parts(tiny_pipe.unet))
+    counted = []
+    tiny_pipe(**inputs, seed=1, interrupt=lambda: counted.append(1), clip_length=8, **FAST)
+    # per clip: the motion context's pass and each step's pass through every part, then each VAE chunk
+    assert len(counted) > 2 * FAST["num_inference_steps"] * len(unet_parts(tiny_pipe.unet))
+
+
 @pytest.mark.parametrize("frames", [3, 8, 19, 41])
 def test_latents_held_are_one_clip_plus_the_motion_context_whatever_the_length(tiny_pipe, sample_inputs, frames):
     k, m = tiny_pipe.config.clip_length, tiny_pipe.config.motion_frames

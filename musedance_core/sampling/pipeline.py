@@ -95,6 +95,13 @@ def _check_unit_range(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"{name} values must lie in [0, 1]; got [{lo:.4g}, {hi:.4g}]. Nothing is clipped for you.")
 
 
+def unet_parts(unet: nn.Module) -> list[nn.Module]:
+    """The parts of every UNet block (the elements of the blocks' module lists: ResNets, attention, temporal
+    modules), in the order of the blocks: the points between which a running step can be stopped."""
+    blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+    return [part for block in blocks for child in block.children() if isinstance(child, nn.ModuleList) for part in child]
+
+
 class MuseDancePipeline:
     """Holds the models and samples videos; see the module docstring for the data path."""
 
@@ -239,6 +246,7 @@ class MuseDancePipeline:
         start_frame: int = 0,
         context_frames: torch.Tensor | None = None,
         text_schedule: Sequence[tuple[int, torch.Tensor]] = (),
+        interrupt: Callable[[], None] | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the video clip by clip, each as float frames [K, H, W, 3] in [0, 1] on the CPU.
 
@@ -274,6 +282,9 @@ class MuseDancePipeline:
         text_schedule: (first frame, text_embeds) pairs: a clip starting at or after that frame is conditioned on
         that motion prompt (the latest such), clips before the first pair on text_embeds; each clip's motion
         context is read with the clip's own prompt. A song's sections can so each have their moves.
+        interrupt: called between the parts of every UNet block (ResNets, attention, temporal modules) and before
+        every clip and VAE chunk; it raises to stop (a Cancel), so a stop takes effect within a fraction of one
+        step however large the frames, not only between steps as with callback.
         start_frame, context_frames: continue a video that already has frames 0 .. start_frame - 1 (a render that
         was stopped, or a video to extend with more music): music_tokens and beats still describe the whole
         span from frame 0, context_frames ([n >= M, H, W, 3] in [0, 1]) are that video's last frames, whose
@@ -369,6 +380,8 @@ class MuseDancePipeline:
 
         tokens = {name: t.to(device=device, dtype=dtype) for name, t in reference.tokens.items()}
         self.bank.fill(tokens, guide.rows, keep=guide.reference_keep(device))
+        hooks = [] if interrupt is None else [part.register_forward_pre_hook(lambda module, args: interrupt())
+                                              for part in unet_parts(self.unet)]
         try:
             # First clip: the motion context is M copies of the reference latent, or a continued video's last M frames.
             context_latents = reference.latent.to(device=device, dtype=torch.float32)[:, None].expand(1, m, *latent_shape)
@@ -410,8 +423,17 @@ class MuseDancePipeline:
                     context_latents = latents[:, -m:] if length >= m else torch.cat([context_latents, latents], 1)[:, -m:]
                     context_known = length >= m
                 del context
-                yield self.decode(latents[0], decode_chunk_size)
+                if interrupt is None:
+                    yield self.decode(latents[0], decode_chunk_size)
+                else:
+                    chunks = []
+                    for chunk in latents[0].split(decode_chunk_size):
+                        interrupt()
+                        chunks.append(self.decode(chunk, decode_chunk_size))
+                    yield torch.cat(chunks)
         finally:
+            for hook in hooks:
+                hook.remove()
             self.bank.clear()
 
     def _denoise_clip(
