@@ -4,7 +4,6 @@ next start). Servers are started here, one after another, over the same folders.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
