@@ -273,8 +273,13 @@ class BeatExtract:
 
         options = _beat_options(method, min_bpm, max_bpm, preferred_bpm, tempo, offset_ms, beat_file)
         span = frame_span(audio, fps, start_time, duration)
+        progress = comfy.Progress(3)  # shown from the start: reading the song, finding the beats, the plot
+        progress.set(0)
+        comfy.throw_if_interrupted()
         # The whole song: the tracker needs context around the stretch, and beat files count from its start.
         music = load_music(audio, sample_rate=sample_rate_for(options.method))
+        progress.set(1)
+        comfy.throw_if_interrupted()
         with warnings.catch_warnings(record=True) as caught:  # shown on the node, not only in the console
             warnings.simplefilter("always")
             if beat_file != BEAT_FILE_NONE:
@@ -288,12 +293,15 @@ class BeatExtract:
         notes = [str(w.message) for w in caught]
         for note in notes:
             log.warning("MuseDance Beat Extract: %s", note)
+        progress.set(2)
+        comfy.throw_if_interrupted()
         vector = beat_vector(analysis.times - span.start, span.fps, span.num_frames)
         bars = beat_vector(analysis.downbeats - span.start, span.fps, span.num_frames)
         plot = beat_plot(music.waveform, music.sample_rate, analysis.onset_envelope, analysis.frame_rate,
                          analysis.times, span.start, span.num_frames / span.fps, downbeats=analysis.downbeats)
         beats = FrameBeats(span, torch.from_numpy(vector), float(analysis.tempo), torch.from_numpy(bars), analysis.meter)
         result = (beats, float(analysis.tempo), torch.from_numpy(plot)[None], int(analysis.meter))
+        progress.set(3)
         return {"ui": {"images": [comfy.preview_image(plot, "MuseDance_beats")], "text": notes}, "result": result}
 
 
@@ -360,6 +368,7 @@ class ASTMusicEncode:
 
         span = frame_span(audio, fps, start_time, duration)
         progress = comfy.Progress(PROGRESS_STEPS)  # shown from the start: a long song takes a while
+        progress.set(0)
 
         def on_progress(fraction: float) -> None:
             progress.set(round(fraction * PROGRESS_STEPS))

@@ -248,9 +248,39 @@ def test_ast_encode_shows_progress_from_the_start_and_cancel_stops_it(pack, tmp_
     wave = np.random.default_rng(0).normal(0, 0.1, SR * 200).astype(np.float32)  # 200 s: 4 minutes of fbank
     node = pack.NODE_CLASS_MAPPINGS["MuseDanceASTEncode"]()
     node.run(encoder, _audio(wave), 12.0, 0.0, 10.0)
-    assert seen[:4] == [2, 5, 8, 10] and seen[-1] == 100 and seen == sorted(seen)  # fbank minutes, then windows
+    assert seen[:5] == [0, 2, 5, 8, 10] and seen[-1] == 100 and seen == sorted(seen)  # fbank minutes, then windows
     seen.clear()
     monkeypatch.setattr(comfy, "throw_if_interrupted", cancel_at_the_sixth_check)
     with pytest.raises(Interrupted):
         node.run(encoder, _audio(wave), 12.0, 0.0, 10.0)
-    assert len(seen) == 5 and seen[-1] < 20  # stopped early in the windows
+    assert len(seen) == 6 and seen[-1] < 20  # stopped early in the windows
+
+
+def test_beat_extract_shows_its_phases_from_the_start_and_cancel_stops_it_between_them(pack, monkeypatch):
+    comfy = __import__(f"{pack.__name__}.nodes.comfy", fromlist=["_"])
+    seen, checks = [], []
+
+    class Bar:
+        def __init__(self, total):
+            seen.append(("total", total))
+
+        def set(self, value, preview=None):
+            seen.append(value)
+
+    class Interrupted(Exception):
+        pass
+
+    def cancel_at_the_second_check():
+        checks.append(1)
+        if len(checks) == 2:
+            raise Interrupted
+
+    monkeypatch.setattr(comfy, "Progress", Bar)
+    wave, _ = click_track(120, seconds=6.0)
+    pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]().run(_audio(wave), 12.0, 0.0, 4.0)
+    assert seen == [("total", 3), 0, 1, 2, 3]
+    seen.clear()
+    monkeypatch.setattr(comfy, "throw_if_interrupted", cancel_at_the_second_check)
+    with pytest.raises(Interrupted):
+        pack.NODE_CLASS_MAPPINGS["MuseDanceBeatExtract"]().run(_audio(wave), 12.0, 0.0, 4.0)
+    assert seen == [("total", 3), 0, 1]  # the song read, stopped before the beat analysis
