@@ -260,15 +260,17 @@ class Generation:
     def clips(self, start_frame: int = 0, context_frames: torch.Tensor | None = None):
         """The video clip by clip, float frames [K, H, W, 3] on the CPU; the model is on the device meanwhile.
         From start_frame on, with a continued video's last frames as context_frames (see iter_clips)."""
+        from ..musedance_core.sampling.pipeline import clip_plan
+
         pipe, settings = self.model.pipeline, self.settings
-        first_clip = -(-start_frame // self.clip_length)
-        progress = comfy.Progress((-(-self.frames // self.clip_length) - first_clip) * settings.steps)
+        done, todo = clip_plan(self.frames, self.clip_length, [first for first, _ in self.text_schedule], start_frame)
+        progress = comfy.Progress(len(todo) * settings.steps)
 
         def on_step(info) -> bool:
             preview = None
             if info.step + 1 == info.num_steps:  # a clip is done: show its last frame while the next one runs
                 preview = pipe.decode(info.latents[0, -1:])[0]
-            progress.set((info.clip_index - first_clip) * info.num_steps + info.step + 1, preview)
+            progress.set((info.clip_index - len(done)) * info.num_steps + info.step + 1, preview)
             comfy.throw_if_interrupted()  # Cancel: ComfyUI's exception stops the run between two steps
             return False
 

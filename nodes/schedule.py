@@ -99,8 +99,8 @@ class MotionScheduleNode:
     OUTPUT_TOOLTIPS = ("Connect to the schedule input of MuseDance Sampler or Render Dance Video.",)
     DESCRIPTION = ("A prompt per section, bar range or time: one line each, 'where: prompt'. Lines: 'default: ...' "
                    "(everywhere else; without it, ReferenceNet Encode's prompt), a section letter 'A: ...', "
-                   "'section 3: ...', 'bars 17-32: ...', '1:30-1:45: ...'. A later line wins. Each clip follows "
-                   "the prompt in force at its first frame.")
+                   "'section 3: ...', 'bars 17-32: ...', '1:30-1:45: ...'. A later line wins. The sampler starts a "
+                   "new clip where the prompt changes, so each takes over at its own first frame.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:

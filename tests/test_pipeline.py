@@ -171,6 +171,24 @@ def test_interrupt_stops_inside_a_step_between_unet_blocks(tiny_pipe, sample_inp
     assert len(counted) > 2 * FAST["num_inference_steps"] * len(unet_parts(tiny_pipe.unet))
 
 
+def test_a_prompt_change_inside_a_clip_starts_a_clip_of_its_own(tiny_pipe, sample_inputs):
+    """A change at frame 12 with clips of 8: the clip plan cuts there ((0, 8), (8, 4), (12, 8), ...), so the new
+    prompt rules from its own frame on; a continued video follows the same plan."""
+    from musedance_core.sampling.pipeline import clip_plan
+
+    assert clip_plan(30, 8, [12]) == ([], [(0, 8), (8, 4), (12, 8), (20, 8), (28, 2)])
+    assert clip_plan(30, 8, [12], start_frame=12) == ([(0, 8), (8, 4)], [(12, 8), (20, 8), (28, 2)])
+    assert clip_plan(30, 8, [], start_frame=10) == ([(0, 8), (8, 8)], [(10, 8), (18, 8), (26, 4)])
+    assert clip_plan(30, 8, [0, 30, 45]) == clip_plan(30, 8)
+    inputs = sample_inputs(frames=30)
+    prompt_b = torch.randn_like(inputs["text_embeds"])
+    starts = []
+    tiny_pipe(**inputs, seed=5, clip_length=8, text_schedule=[(12, prompt_b)],
+              callback=lambda info: starts.append((info.frame_start, info.latents.shape[1])) if info.step == 0 else None,
+              **FAST)
+    assert starts == [(0, 8), (8, 4), (12, 8), (20, 8), (28, 2)]
+
+
 @pytest.mark.parametrize("frames", [3, 8, 19, 41])
 def test_latents_held_are_one_clip_plus_the_motion_context_whatever_the_length(tiny_pipe, sample_inputs, frames):
     k, m = tiny_pipe.config.clip_length, tiny_pipe.config.motion_frames

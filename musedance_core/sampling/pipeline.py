@@ -95,6 +95,31 @@ def _check_unit_range(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"{name} values must lie in [0, 1]; got [{lo:.4g}, {hi:.4g}]. Nothing is clipped for you.")
 
 
+def clip_plan(num_frames: int, clip_length: int, cuts: Sequence[int] = (), start_frame: int = 0
+              ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(start, length) of the clips made before start_frame and of those still to make.
+
+    Clips are clip_length frames, except that a clip also ends at every cut (a frame where the prompt
+    changes), so a new prompt begins with its own clip; the clips from start_frame on follow the same
+    plan when start_frame is one of its boundaries, else a plan of their own from start_frame.
+    """
+    def plan(first: int) -> list[tuple[int, int]]:
+        ahead = sorted(c for c in set(cuts) if first < c < num_frames)
+        clips, position = [], first
+        while position < num_frames:
+            end = min([position + clip_length, num_frames, *[c for c in ahead if c > position][:1]])
+            clips.append((position, end - position))
+            position = end
+        return clips
+
+    whole = plan(0)
+    done = [clip for clip in whole if clip[0] < start_frame]
+    todo = [clip for clip in whole if clip[0] >= start_frame]
+    if start_frame and (not todo or todo[0][0] != start_frame):
+        todo = plan(start_frame)
+    return done, todo
+
+
 def unet_parts(unet: nn.Module) -> list[nn.Module]:
     """The parts of every UNet block (the elements of the blocks' module lists: ResNets, attention, temporal
     modules), in the order of the blocks: the points between which a running step can be stopped."""
@@ -279,9 +304,10 @@ class MuseDancePipeline:
         with guidance_scale g > 1). g_b = g is plain guidance; g_b > g pushes the video further towards
         what the beats change.
         callback(StepInfo) runs after every denoising step; returning True raises GenerationStopped.
-        text_schedule: (first frame, text_embeds) pairs: a clip starting at or after that frame is conditioned on
-        that motion prompt (the latest such), clips before the first pair on text_embeds; each clip's motion
-        context is read with the clip's own prompt. A song's sections can so each have their moves.
+        text_schedule: (first frame, text_embeds) pairs: from that frame on the video follows that motion prompt
+        (the latest such), before the first pair text_embeds; a clip ends where the prompt changes, so each
+        prompt begins with a clip of its own (see clip_plan), and each clip's motion context is read with the
+        clip's own prompt. A song's sections can so each have their moves, from their first frame.
         interrupt: called between the parts of every UNet block (ResNets, attention, temporal modules) and before
         every clip and VAE chunk; it raises to stop (a Cancel), so a stop takes effect within a fraction of one
         step however large the frames, not only between steps as with callback.
@@ -390,16 +416,13 @@ class MuseDancePipeline:
                 pixels = self._check_context(context_frames[-m:], reference)
                 context_latents = encode_frames(self.vae, pixels, self.config.vae.scaling_factor).float()[None]
                 context_known = True
-            for skipped in range(0, start_frame, k):  # the random draws of the clips already made
-                shape = (1, min(k, start_frame - skipped), *latent_shape)
+            done, todo = clip_plan(num_frames, k, cuts=[first for first, _ in prompts[1:]], start_frame=start_frame)
+            for skipped, length in done:  # the random draws of the clips already made
+                shape = (1, min(length, start_frame - skipped), *latent_shape)
                 for _ in range(1 + (num_inference_steps if eta > 0 else 0)):  # the start noise; DDIM's per step
                     torch.randn(shape, generator=generator, dtype=torch.float32)
-            clip_starts = list(range(0, num_frames, k))
-            clip_starts = [s for s in clip_starts if s >= start_frame] if start_frame % k == 0 else \
-                list(range(start_frame, num_frames, k))
-            first_index = -(-start_frame // k)
-            for clip_index, start in enumerate(clip_starts, first_index):
-                length = min(k, num_frames - start)
+            first_index = len(done)
+            for clip_index, (start, length) in enumerate(todo, first_index):
                 context = None
                 if m:
                     context_rows = context_latents.to(dtype).expand(guide.rows, *context_latents.shape[1:])
@@ -410,7 +433,7 @@ class MuseDancePipeline:
 
                 def step_done(step: int, latents: torch.Tensor) -> None:
                     if callback is not None and callback(
-                        StepInfo(clip_index, first_index + len(clip_starts), step, num_inference_steps, start, latents,
+                        StepInfo(clip_index, first_index + len(todo), step, num_inference_steps, start, latents,
                                  context_latents)
                     ):
                         raise GenerationStopped(f"stopped by the callback at clip {clip_index + 1}, step {step + 1}.")

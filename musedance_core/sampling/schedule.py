@@ -6,8 +6,8 @@
     bars 17-32: jumps on every beat               (bar lines from the beat analysis, counted from 1)
     1:30-1:45: waves both arms                    (a stretch of the song, m:ss or seconds: 90-105)
 
-A later line wins where two apply. Lines starting with # are comments. The sampler changes the prompt
-at clip boundaries: each clip follows the prompt in force at its first frame.
+A later line wins where two apply. Lines starting with # are comments. The sampler ends a clip where
+the prompt changes, so each prompt takes over at its own first frame.
 """
 
 from __future__ import annotations
