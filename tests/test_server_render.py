@@ -15,7 +15,17 @@ from PIL import Image
 from comfy_server import ComfyServer, find_hosts
 from musedance_core.video import read_video_info
 from sample_media import draw_reference, synth_music
-from test_server_workflows import BASIC, MUSIC, MUSIC_RATE, REFERENCE, REFERENCE_SIZE, load_fast, node, wav_bytes
+from test_server_workflows import (
+    BASIC,
+    MUSIC,
+    MUSIC_RATE,
+    REFERENCE,
+    REFERENCE_SIZE,
+    ProgressMessages,
+    load_fast,
+    node,
+    wav_bytes,
+)
 from tiny_files import write_workflow_models
 
 HOSTS = find_hosts()
@@ -111,3 +121,65 @@ def test_a_server_killed_while_writing_leaves_no_temporary_file_after_its_next_s
         assert json.dumps(entry["outputs"]).count("render_") == 1
     finally:
         again.stop()
+
+
+# The most the server may hold (its high-water mark) while it works on an hour of music. Measured 3.0-3.2 GiB on
+# the two hosts (2026-12-07): ComfyUI and torch, the decoded song (0.23 GB as AUDIO at 16 kHz mono) and its copies
+# at the music nodes' rates, the whole-song beat analysis (about 1.1 GB) and the AST fbank (0.18 GB).
+HOUR_CEILING = 4 * 2**30
+
+
+def write_hour_of_music(path: Path, rate: int = 16_000) -> None:
+    """One hour of the test music (4 s looped), mono 16-bit, written a loop at a time."""
+    import wave
+
+    loop = np.clip(np.rint(synth_music(4.0, rate) * 32767), -32768, 32767).astype("<i2").tobytes()
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        for _ in range(900):
+            out.writeframes(loop)
+
+
+def high_water_mark(pid: int) -> int:
+    """A process's peak resident memory in bytes (Linux /proc: VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def test_an_hour_of_music_at_60_fps_shows_progress_at_once_and_cancels_within_seconds(folders):
+    """An hour of music at 60 fps (216,000 frames) through Render Dance Video: progress reaches the client within
+    seconds of queueing (Beat Extract and AST Music Encode report from their start), Cancel during the music
+    encoding ends the prompt within seconds, and the server's peak memory stays under HOUR_CEILING."""
+    host, root = folders
+    write_hour_of_music(root / "input" / "hour.wav")
+    server = ComfyServer.start(root, models_dir=root / "models", host=host)
+    try:
+        workflow = render_workflow(steps=2, prefix="MuseDance/hour")
+        node(workflow, "MuseDanceTiming")[1]["inputs"]["fps"] = 60.0
+        node(workflow, "MuseDanceLoadMusic")[1]["inputs"]["audio"] = "hour.wav"
+        (ast_id,) = [key for key, value in workflow.items() if value["class_type"] == "MuseDanceASTEncode"]
+        with ProgressMessages(server) as progress:
+            queued = time.monotonic()
+            prompt_id = server.post_prompt(workflow)
+            wait_for(lambda: [m for m in progress.messages("progress") if m.get("prompt_id") == prompt_id], 60,
+                     "the first progress message")
+            first_progress = time.monotonic() - queued
+            wait_for(lambda: [m for m in progress.messages("progress") if m.get("node") == ast_id and m["value"] > 0],
+                     180, "AST Music Encode's progress")
+            pressed = time.monotonic()
+            server._request("POST", "/interrupt", b"")
+            entry = server.wait(prompt_id, timeout=120, check=False)
+            stopped = time.monotonic() - pressed
+        assert first_progress < 30, first_progress
+        assert stopped < 15, stopped
+        assert entry["status"]["status_str"] == "error" and ast_id not in entry["outputs"], entry["status"]
+        peak = high_water_mark(server.process.pid)
+        assert peak < HOUR_CEILING, f"{peak / 2**30:.2f} GiB"
+        print(f"hour at 60 fps on {host.name}: first progress {first_progress:.1f} s, stopped {stopped:.1f} s after "
+              f"Cancel, server peak {peak / 2**30:.2f} GiB")
+    finally:
+        server.stop()
