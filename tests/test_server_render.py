@@ -183,3 +183,31 @@ def test_an_hour_of_music_at_60_fps_shows_progress_at_once_and_cancels_within_se
               f"Cancel, server peak {peak / 2**30:.2f} GiB")
     finally:
         server.stop()
+
+
+def test_cancel_during_the_first_step_of_a_large_render_returns_within_seconds(folders):
+    """At 512x512 one step of even the tiny model takes several seconds on a CPU (about 5 s here): Cancel pressed
+    1.5 s after Render Dance Video starts stops it inside its first step (no step is reported done) within seconds."""
+    host, root = folders
+    server = ComfyServer.start(root, models_dir=root / "models", host=host)
+    try:
+        workflow = render_workflow(steps=2, duration=1.0, prefix="MuseDance/large")
+        encode = node(workflow, "MuseDanceReferenceEncode")[1]
+        encode["inputs"]["width"] = encode["inputs"]["height"] = 512
+        (render_id,) = [key for key, value in workflow.items() if value["class_type"] == "MuseDanceRender"]
+        with ProgressMessages(server) as progress:
+            prompt_id = server.post_prompt(workflow)
+            wait_for(lambda: [m for m in progress.messages("executing") if m.get("node") == render_id], 180,
+                     "Render Dance Video starting")
+            time.sleep(1.5)
+            pressed = time.monotonic()
+            server._request("POST", "/interrupt", b"")
+            entry = server.wait(prompt_id, timeout=120, check=False)
+            stopped = time.monotonic() - pressed
+            steps = [m for m in progress.messages("progress") if m.get("node") == render_id and m["value"] > 0]
+        assert entry["status"]["status_str"] == "error" and render_id not in entry["outputs"], entry["status"]
+        assert not steps, f"a step finished before Cancel took effect: {steps}"
+        assert stopped < 3, stopped
+        print(f"large render on {host.name}: stopped {stopped:.2f} s after Cancel, inside the first step")
+    finally:
+        server.stop()
