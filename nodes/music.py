@@ -81,9 +81,8 @@ def frame_span(audio: dict, fps: float, start: float, duration: float) -> FrameS
     to_the_end = duration == TO_THE_END
     if to_the_end:
         duration = length - start
-    elif not duration > 0:
-        raise ValueError(f"duration must be more than 0 seconds, or -1 for the rest of the music; got {duration:g}. "
-                         f"The music is {length:.2f} s long.")
+    elif problem := duration_problem(duration):
+        raise ValueError(f"{problem} The music is {length:.2f} s long.")
     if start + duration > length + 1e-6:
         raise ValueError(f"start {start:g} s + duration {duration:g} s runs past the end of the music "
                          f"({length:.2f} s); shorten the duration to at most {max(length - start, 0):.2f} s, "

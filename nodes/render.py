@@ -13,7 +13,15 @@ import math
 
 from . import comfy
 from .generate import Generation, MuseDanceSampler
-from .video import PARTIAL_FILE_AGE, VIDEO, SaveDanceVideo, check_prefix, output_path, remove_partial_videos
+from .video import (
+    PARTIAL_FILE_AGE,
+    SaveDanceVideo,
+    check_prefix,
+    output_path,
+    remove_partial_videos,
+    saved_video,
+    workflow_metadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +78,7 @@ class RenderDanceVideo:
             raise ValueError(f"on_cancel must be one of {ON_CANCEL}, got {on_cancel!r}.")
         job = Generation(model, reference, music, beats, seed, steps, guidance, frame_count, clip_length,
                          motion_frames, eta, noise_share, beat_guidance, reference_start, schedule)
-        metadata = {}
-        if save_workflow:  # as Save Dance Video
-            metadata = {key: json.dumps(value) for key, value in (extra_pnginfo or {}).items()}
-            if prompt is not None:
-                metadata["prompt"] = json.dumps(prompt)
+        metadata = workflow_metadata(save_workflow, prompt, extra_pnginfo)
         height, width = reference.image.shape[1:3]
         metadata[RENDER_TAG] = json.dumps({"fps": job.span.fps, "start_time": job.span.start, "width": width,
                                            "height": height, "clip_length": job.clip_length,
@@ -88,11 +92,9 @@ class RenderDanceVideo:
         audio = job.audio(0, job.frames)  # the span's music, already in memory: each clip writes its own part
         write_clips(clips, path, fps=job.span.fps, audio=audio["waveform"][0],
                     sample_rate=int(audio["sample_rate"]), format=format, crf=crf, metadata=metadata, keep_on=keep)
-        result = {"filename": name, "subfolder": subfolder, "type": "output"}
-        relative = f"{subfolder}/{name}" if subfolder else name
-        outputs = (relative,) + ((VIDEO(str(path)),) if VIDEO else ())
-        ui = {"images": [result], "animated": (True,), "text": [f"sampler: {job.settings.describe()}"]}
-        return {"ui": ui, "result": outputs}
+        answer = saved_video(path, name, subfolder)
+        answer["ui"]["text"] = [f"sampler: {job.settings.describe()}"]
+        return answer
 
 
 RENDER_TAG = "musedance_render"  # the video's own metadata: where in the music it starts, its fps, size and grid

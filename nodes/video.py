@@ -146,16 +146,10 @@ class SaveDanceVideo:
 
     def run(self, images: torch.Tensor, fps: float, filename_prefix: str, format: str, crf: int, audio=None,
             save_workflow: bool = True, prompt: dict | None = None, extra_pnginfo: dict | None = None):
-        import json
-
         from ..musedance_core.video import video_format, write_video
 
         kind = video_format(format)
-        metadata = {}
-        if save_workflow:  # as ComfyUI's SaveVideo: the prompt, and each extra_pnginfo entry ("workflow")
-            metadata = {key: json.dumps(value) for key, value in (extra_pnginfo or {}).items()}
-            if prompt is not None:
-                metadata["prompt"] = json.dumps(prompt)
+        metadata = workflow_metadata(save_workflow, prompt, extra_pnginfo)
         path, name, subfolder = output_path(filename_prefix, kind.extension)
         remove_partial_videos(path.parent, PARTIAL_FILE_AGE)
         wave, rate = None, None
@@ -164,11 +158,28 @@ class SaveDanceVideo:
             if wave.shape[0] > 2:
                 wave = wave.mean(0, keepdim=True)
         write_video(path, images, fps, audio=wave, sample_rate=rate, crf=crf, format=format, metadata=metadata)
-        result = {"filename": name, "subfolder": subfolder, "type": "output"}
-        relative = f"{subfolder}/{name}" if subfolder else name
-        # As ComfyUI's own SaveVideo/SaveWEBM: the frontend plays an animated "images" entry as a video.
-        outputs = (relative,) + ((VIDEO(str(path)),) if VIDEO else ())
-        return {"ui": {"images": [result], "animated": (True,)}, "result": outputs}
+        return saved_video(path, name, subfolder)
+
+
+def workflow_metadata(save_workflow: bool, prompt: dict | None, extra_pnginfo: dict | None) -> dict[str, str]:
+    """The tags a saved video carries: as ComfyUI's SaveVideo, the prompt and each extra_pnginfo entry ("workflow")."""
+    import json
+
+    if not save_workflow:
+        return {}
+    metadata = {key: json.dumps(value) for key, value in (extra_pnginfo or {}).items()}
+    if prompt is not None:
+        metadata["prompt"] = json.dumps(prompt)
+    return metadata
+
+
+def saved_video(path: Path, name: str, subfolder: str) -> dict:
+    """A video node's answer for the file it wrote: the UI's player entry, its path (and VIDEO where the host has it)."""
+    result = {"filename": name, "subfolder": subfolder, "type": "output"}
+    relative = f"{subfolder}/{name}" if subfolder else name
+    # As ComfyUI's own SaveVideo/SaveWEBM: the frontend plays an animated "images" entry as a video.
+    outputs = (relative,) + ((VIDEO(str(path)),) if VIDEO else ())
+    return {"ui": {"images": [result], "animated": (True,)}, "result": outputs}
 
 
 NODE_CLASS_MAPPINGS = {"MuseDanceVideoCombine": SaveDanceVideo}

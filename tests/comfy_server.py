@@ -341,6 +341,15 @@ def custom_node_imported(log_text: str, name: str = PACK_NAME) -> bool:
     )
 
 
+def missing(reason: str) -> None:
+    """Skip a test that lacks what it needs (a test host, a browser), or fail it under CI (CI set, not "false"/"0")."""
+    import pytest
+
+    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+        pytest.fail(f"CI is set but {reason}")
+    pytest.skip(reason)
+
+
 def comfy_server_fixture(models: Callable[[Path], None] | None = None, scope: str = "module",
                          hosts: tuple[str, ...] | None = None):
     """A pytest fixture giving a running `ComfyServer` on each test host (`hosts`: only those), started
@@ -358,9 +367,7 @@ def comfy_server_fixture(models: Callable[[Path], None] | None = None, scope: st
     def comfy(request, tmp_path_factory) -> ComfyServer:
         host = find_hosts()[request.param]
         if host.problem:
-            if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-                pytest.fail(f"CI is set but the ComfyUI test host is missing: {host.problem}")
-            pytest.skip(host.problem)
+            missing(f"the ComfyUI test host is missing: {host.problem}")
         tmp = tmp_path_factory.mktemp(f"comfyui-{request.param}")
         models_dir = tmp / "models"
         models_dir.mkdir()

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from comfy_browser import CHROMIUM, CHROMIUM_ARGS, open_page, prepare_server
-from comfy_server import ComfyServer, comfy_server_fixture
+from comfy_server import ComfyServer, comfy_server_fixture, missing
 from tiny_files import write_workflow_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,18 +37,14 @@ TIMEOUT = 300
 comfy = comfy_server_fixture(models=write_workflow_models, hosts=("current",))
 
 
-def _ci() -> bool:
-    return os.environ.get("CI", "").lower() not in ("", "0", "false")
-
-
 @pytest.fixture(scope="module")
 def browser():
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        (pytest.fail if _ci() else pytest.skip)("Playwright is not installed: pip install -e '.[test]'")
+        missing("Playwright is not installed: pip install -e '.[test]'")
     if not CHROMIUM.is_file():
-        (pytest.fail if _ci() else pytest.skip)(f"no Chromium at {CHROMIUM}: apt-get install -y chromium, or set CHROMIUM")
+        missing(f"no Chromium at {CHROMIUM}: apt-get install -y chromium, or set CHROMIUM")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium

@@ -446,14 +446,12 @@ class MuseDancePipeline:
                     context_latents = latents[:, -m:] if length >= m else torch.cat([context_latents, latents], 1)[:, -m:]
                     context_known = length >= m
                 del context
-                if interrupt is None:
-                    yield self.decode(latents[0], decode_chunk_size)
-                else:
-                    chunks = []
-                    for chunk in latents[0].split(decode_chunk_size):
+                frames = []
+                for chunk in latents[0].split(decode_chunk_size):
+                    if interrupt is not None:
                         interrupt()
-                        chunks.append(self.decode(chunk, decode_chunk_size))
-                    yield torch.cat(chunks)
+                    frames.append(self.decode(chunk, decode_chunk_size))
+                yield torch.cat(frames)
         finally:
             for hook in hooks:
                 hook.remove()
