@@ -37,6 +37,26 @@ def on_server_start(callback: Callable[[], None]) -> bool:
     return True
 
 
+def on_prompt(handler: Callable[[dict], dict]) -> bool:
+    """Call `handler` with every prompt posted to the server (the whole API prompt, in "prompt"), just before
+    ComfyUI validates it; it returns the request data. False outside ComfyUI."""
+    server = sys.modules.get("server")
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is None or not hasattr(instance, "add_on_prompt_handler"):
+        return False
+    instance.add_on_prompt_handler(handler)
+    return True
+
+
+def total_memory(device: torch.device) -> int:
+    """Bytes of memory on `device`: the GPU's own, or the machine's RAM for the CPU."""
+    from ..musedance_core.sampling.memory import host_memory_bytes
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return host_memory_bytes()
+
+
 def model_management() -> Any | None:
     return _module("comfy.model_management")
 

@@ -16,6 +16,7 @@ import torch
 from ..musedance_core.audio.timing import frame_samples
 from ..musedance_core.config import MAX_GUIDANCE, SamplerSettings
 from . import comfy
+from .job_memory import job_from_run, refusal
 from .mask import is_load_image_placeholder
 from .model import MuseDanceModel
 from .music import FrameBeats, FrameMusic, check_same_frames
@@ -185,10 +186,13 @@ class MuseDanceSampler:
                                                                       "colours and background. auto: the model's "
                                                                       "recommendation."}),
             },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, guidance: float = 0.0, reference_start: str = "auto") -> bool | str:
+    def VALIDATE_INPUTS(cls, guidance: float = 0.0, reference_start: str = "auto", unique_id=None) -> bool | str:
+        if found := refusal(unique_id):
+            return found[0].upper() + found[1:]
         if 0.0 < guidance < 1.0:
             return (f"guidance {guidance:g}: give 1 (no guidance) to {MAX_GUIDANCE:g}, or 0 for the model's "
                     "recommendation.")
@@ -199,17 +203,11 @@ class MuseDanceSampler:
     def run(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
             seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
             eta: float = 0.0, noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto",
-            schedule=None):
+            schedule=None, unique_id=None):
         job = Generation(model, reference, music, beats, seed, steps, guidance, frame_count, clip_length,
-                         motion_frames, eta, noise_share, beat_guidance, reference_start, schedule)
+                         motion_frames, eta, noise_share, beat_guidance, reference_start, schedule,
+                         holds_every_frame=True)
         height, width = reference.image.shape[1:3]
-        needed = job.frames * height * width * 3 * 4
-        if needed > image_limit_bytes():
-            raise ValueError(
-                f"{job.frames} frames of {width}x{height} need {needed / 2**30:.1f} GiB as one IMAGE, more than the "
-                f"{image_limit_bytes() / 2**30:.1f} GiB this sampler holds ({IMAGE_LIMIT_VARIABLE}). Use Render Dance "
-                "Video, which writes the video clip by clip and holds one clip, or make a shorter stretch "
-                "(Dance Timing's duration, or frame_count) or a smaller size.")
         video = torch.empty((job.frames, height, width, 3))  # filled clip by clip: no second copy
         done = 0
         for clip in job.clips():
@@ -217,6 +215,17 @@ class MuseDanceSampler:
             done += clip.shape[0]
         result = (video, job.audio(0, job.frames), job.span.fps)
         return {"ui": {"text": [f"sampler: {job.settings.describe()}"]}, "result": result}
+
+
+def image_limit_problem(frames: int, height: int, width: int) -> str | None:
+    """Why MuseDance Sampler cannot hold these frames as one IMAGE, or None."""
+    needed = frames * height * width * 3 * 4
+    if needed <= image_limit_bytes():
+        return None
+    return (f"{frames} frames of {width}x{height} need {needed / 2**30:.1f} GiB as one IMAGE, more than the "
+            f"{image_limit_bytes() / 2**30:.1f} GiB this sampler holds ({IMAGE_LIMIT_VARIABLE}). Use Render Dance "
+            "Video, which writes the video clip by clip and holds one clip, or make a shorter stretch "
+            "(Dance Timing's duration, or frame_count) or a smaller size.")
 
 
 IMAGE_LIMIT_VARIABLE = "MUSEDANCE_IMAGE_LIMIT_GB"
@@ -236,7 +245,8 @@ class Generation:
 
     def __init__(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
                  seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
-                 eta: float, noise_share: float, beat_guidance: float, reference_start: str, schedule=None) -> None:
+                 eta: float, noise_share: float, beat_guidance: float, reference_start: str, schedule=None, *,
+                 holds_every_frame: bool) -> None:
         if reference.model is not model:
             raise ValueError("the reference was encoded by another MuseDance model than this sampler's; connect "
                              "the same Load MuseDance Model node to ReferenceNet Encode and to the sampler.")
@@ -254,6 +264,13 @@ class Generation:
         self.model, self.reference, self.music, self.beats = model, reference, music, beats
         self.seed, self.eta, self.motion_frames = seed, eta, motion_frames
         self.clip_length = clip_length or model.pipeline.config.clip_length
+        from ..musedance_core.sampling.guidance import guidance_rows
+
+        unconditional, beat_row = guidance_rows(self.settings.guidance_scale, self.settings.beat_guidance_scale)
+        self.memory = job_from_run(model, reference, self.frames, self.clip_length, 1 + unconditional + beat_row,
+                                   holds_every_frame, span.duration)
+        if problem := self.memory.problem():
+            raise ValueError(problem[0].upper() + problem[1:])
         pairs = text_schedule(schedule, model, span, reference.text_embeds)
         self.text_schedule = [(first, text) for first, text in pairs if first < self.frames]
 

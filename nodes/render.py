@@ -13,6 +13,7 @@ import math
 
 from . import comfy
 from .generate import Generation, MuseDanceSampler
+from .job_memory import refusal
 from .video import (
     PARTIAL_FILE_AGE,
     SaveDanceVideo,
@@ -54,11 +55,13 @@ class RenderDanceVideo:
             "A video this node wrote, as a path in the output folder (e.g. MuseDance/render_00001.mp4): a render "
             "that was cancelled, or one to extend with more music (a longer duration in Dance Timing). The new "
             "video holds its frames and goes on from its last ones. Empty: a new video.")})
-        return {"required": required, "optional": optional, "hidden": video["hidden"]}
+        return {"required": required, "optional": optional, "hidden": {**video["hidden"], "unique_id": "UNIQUE_ID"}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, filename_prefix: str | None = None, format: str | None = None, crf: int | None = None,
-                        continue_from: str | None = None):
+                        continue_from: str | None = None, unique_id=None):
+        if found := refusal(unique_id):
+            return found[0].upper() + found[1:]
         if continue_from:
             try:
                 earlier_render(continue_from)
@@ -70,14 +73,15 @@ class RenderDanceVideo:
             clip_length: int, motion_frames: int, filename_prefix: str, format: str, crf: int, eta: float = 0.0,
             noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto",
             save_workflow: bool = True, on_cancel: str = ON_CANCEL[0], continue_from: str = "", schedule=None,
-            prompt: dict | None = None, extra_pnginfo: dict | None = None):
+            prompt: dict | None = None, extra_pnginfo: dict | None = None, unique_id=None):
         from ..musedance_core.sampling.render import write_clips
         from ..musedance_core.video import video_format
 
         if on_cancel not in ON_CANCEL:
             raise ValueError(f"on_cancel must be one of {ON_CANCEL}, got {on_cancel!r}.")
         job = Generation(model, reference, music, beats, seed, steps, guidance, frame_count, clip_length,
-                         motion_frames, eta, noise_share, beat_guidance, reference_start, schedule)
+                         motion_frames, eta, noise_share, beat_guidance, reference_start, schedule,
+                         holds_every_frame=False)
         metadata = workflow_metadata(save_workflow, prompt, extra_pnginfo)
         height, width = reference.image.shape[1:3]
         metadata[RENDER_TAG] = json.dumps({"fps": job.span.fps, "start_time": job.span.start, "width": width,

@@ -621,3 +621,88 @@ def test_cancel_takes_effect_inside_the_first_step(pack, nodes, scene, monkeypat
         _sample(nodes, scene, clip_length=8, steps=3)
     assert steps == [] and state["reads"] == 7
     assert not scene["model"].pipeline.bank.tokens
+
+
+def _api_workflow(name: str) -> dict:
+    import json
+
+    return json.loads((Path(__file__).resolve().parents[1] / "workflows" / "api" / f"{name}.api.json").read_text())
+
+
+def _node_id(workflow: dict, class_type: str) -> str:
+    (found,) = [key for key, value in workflow.items() if value["class_type"] == class_type]
+    return found
+
+
+@pytest.fixture
+def song_in_input_folder(pack, tmp_path, monkeypatch):
+    """10 s of music as the example workflows' musedance_music.wav, in a temporary ComfyUI input folder."""
+    import wave
+
+    monkeypatch.setattr(_module(pack, "comfy"), "input_folder", lambda: tmp_path)
+    samples = (synth_music(10.0, RATE) * 32767).astype(np.int16)
+    with wave.open(str(tmp_path / "musedance_music.wav"), "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(RATE)
+        file.writeframes(samples.tobytes())
+    return 10.0
+
+
+def test_a_jobs_size_is_read_from_the_whole_prompt(pack, nodes, song_in_input_folder):
+    """Size from ReferenceNet Encode, frames from Dance Timing through AST Music Encode (or, for -1, the song
+    file's own length), guidance rows from the sampler's widgets, the model's configuration from its file."""
+    memory = _module(pack, "job_memory")
+    basic = _api_workflow("musedance_basic")
+    sampler = _node_id(basic, "MuseDanceSampler")
+    basic[sampler]["inputs"].update(guidance=3.0, beat_guidance=6.0, clip_length=6)
+    basic[_node_id(basic, "MuseDanceReferenceEncode")]["inputs"].update(width=96, height=80)
+    job = memory.job_from_prompt(basic, sampler)
+    assert (job.width, job.height, job.rows, job.clip_length, job.frames) == (96, 80, 3, 6, 48)
+    assert job.holds_every_frame and job.config.unet.block_out_channels == (32, 64)
+    basic[sampler]["inputs"].update(guidance=1.0, beat_guidance=0.0, clip_length=0, frame_count=20)
+    job = memory.job_from_prompt(basic, sampler)
+    assert (job.rows, job.clip_length, job.frames) == (1, job.config.clip_length, 20)
+
+    song = _api_workflow("musedance_song_sections")
+    render = _node_id(song, "MuseDanceRender")
+    timing = song[_node_id(song, "MuseDanceTiming")]["inputs"]
+    assert timing["duration"] == -1
+    job = memory.job_from_prompt(song, render)
+    assert not job.holds_every_frame and job.song_seconds == pytest.approx(song_in_input_folder, abs=0.01)
+    assert job.frames == int((song_in_input_folder - timing["start_time"]) * timing["fps"] + 1e-6)
+
+
+def test_a_job_over_the_memory_budget_is_refused_at_validation_with_its_estimate(pack, nodes, song_in_input_folder,
+                                                                                 monkeypatch):
+    memory = _module(pack, "job_memory")
+    basic = _api_workflow("musedance_basic")
+    sampler = _node_id(basic, "MuseDanceSampler")
+    validate = nodes["MuseDanceSampler"].VALIDATE_INPUTS
+    request = {"prompt": basic, "client_id": "tests"}
+    assert memory.check_prompt(request) is request and validate(guidance=0.0, unique_id=sampler) is True
+
+    monkeypatch.setenv("MUSEDANCE_MEMORY_BUDGET_GB", "0.01")
+    memory.check_prompt(request)
+    message = validate(guidance=0.0, unique_id=sampler)
+    assert isinstance(message, str) and message.startswith("This job needs about"), message
+    for words in ("MiB of RAM", "model weights", "one VAE decode at 64x64 (8 frames)", "48 frames held as one IMAGE",
+                  "budget of 10 MiB (MUSEDANCE_MEMORY_BUDGET_GB=0.01)", "Render Dance Video", "smaller size"):
+        assert words in message, (words, message)
+    assert validate(guidance=0.0, unique_id="another node") is True
+
+    monkeypatch.delenv("MUSEDANCE_MEMORY_BUDGET_GB")
+    timing = basic[_node_id(basic, "MuseDanceTiming")]["inputs"]
+    timing.update(fps=60.0, duration=3600.0)  # an hour at 60 fps, held as one IMAGE
+    memory.check_prompt(request)
+    message = validate(guidance=0.0, unique_id=sampler)
+    assert "216000 frames of 64x64 need 9.9 GiB as one IMAGE" in message and "Render Dance Video" in message
+    timing.update(fps=12.0, duration=4.0)
+    memory.check_prompt(request)  # the next prompt's verdict replaces the last one's
+    assert validate(guidance=0.0, unique_id=sampler) is True
+
+
+def test_the_sampler_checks_the_memory_again_before_it_loads_the_model(nodes, scene, monkeypatch):
+    monkeypatch.setenv("MUSEDANCE_MEMORY_BUDGET_GB", "0.001")
+    with pytest.raises(ValueError, match=r"^This job needs about .* MiB of RAM .*one (denoising step|VAE decode) at 32x32"):
+        _sample(nodes, scene)

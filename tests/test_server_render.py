@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_server import ComfyServer, find_hosts, missing
+from comfy_server import ComfyServer, ComfyServerError, find_hosts, missing
 from musedance_core.video import read_video_info
 from sample_media import draw_reference, synth_music
 from test_server_workflows import (
@@ -24,6 +24,7 @@ from test_server_workflows import (
     ProgressMessages,
     load_fast,
     node,
+    node_error_details,
     wav_bytes,
 )
 from tiny_files import write_workflow_models
@@ -203,5 +204,56 @@ def test_cancel_during_the_first_step_of_a_large_render_returns_within_seconds(f
         assert not steps, f"a step finished before Cancel took effect: {steps}"
         assert stopped < 3, stopped
         print(f"large render on {host.name}: stopped {stopped:.2f} s after Cancel, inside the first step")
+    finally:
+        server.stop()
+
+
+def validation_answer(server: ComfyServer, workflow: dict) -> tuple[dict, float]:
+    """POST /prompt's JSON answer, refused (400) or accepted with node_errors (200), and how long it took."""
+    started = time.monotonic()
+    try:
+        answer = server._json("POST", "/prompt", {"prompt": workflow, "client_id": "musedance-tests"})
+    except ComfyServerError as err:
+        assert err.status == 400, err
+        answer = json.loads(err.body)
+    return answer, time.monotonic() - started
+
+
+def test_a_job_over_the_memory_budget_is_refused_at_validation_with_its_estimate(folders, monkeypatch):
+    """With a 1 GiB budget: a render at 1024x1024 in clips of 64 frames, and an hour at 60 fps held as one IMAGE by
+    the sampler, are refused when posted (the estimate and the ways to lower it in node_errors), before any node
+    runs and without loading a model; a job within the budget then runs on the same server."""
+    host, root = folders
+    monkeypatch.setenv("MUSEDANCE_MEMORY_BUDGET_GB", "1")
+    server = ComfyServer.start(root, models_dir=root / "models", host=host)
+    try:
+        big = render_workflow(steps=1, duration=1.0, prefix="MuseDance/big")
+        encode = node(big, "MuseDanceReferenceEncode")[1]
+        encode["inputs"]["width"] = encode["inputs"]["height"] = 1024
+        render_id, render = node(big, "MuseDanceRender")
+        render["inputs"]["clip_length"] = 64
+        answer, took = validation_answer(server, big)
+        details = node_error_details(answer, render_id, "MuseDanceRender")
+        for words in ("This job needs about", "GiB of RAM", "one denoising step at 1024x1024 (64 frames",
+                      "budget of 1.0 GiB (MUSEDANCE_MEMORY_BUDGET_GB=1)", "a smaller size"):
+            assert words in details, (words, details)
+
+        hour = load_fast(BASIC)
+        node(hour, "MuseDanceTiming")[1]["inputs"].update(fps=60.0, duration=3600.0)
+        sampler_id = node(hour, "MuseDanceSampler")[0]
+        hour_answer, hour_took = validation_answer(server, hour)
+        details = node_error_details(hour_answer, sampler_id, "MuseDanceSampler")
+        assert "216000 frames of 64x64 need 9.9 GiB as one IMAGE" in details and "Render Dance Video" in details
+        for refused in (answer, hour_answer):
+            if "prompt_id" in refused:  # other outputs (previews) were valid: they ran, the refused node did not
+                entry = server.wait(refused["prompt_id"], timeout=TIMEOUT, check=False)
+                assert render_id not in entry["outputs"] and sampler_id not in entry["outputs"], entry["outputs"]
+        assert not list(server.output_dir.rglob("*.mp4")) and not partial_files(server.output_dir)
+        assert "MuseDance: loaded" not in server.log_tail(20000), "a model was loaded for a refused job"
+
+        entry = server.run(render_workflow(steps=1, duration=1.0, prefix="MuseDance/fits"), timeout=TIMEOUT)
+        (video,) = entry["outputs"][render_id]["images"]
+        assert read_video_info(server.output_dir / video["subfolder"] / video["filename"]).num_frames == 12
+        print(f"memory refusal on {host.name}: answered in {took:.2f} s and {hour_took:.2f} s")
     finally:
         server.stop()

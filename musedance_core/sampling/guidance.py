@@ -17,16 +17,21 @@ from ..models.unet import MotionContext
 from .conditioning import condition_rows
 
 
+def guidance_rows(guidance_scale: float, beat_guidance_scale: float | None) -> tuple[bool, bool]:
+    """(an unconditional row?, a beats-unknown row?) for these scales; the conditional row is always there."""
+    unconditional = float(guidance_scale) > 1.0
+    plain = float(guidance_scale) if unconditional else 1.0
+    # The beats' own row only where it changes the result: g_b = g (or 1 without guidance) is plain guidance.
+    return unconditional, beat_guidance_scale is not None and float(beat_guidance_scale) != plain
+
+
 class GuidedDenoiser:
     """The UNet with classifier-free guidance: owns the row layout and the combine of the predictions."""
 
     def __init__(self, unet: nn.Module, guidance_scale: float, beat_guidance_scale: float | None = None) -> None:
         self.unet = unet
         self.guidance_scale = float(guidance_scale)
-        self.unconditional_row = self.guidance_scale > 1.0
-        plain = self.guidance_scale if self.unconditional_row else 1.0
-        # The beats' own row only where it changes the result: g_b = g (or 1 without guidance) is plain guidance.
-        self.beat_row = beat_guidance_scale is not None and float(beat_guidance_scale) != plain
+        self.unconditional_row, self.beat_row = guidance_rows(guidance_scale, beat_guidance_scale)
         self.beat_guidance_scale = float(beat_guidance_scale) if self.beat_row else None
         self.rows = 1 + self.unconditional_row + self.beat_row
 

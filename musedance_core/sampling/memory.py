@@ -1,0 +1,143 @@
+"""How much memory a generation needs, estimated from its settings before anything runs.
+
+The estimate is a sum of parts, each on the compute device or in host memory (the same memory on a
+CPU). Model weights are counted exactly from the configuration; the two transient peaks of sampling
+are proportional to the largest tensor of their phase, with factors measured by tracing every
+tensor the real code allocates (tests/test_memory_estimate.py checks them against such a trace):
+- one denoising step peaks at STEP_FACTOR x rows x K x C0 x (H/8) x (W/8) elements (C0 the UNet's
+  first width: the feed-forward and attention tensors of its first level), whatever the depth;
+- a VAE decode peaks at DECODE_FACTOR x chunk x C_vae0 x H x W elements (its full-resolution layers).
+Frames held (an IMAGE of the whole video, or one clip being written) and the decoded song count in
+host memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+
+from ..config import MuseDanceConfig
+
+STEP_FACTOR = 32.0  # traced: 27-30 for three UNet widths, two sizes, K 8 and 16, one to three rows
+DECODE_FACTOR = 6.5  # traced: 5-6 for two VAE widths
+SONG_BYTES_PER_SECOND = 1_000_000  # a song decoded, resampled for the music nodes and beat-analysed (measured: an
+# hour of music at 60 fps peaked at 3.0-3.2 GiB in a ComfyUI server, BENCHMARKS.md)
+FRAME_BYTES = 3 * 4  # one float RGB pixel of a frame on the CPU
+DEVICE, HOST = "device", "host"
+
+
+@dataclass(frozen=True)
+class Part:
+    what: str
+    nbytes: int
+    where: str  # DEVICE or HOST
+
+
+@dataclass
+class MemoryEstimate:
+    """The parts of a job's memory; `on_cpu` when the device is the host's memory too."""
+
+    parts: list[Part] = field(default_factory=list)
+    on_cpu: bool = True
+
+    def add(self, what: str, nbytes: float, where: str) -> None:
+        self.parts.append(Part(what, int(nbytes), where))
+
+    def total(self, where: str | None = None) -> int:
+        """Bytes on `where` (DEVICE or HOST); on a CPU both are one memory, so either gives the sum."""
+        if where is None or self.on_cpu:
+            return sum(p.nbytes for p in self.parts)
+        return sum(p.nbytes for p in self.parts if p.where == where)
+
+    def describe(self, where: str | None = None) -> str:
+        chosen = [p for p in self.parts if where is None or self.on_cpu or p.where == where]
+        return "; ".join(f"{p.what} {gib(p.nbytes)}" for p in sorted(chosen, key=lambda p: -p.nbytes))
+
+
+def gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 / 10 else f"{nbytes / 2**20:.0f} MiB"
+
+
+@functools.lru_cache(maxsize=8)
+def _parameter_count(config_json: str, text_encoder: bool) -> int:
+    import torch
+
+    from .pipeline import MuseDancePipeline
+
+    with torch.device("meta"):  # shapes only: no memory, no initialisation work
+        pipe = MuseDancePipeline.from_config(MuseDanceConfig.from_json(config_json), text_encoder=text_encoder)
+    return sum(p.numel() for module in pipe.modules().values() for p in module.parameters())
+
+
+def parameter_count(config: MuseDanceConfig, text_encoder: bool = True) -> int:
+    """Parameters of the whole model of `config` (counted on the meta device; cached per configuration)."""
+    return _parameter_count(config.to_json(), text_encoder)
+
+
+def step_bytes(config: MuseDanceConfig, height: int, width: int, rows: int, clip_length: int,
+               element_size: int = 4) -> int:
+    """The peak of one denoising step's activations: `rows` guidance rows of `clip_length` frames."""
+    scale = config.vae.downscale
+    cells = (height // scale) * (width // scale)
+    return int(STEP_FACTOR * rows * clip_length * config.unet.block_out_channels[0] * cells * element_size)
+
+
+def decode_bytes(config: MuseDanceConfig, height: int, width: int, chunk_size: int, element_size: int = 4) -> int:
+    """The peak of one VAE decode of `chunk_size` frames."""
+    return int(DECODE_FACTOR * chunk_size * config.vae.block_out_channels[0] * height * width * element_size)
+
+
+def sampling_memory(
+    config: MuseDanceConfig,
+    *,
+    height: int,
+    width: int,
+    rows: int,
+    clip_length: int | None = None,
+    element_size: int = 4,
+    decode_chunk_size: int = 8,
+    on_cpu: bool = True,
+) -> MemoryEstimate:
+    """The memory of sampling one clip at a time: the model's weights and the larger of one denoising step
+    (`rows` guidance rows of `clip_length` frames) and one VAE decode, at `element_size` bytes per number."""
+    k = clip_length or config.clip_length
+    estimate = MemoryEstimate(on_cpu=on_cpu)
+    estimate.add("model weights", parameter_count(config) * element_size, DEVICE)
+    step = step_bytes(config, height, width, rows, k, element_size)
+    decode = decode_bytes(config, height, width, min(decode_chunk_size, k), element_size)
+    if step >= decode:
+        what = f"one denoising step at {width}x{height} ({k} frames, {rows} guidance row{'s' if rows != 1 else ''})"
+    else:
+        what = f"one VAE decode at {width}x{height} ({min(decode_chunk_size, k)} frames)"
+    estimate.add(what, max(step, decode), DEVICE)
+    return estimate
+
+
+def held_frames_bytes(frames: int, height: int, width: int) -> int:
+    """An IMAGE of `frames` float RGB frames."""
+    return frames * height * width * FRAME_BYTES
+
+
+def song_bytes(seconds: float) -> int:
+    return int(max(seconds, 0.0) * SONG_BYTES_PER_SECOND)
+
+
+BUDGET_VARIABLE = "MUSEDANCE_MEMORY_BUDGET_GB"
+BUDGET_SHARE = 0.9  # of the machine's memory (RAM, or the GPU's own) when the variable is not set
+
+
+def host_memory_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_budget(total: int) -> tuple[float, str]:
+    """(bytes a job may use of a memory of `total` bytes, how that was decided)."""
+    value = os.environ.get(BUDGET_VARIABLE, "").strip()
+    if value:
+        try:
+            return float(value) * 2**30, f"{BUDGET_VARIABLE}={value}"
+        except ValueError:
+            pass
+    return BUDGET_SHARE * total, f"{BUDGET_SHARE:.0%} of {gib(total)}; {BUDGET_VARIABLE} sets it"
