@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  clip {info.clip_index + 1}/{info.num_clips} done", flush=True)
         return False
 
+    if note := pipe.size_note(args.size, args.size):
+        print(f"warning: {note}", flush=True)
     settings = sampler_settings(pipe.recommended, args)
     print(f"sampler: {settings.describe()} (the model's recommendation where not given)", flush=True)
     video = pipe(reference_image=image[0], mask=mask[0], text_embeds=pipe.encode_prompt(args.prompt),

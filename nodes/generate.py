@@ -120,6 +120,9 @@ class ReferenceNetEncode:
             model, _to_cpu(encoding), text.float().cpu(), None if negative is None else negative.float().cpu(), framed,
         )
         notes = []
+        if size_note := pipe.size_note(height, width):
+            notes.append(f"Size: {size_note}")
+            log.warning("MuseDance: %s", size_note)
         for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
             cut = pipe.cut_from_prompt(text)
             if cut:

@@ -34,7 +34,13 @@ def test_exported_checkpoint_runs_in_the_nodes(pack, tmp_path, monkeypatch, fres
     beats = nodes["MuseDanceBeatExtract"]().run(audio, 12.0, 0.0, 1.0)["result"][0]
     music = nodes["MuseDanceASTEncode"]().run(nodes["MuseDanceLoadAST"]().run("ast")[0], audio, 12.0, 0.0, 1.0)[0]
     image, mask = (torch.from_numpy(a)[None] for a in draw_reference(SIZE))
-    reference = nodes["MuseDanceReferenceEncode"]().run(model, image, "a dancer spins", SIZE, SIZE, "crop",
-                                                        mask=mask)["result"][0]
+    encoded = nodes["MuseDanceReferenceEncode"]().run(model, image, "a dancer spins", SIZE, SIZE, "crop", mask=mask)
+    reference = encoded["result"][0]
+    # The export says the size it was trained at; far from it, ReferenceNet Encode says so on the node.
+    assert model.pipeline.training_size == (SIZE, SIZE) and encoded["ui"]["text"] == []
+    far = nodes["MuseDanceReferenceEncode"]().run(model, image, "a dancer spins", 2 * SIZE, SIZE, "pad", mask=mask)
+    assert far["ui"]["text"] == [f"Size: {2 * SIZE}x{SIZE} is far from the {SIZE}x{SIZE} this model was trained at: "
+                                 "expect repeated or broken figures above it and lost detail below it. Its own size "
+                                 "works best."]
     frames = nodes["MuseDanceSampler"]().run(model, reference, music, beats, 0, 2, 2.0, 0, 0, 2)["result"][0]
     assert frames.shape == (12, SIZE, SIZE, 3) and torch.isfinite(frames).all()

@@ -314,6 +314,7 @@ class Trainer:
                 tokenizer_files=None if cfg.export.temporal_only else self._tokenizer_files(),
                 metadata={"training_stage": str(cfg.stage), "training_step": str(self.step)},
                 sampler=None if cfg.export.sampler is None else SamplerSettings(**cfg.export.sampler),
+                training_size=cfg.data.resolution,
             )
         finally:
             if self.ema is not None:

@@ -9,8 +9,9 @@ named `unet.<parameter>`, and it loads on top of a base that provides the rest.
 
 The safetensors metadata (strings) holds `format` = "musedance", `format_version`, `config` (the
 `MuseDanceConfig` as JSON), `components` (JSON list), `dtype` (storage precision), optionally `sampler`
-(the `SamplerSettings` the model is best sampled with, as JSON) and, for a self-contained file, the CLIP
-tokenizer's files as `tokenizer/vocab.json` and `tokenizer/merges.txt`.
+(the `SamplerSettings` the model is best sampled with, as JSON), `training_size` (the frames it was trained
+on, {"height": H, "width": W}) and, for a self-contained file, the CLIP tokenizer's files as
+`tokenizer/vocab.json` and `tokenizer/merges.txt`.
 Any other metadata the writer passes (training step, dataset) is kept under its own name.
 
 Saving writes a temporary file beside the target and renames it, so an interrupted save never leaves
@@ -40,7 +41,8 @@ FORMAT_VERSION = 1
 COMPONENTS = ("unet", "reference_net", "mask_encoder", "vae", "text_encoder")
 TEMPORAL_ONLY = "unet.temporal"
 TOKENIZER_KEY = "tokenizer/"
-_RESERVED = {"format", "format_version", "config", "components", "dtype", "sampler"}
+TRAINING_SIZE = "training_size"
+_RESERVED = {"format", "format_version", "config", "components", "dtype", "sampler", TRAINING_SIZE}
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
@@ -56,6 +58,7 @@ class CheckpointInfo:
     tokenizer_files: dict[str, str] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
     sampler: SamplerSettings | None = None  # the sampler settings the file recommends, if any
+    training_size: tuple[int, int] | None = None  # (height, width) of the frames it was trained on, if known
 
 
 def save_checkpoint(
@@ -68,6 +71,7 @@ def save_checkpoint(
     tokenizer_files: dict[str, str] | None = None,
     metadata: dict[str, str] | None = None,
     sampler: SamplerSettings | None = None,
+    training_size: tuple[int, int] | None = None,
 ) -> Path:
     """Write `modules` (names from COMPONENTS) as one MuseDance checkpoint; returns the path written.
 
@@ -75,6 +79,7 @@ def save_checkpoint(
     dtype: storage precision of floating tensors (float32, float16, bfloat16); None keeps each as is.
     tokenizer_files: {"vocab.json": ..., "merges.txt": ...} to make the file self-contained.
     sampler: the sampler settings to recommend with this model.
+    training_size: (height, width) of the frames it was trained on.
     """
     path = Path(path)
     if path.suffix.lower() not in SAFETENSORS_SUFFIXES:
@@ -112,6 +117,8 @@ def save_checkpoint(
     )
     if sampler is not None:
         meta["sampler"] = sampler.to_json()
+    if training_size is not None:
+        meta[TRAINING_SIZE] = json.dumps({"height": int(training_size[0]), "width": int(training_size[1])})
     for name, text in (tokenizer_files or {}).items():
         meta[TOKENIZER_KEY + name] = text
     return write_safetensors(path, tensors, meta)
@@ -165,9 +172,17 @@ def read_checkpoint_info(weights: WeightsMapping | str | Path) -> CheckpointInfo
         sampler = SamplerSettings.from_json(meta["sampler"]) if "sampler" in meta else None
     except (ValueError, TypeError) as err:
         raise WeightsFileError(f"{name}: its recommended sampler settings are unreadable ({err}).") from err
+    training_size = None
+    if TRAINING_SIZE in meta:
+        try:
+            size = json.loads(meta[TRAINING_SIZE])
+            training_size = (int(size["height"]), int(size["width"]))
+        except (ValueError, TypeError, KeyError) as err:
+            raise WeightsFileError(f"{name}: its training size is unreadable ({err}).") from err
     tokenizer = {k[len(TOKENIZER_KEY):]: v for k, v in meta.items() if k.startswith(TOKENIZER_KEY)}
     extra = {k: v for k, v in meta.items() if k not in _RESERVED and not k.startswith(TOKENIZER_KEY)}
-    return CheckpointInfo(weights.path, version, config, components, meta.get("dtype", ""), tokenizer, extra, sampler)
+    return CheckpointInfo(weights.path, version, config, components, meta.get("dtype", ""), tokenizer, extra, sampler,
+                          training_size)
 
 
 def component_weights(weights: WeightsMapping, component: str) -> dict[str, torch.Tensor]:

@@ -145,6 +145,8 @@ def load_pipeline(
     recommended = [info.sampler for info in (infos.get("checkpoint"), infos.get("base")) if info and info.sampler]
     if recommended:
         pipe.recommended = recommended[0]
+    sizes = [info.training_size for info in (infos.get("checkpoint"), infos.get("base")) if info and info.training_size]
+    pipe.training_size = sizes[0] if sizes else None
     return pipe.eval()
 
 

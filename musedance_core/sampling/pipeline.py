@@ -127,6 +127,9 @@ def unet_parts(unet: nn.Module) -> list[nn.Module]:
     return [part for block in blocks for child in block.children() if isinstance(child, nn.ModuleList) for part in child]
 
 
+FAR_FROM_TRAINING = 1.5  # MuseDancePipeline.size_note: a side this many times the trained one, or less by as much
+
+
 class MuseDancePipeline:
     """Holds the models and samples videos; see the module docstring for the data path."""
 
@@ -151,6 +154,7 @@ class MuseDancePipeline:
         self.load_report = None  # set by musedance_core.load_pipeline
         # Used for every sampler setting a call leaves on auto; a checkpoint's own come with load_pipeline.
         self.recommended = SamplerSettings()
+        self.training_size: tuple[int, int] | None = None  # (height, width) it was trained on, when the file says
         self.scheduler = scheduler or self.default_scheduler(config)
         self.bank = ReferenceBank()
         attach_reference_writer(self.reference_net, self.bank)
@@ -194,6 +198,18 @@ class MuseDancePipeline:
         if self.tokenizer is None:
             raise ValueError(f"this pipeline has no tokenizer, so it cannot encode a prompt. {TOKENIZER_HELP}")
         return encode_prompt(self.tokenizer, self.text_encoder, prompt, self.config.text_length)
+
+    def size_note(self, height: int, width: int) -> str | None:
+        """A warning when frames of height x width are far (more than FAR_FROM_TRAINING times, larger or smaller,
+        along a side) from the size the model was trained at; None when near it or when that size is unknown."""
+        if self.training_size is None:
+            return None
+        trained_h, trained_w = self.training_size
+        ratios = (height / trained_h, width / trained_w)
+        if all(1 / FAR_FROM_TRAINING <= r <= FAR_FROM_TRAINING for r in ratios):
+            return None
+        return (f"{width}x{height} is far from the {trained_w}x{trained_h} this model was trained at: expect "
+                "repeated or broken figures above it and lost detail below it. Its own size works best.")
 
     def cut_from_prompt(self, prompt: str) -> str:
         """What `encode_prompt` leaves out of a prompt longer than the text encoder reads ("" when nothing)."""
