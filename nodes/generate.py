@@ -188,6 +188,10 @@ class MuseDanceSampler:
                                                                       "pure noise: the frames keep the reference's "
                                                                       "colours and background. auto: the model's "
                                                                       "recommendation."}),
+                "clip_ends": (list(CLIP_ENDS), {"default": CLIP_ENDS[0], "tooltip": (
+                    "Where one clip ends and the next continues from its last frames: every clip_length frames, "
+                    "or on the last bar line (Beat Extract's) in a clip's second half, so the seams fall where "
+                    "the dance's phrases change. A prompt change in a schedule always starts a clip.")}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -206,10 +210,10 @@ class MuseDanceSampler:
     def run(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
             seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
             eta: float = 0.0, noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto",
-            schedule=None, unique_id=None):
+            schedule=None, clip_ends: str = "every clip_length frames", unique_id=None):
         job = Generation(model, reference, music, beats, seed, steps, guidance, frame_count, clip_length,
                          motion_frames, eta, noise_share, beat_guidance, reference_start, schedule,
-                         holds_every_frame=True)
+                         holds_every_frame=True, clip_ends=clip_ends)
         height, width = reference.image.shape[1:3]
         video = torch.empty((job.frames, height, width, 3))  # filled clip by clip: no second copy
         done = 0
@@ -217,7 +221,7 @@ class MuseDanceSampler:
             video[done : done + clip.shape[0]] = clip
             done += clip.shape[0]
         result = (video, job.audio(0, job.frames), job.span.fps)
-        return {"ui": {"text": [f"sampler: {job.settings.describe()}"]}, "result": result}
+        return {"ui": {"text": [f"sampler: {job.settings.describe()}", *job.notes]}, "result": result}
 
 
 def image_limit_problem(frames: int, height: int, width: int) -> str | None:
@@ -231,6 +235,7 @@ def image_limit_problem(frames: int, height: int, width: int) -> str | None:
             "(Dance Timing's duration, or frame_count) or a smaller size.")
 
 
+CLIP_ENDS = ("every clip_length frames", "on bar lines")
 IMAGE_LIMIT_VARIABLE = "MUSEDANCE_IMAGE_LIMIT_GB"
 IMAGE_LIMIT_GB = 4.0  # what MuseDance Sampler's IMAGE may take; longer videos go through Render Dance Video
 
@@ -249,7 +254,7 @@ class Generation:
     def __init__(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
                  seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
                  eta: float, noise_share: float, beat_guidance: float, reference_start: str, schedule=None, *,
-                 holds_every_frame: bool) -> None:
+                 holds_every_frame: bool, clip_ends: str = "every clip_length frames") -> None:
         if reference.model is not model:
             raise ValueError("the reference was encoded by another MuseDance model than this sampler's; connect "
                              "the same Load MuseDance Model node to ReferenceNet Encode and to the sampler.")
@@ -276,6 +281,17 @@ class Generation:
             raise ValueError(problem[0].upper() + problem[1:])
         pairs = text_schedule(schedule, model, span, reference.text_embeds)
         self.text_schedule = [(first, text) for first, text in pairs if first < self.frames]
+        if clip_ends not in CLIP_ENDS:
+            raise ValueError(f"clip_ends must be one of {CLIP_ENDS}, got {clip_ends!r}.")
+        self.bars: list[int] = []
+        self.notes: list[str] = []
+        if clip_ends == CLIP_ENDS[1]:
+            if beats.downbeats is not None:
+                self.bars = [int(f) for f in torch.nonzero(beats.downbeats[: self.frames]).flatten()]
+            if not self.bars:
+                self.notes.append("Beat Extract found no bar lines in this music: clips end every "
+                                  f"{self.clip_length} frames.")
+                log.warning("MuseDance: %s", self.notes[-1])
 
     def clips(self, start_frame: int = 0, context_frames: torch.Tensor | None = None):
         """The video clip by clip, float frames [K, H, W, 3] on the CPU; the model is on the device meanwhile.
@@ -283,7 +299,8 @@ class Generation:
         from ..musedance_core.sampling.pipeline import clip_plan
 
         pipe, settings = self.model.pipeline, self.settings
-        done, todo = clip_plan(self.frames, self.clip_length, [first for first, _ in self.text_schedule], start_frame)
+        done, todo = clip_plan(self.frames, self.clip_length, [first for first, _ in self.text_schedule], start_frame,
+                               bars=self.bars)
         progress = comfy.Progress(len(todo) * settings.steps)
 
         def on_step(info) -> bool:
@@ -306,6 +323,7 @@ class Generation:
                 reference_start=settings.reference_start, clip_length=self.clip_length,
                 motion_frames=self.motion_frames, callback=on_step, start_frame=start_frame,
                 context_frames=context_frames, text_schedule=self.text_schedule, interrupt=comfy.check_interrupt,
+                bar_frames=self.bars,
             )
         finally:
             self.model.done()

@@ -12,7 +12,7 @@ import logging
 import math
 
 from . import comfy
-from .generate import Generation, MuseDanceSampler
+from .generate import CLIP_ENDS, Generation, MuseDanceSampler
 from .job_memory import refusal
 from .video import (
     PARTIAL_FILE_AGE,
@@ -47,7 +47,7 @@ class RenderDanceVideo:
         sampler, video = MuseDanceSampler.INPUT_TYPES(), SaveDanceVideo.INPUT_TYPES()
         required = dict(sampler["required"])
         required.update((name, video["required"][name]) for name in ("filename_prefix", "format", "crf"))
-        optional = dict(sampler["optional"])
+        optional = {name: spec for name, spec in sampler["optional"].items() if name != "clip_ends"}
         optional["save_workflow"] = video["optional"]["save_workflow"]
         optional["on_cancel"] = (list(ON_CANCEL), {"default": ON_CANCEL[0], "tooltip": (
             "What Cancel leaves: the frames made so far as a playable video (its music cut to them), or nothing.")})
@@ -55,6 +55,7 @@ class RenderDanceVideo:
             "A video this node wrote, as a path in the output folder (e.g. MuseDance/render_00001.mp4): a render "
             "that was cancelled, or one to extend with more music (a longer duration in Dance Timing). The new "
             "video holds its frames and goes on from its last ones. Empty: a new video.")})
+        optional["clip_ends"] = sampler["optional"]["clip_ends"]  # last: widgets added later go after the old ones
         return {"required": required, "optional": optional, "hidden": {**video["hidden"], "unique_id": "UNIQUE_ID"}}
 
     @classmethod
@@ -73,6 +74,7 @@ class RenderDanceVideo:
             clip_length: int, motion_frames: int, filename_prefix: str, format: str, crf: int, eta: float = 0.0,
             noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto",
             save_workflow: bool = True, on_cancel: str = ON_CANCEL[0], continue_from: str = "", schedule=None,
+            clip_ends: str = CLIP_ENDS[0],
             prompt: dict | None = None, extra_pnginfo: dict | None = None, unique_id=None):
         from ..musedance_core.sampling.render import write_clips
         from ..musedance_core.video import video_format
@@ -81,7 +83,7 @@ class RenderDanceVideo:
             raise ValueError(f"on_cancel must be one of {ON_CANCEL}, got {on_cancel!r}.")
         job = Generation(model, reference, music, beats, seed, steps, guidance, frame_count, clip_length,
                          motion_frames, eta, noise_share, beat_guidance, reference_start, schedule,
-                         holds_every_frame=False)
+                         holds_every_frame=False, clip_ends=clip_ends)
         metadata = workflow_metadata(save_workflow, prompt, extra_pnginfo)
         height, width = reference.image.shape[1:3]
         metadata[RENDER_TAG] = json.dumps({"fps": job.span.fps, "start_time": job.span.start, "width": width,
@@ -97,7 +99,7 @@ class RenderDanceVideo:
         write_clips(clips, path, fps=job.span.fps, audio=audio["waveform"][0],
                     sample_rate=int(audio["sample_rate"]), format=format, crf=crf, metadata=metadata, keep_on=keep)
         answer = saved_video(path, name, subfolder)
-        answer["ui"]["text"] = [f"sampler: {job.settings.describe()}"]
+        answer["ui"]["text"] = [f"sampler: {job.settings.describe()}", *job.notes]
         return answer
 
 

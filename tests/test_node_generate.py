@@ -175,6 +175,32 @@ def test_sampler_reference_start_reaches_the_sampler(nodes, scene, monkeypatch):
     assert seen == [False, True, True] and not torch.equal(plain, started)
 
 
+def test_clips_on_bar_lines_take_beat_extracts_bar_lines(nodes, scene, monkeypatch):
+    import dataclasses
+
+    seen = []
+    call = type(scene["model"].pipeline).iter_clips
+
+    def record(self, **kwargs):
+        seen.append(list(kwargs["bar_frames"]))
+        return call(self, **kwargs)
+
+    monkeypatch.setattr(type(scene["model"].pipeline), "iter_clips", record)
+    frames = scene["beats"].vector.shape[0]
+    downbeats = torch.zeros(frames)
+    downbeats[::7] = 1  # a bar line every 7 frames
+    barred = dataclasses.replace(scene["beats"], downbeats=downbeats, meter=4)
+    answer = nodes["MuseDanceSampler"]().run(scene["model"], scene["reference"], scene["music"], barred, 3, 1,
+                                             1.0, 0, 0, 2, clip_ends="on bar lines")
+    assert seen == [list(range(0, frames, 7))] and answer["result"][0].shape[0] == frames
+    _sample(nodes, scene, steps=1)
+    assert seen[-1] == []  # the default: every clip_length frames
+    no_bars = dataclasses.replace(scene["beats"], downbeats=None, meter=0)
+    answer = nodes["MuseDanceSampler"]().run(scene["model"], scene["reference"], scene["music"], no_bars, 3, 1, 1.0,
+                                             0, 0, 2, clip_ends="on bar lines")
+    assert answer["ui"]["text"][1] == "Beat Extract found no bar lines in this music: clips end every 8 frames."
+
+
 def test_a_prompt_longer_than_clip_reads_is_reported_with_what_was_cut(nodes, scene):
     model, image = scene["model"], scene["framed"]
     short = nodes["MuseDanceReferenceEncode"]().run(model, image, "a person dancing", 32, 32, "crop")

@@ -189,6 +189,24 @@ def test_a_prompt_change_inside_a_clip_starts_a_clip_of_its_own(tiny_pipe, sampl
     assert starts == [(0, 8), (8, 4), (12, 8), (20, 8), (28, 2)]
 
 
+def test_clips_can_end_on_bar_lines(tiny_pipe, sample_inputs):
+    """Bars every 6 frames, clips of 8: each clip ends on the last bar line in its second half (6, 12, 18, ...),
+    else after 8 frames; a prompt change still cuts where it is, the music's end too, and a continued video
+    keeps the plan."""
+    from musedance_core.sampling.pipeline import clip_plan
+
+    bars = range(0, 30, 6)
+    assert clip_plan(30, 8, bars=bars) == ([], [(0, 6), (6, 6), (12, 6), (18, 6), (24, 6)])
+    assert clip_plan(30, 8, [15], bars=bars) == ([], [(0, 6), (6, 6), (12, 3), (15, 8), (23, 7)])  # 18: 1st half
+    assert clip_plan(30, 8, bars=bars, start_frame=18) == ([(0, 6), (6, 6), (12, 6)], [(18, 6), (24, 6)])
+    assert clip_plan(30, 8, bars=[0, 3, 21]) == ([], [(0, 8), (8, 8), (16, 5), (21, 8), (29, 1)])  # 3: 1st half
+    starts = []
+    tiny_pipe(**sample_inputs(frames=30), seed=5, clip_length=8, bar_frames=list(bars),
+              callback=lambda info: starts.append((info.frame_start, info.latents.shape[1])) if info.step == 0 else None,
+              **FAST)
+    assert starts == [(0, 6), (6, 6), (12, 6), (18, 6), (24, 6)]
+
+
 @pytest.mark.parametrize("frames", [3, 8, 19, 41])
 def test_latents_held_are_one_clip_plus_the_motion_context_whatever_the_length(tiny_pipe, sample_inputs, frames):
     k, m = tiny_pipe.config.clip_length, tiny_pipe.config.motion_frames

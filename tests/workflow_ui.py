@@ -43,6 +43,13 @@ class WidgetSlot:
     type: str = ""  # INT, FLOAT, STRING, BOOLEAN or COMBO (VALUE only)
     options: dict | None = None
     choices: list | None = None  # a combo's values
+    required: bool = True
+
+    def default(self):
+        """What the frontend gives this widget when a saved workflow has no value for it."""
+        if "default" in (self.options or {}):
+            return self.options["default"]
+        return self.choices[0] if self.choices else None
 
 
 def group_inputs(info: dict, group: str) -> list[tuple[str, list]]:
@@ -88,7 +95,7 @@ def widget_slots(info: dict) -> list[WidgetSlot]:
                 continue
             options = _options(spec)
             choices = (spec[0] if isinstance(spec[0], list) else options.get("options")) if kind == "COMBO" else None
-            slots.append(WidgetSlot(name, VALUE, kind, options, choices))
+            slots.append(WidgetSlot(name, VALUE, kind, options, choices, group == "required"))
             if (kind == "INT" and name in SEED_NAMES) or options.get("control_after_generate"):
                 slots.append(WidgetSlot(name, CONTROL))
             upload |= kind == "COMBO" and any(options.get(key) for key in UPLOAD_OPTIONS)
@@ -99,6 +106,16 @@ def widget_slots(info: dict) -> list[WidgetSlot]:
 
 def _title(node: dict, info: dict) -> str:
     return node.get("title") or info.get("display_name") or node["type"]
+
+
+def saved_values(node: dict, slots: list[WidgetSlot]) -> list:
+    """A node's widgets_values, completed as the frontend completes a workflow saved before the node gained
+    optional widgets (declared after all others): each missing one takes its default."""
+    values = list(node.get("widgets_values") or [])
+    missing = slots[len(values):]
+    if missing and all(slot.kind == VALUE and not slot.required and slot.default() is not None for slot in missing):
+        values += [slot.default() for slot in missing]
+    return values
 
 
 def ui_to_api(ui_workflow: dict, object_info: dict) -> dict:
@@ -118,7 +135,7 @@ def ui_to_api(ui_workflow: dict, object_info: dict) -> dict:
         if node.get("mode", 0) != 0:
             raise ValueError(f"{label} is muted or bypassed (mode {node['mode']}); only active nodes are converted.")
         slots = widget_slots(info)
-        values = node.get("widgets_values") or []
+        values = saved_values(node, slots)
         if len(values) != len(slots):
             raise ValueError(f"{label}: {len(values)} widgets_values for {len(slots)} widgets "
                              f"({', '.join(s.name for s in slots)}).")
@@ -167,7 +184,7 @@ def check_ui_workflow(ui_workflow: dict, object_info: dict) -> list[str]:
 
 def _widget_problems(node: dict, info: dict) -> list[str]:
     slots = widget_slots(info)
-    values = node.get("widgets_values") or []
+    values = saved_values(node, slots)
     if len(values) != len(slots):
         expected = ", ".join(s.name if s.kind == VALUE else f"({s.kind})" for s in slots)
         return [f"{len(values)} widgets_values for {len(slots)} widgets: {expected}."]

@@ -95,19 +95,27 @@ def _check_unit_range(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"{name} values must lie in [0, 1]; got [{lo:.4g}, {hi:.4g}]. Nothing is clipped for you.")
 
 
-def clip_plan(num_frames: int, clip_length: int, cuts: Sequence[int] = (), start_frame: int = 0
-              ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+def clip_plan(num_frames: int, clip_length: int, cuts: Sequence[int] = (), start_frame: int = 0,
+              bars: Sequence[int] = ()) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """(start, length) of the clips made before start_frame and of those still to make.
 
     Clips are clip_length frames, except that a clip also ends at every cut (a frame where the prompt
-    changes), so a new prompt begins with its own clip; the clips from start_frame on follow the same
-    plan when start_frame is one of its boundaries, else a plan of their own from start_frame.
+    changes), so a new prompt begins with its own clip. With `bars` (the frames where a bar starts), a
+    clip that would end clip_length frames after its start ends instead on the last bar line in its
+    second half, so the seams between clips fall where the dance's phrases change. The clips from
+    start_frame on follow the same plan when start_frame is one of its boundaries, else a plan of their
+    own from start_frame.
     """
     def plan(first: int) -> list[tuple[int, int]]:
         ahead = sorted(c for c in set(cuts) if first < c < num_frames)
+        lines = sorted(set(bars))
         clips, position = [], first
         while position < num_frames:
-            end = min([position + clip_length, num_frames, *[c for c in ahead if c > position][:1]])
+            full = position + clip_length
+            end = min([full, num_frames, *[c for c in ahead if c > position][:1]])
+            if end == full < num_frames:
+                on_bars = [b for b in lines if position + clip_length // 2 < b <= full]
+                end = on_bars[-1] if on_bars else end
             clips.append((position, end - position))
             position = end
         return clips
@@ -288,6 +296,7 @@ class MuseDancePipeline:
         context_frames: torch.Tensor | None = None,
         text_schedule: Sequence[tuple[int, torch.Tensor]] = (),
         interrupt: Callable[[], None] | None = None,
+        bar_frames: Sequence[int] = (),
     ) -> Iterator[torch.Tensor]:
         """Yield the video clip by clip, each as float frames [K, H, W, 3] in [0, 1] on the CPU.
 
@@ -324,6 +333,7 @@ class MuseDancePipeline:
         (the latest such), before the first pair text_embeds; a clip ends where the prompt changes, so each
         prompt begins with a clip of its own (see clip_plan), and each clip's motion context is read with the
         clip's own prompt. A song's sections can so each have their moves, from their first frame.
+        bar_frames: the frames where a bar starts; given, clips end on bar lines (see clip_plan).
         interrupt: called between the parts of every UNet block (ResNets, attention, temporal modules) and before
         every clip and VAE chunk; it raises to stop (a Cancel), so a stop takes effect within a fraction of one
         step however large the frames, not only between steps as with callback.
@@ -432,7 +442,8 @@ class MuseDancePipeline:
                 pixels = self._check_context(context_frames[-m:], reference)
                 context_latents = encode_frames(self.vae, pixels, self.config.vae.scaling_factor).float()[None]
                 context_known = True
-            done, todo = clip_plan(num_frames, k, cuts=[first for first, _ in prompts[1:]], start_frame=start_frame)
+            done, todo = clip_plan(num_frames, k, cuts=[first for first, _ in prompts[1:]], start_frame=start_frame,
+                                   bars=bar_frames)
             for skipped, length in done:  # the random draws of the clips already made
                 shape = (1, min(length, start_frame - skipped), *latent_shape)
                 for _ in range(1 + (num_inference_steps if eta > 0 else 0)):  # the start noise; DDIM's per step
