@@ -108,12 +108,14 @@ class ReferenceNetEncode:
             mask = mask_for_image(mask, image.shape[1], image.shape[2])
             mask = framing.apply(mask if mask.ndim == 3 else mask[None])[0]
         pipe = model.pipeline
+        comfy.throw_if_interrupted()
         device = model.load()
         try:
             with torch.no_grad():
                 text = pipe.encode_prompt(prompt)
                 negative = pipe.encode_prompt(negative_prompt) if negative_prompt.strip() else None
-                encoding = pipe.encode_reference(framed.to(device), None if mask is None else mask.to(device), text)
+                encoding = pipe.encode_reference(framed.to(device), None if mask is None else mask.to(device), text,
+                                                 interrupt=comfy.check_interrupt)
         finally:
             model.done()
         reference = MuseDanceReference(

@@ -649,6 +649,34 @@ def test_cancel_takes_effect_inside_the_first_step(pack, nodes, scene, monkeypat
     assert not scene["model"].pipeline.bank.tokens
 
 
+def test_cancel_takes_effect_inside_the_reference_encoding(pack, nodes, scene, monkeypatch):
+    """Cancel pressed while ReferenceNet Encode runs the ReferenceNet stops it between two of its blocks' parts;
+    the model is handed back and no reference features are left behind."""
+    comfy = _module(pack, "comfy")
+
+    class Interrupted(Exception):
+        pass
+
+    state = {"reads": 0}
+
+    def interrupt_requested():
+        state["reads"] += 1
+        return state["reads"] >= 3
+
+    def throw_if_interrupted():
+        if state["reads"] >= 3:
+            raise Interrupted
+
+    done = []
+    monkeypatch.setattr(comfy, "interrupt_requested", interrupt_requested)
+    monkeypatch.setattr(comfy, "throw_if_interrupted", throw_if_interrupted)
+    monkeypatch.setattr(type(scene["model"]), "done", lambda self: done.append(True))
+    image, mask = (torch.from_numpy(a)[None] for a in draw_reference(32))
+    with pytest.raises(Interrupted):
+        nodes["MuseDanceReferenceEncode"]().run(scene["model"], image, "a person dancing", 32, 32, "crop", mask=mask)
+    assert state["reads"] == 3 and done == [True] and not scene["model"].pipeline.bank.tokens
+
+
 def _api_workflow(name: str) -> dict:
     import json
 

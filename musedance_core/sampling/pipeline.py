@@ -249,18 +249,27 @@ class MuseDancePipeline:
     # -- reference --------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_reference(
-        self, reference_image: torch.Tensor, mask: torch.Tensor | None, text_embeds: torch.Tensor
+        self, reference_image: torch.Tensor, mask: torch.Tensor | None, text_embeds: torch.Tensor,
+        interrupt: Callable[[], None] | None = None,
     ) -> ReferenceEncoding:
-        """Run the VAE, F_m and the ReferenceNet once on the reference (on the pipeline's device and dtype)."""
+        """Run the VAE, F_m and the ReferenceNet once on the reference (on the pipeline's device and dtype).
+
+        interrupt: called between the parts of the ReferenceNet's blocks; it raises to stop (see iter_clips).
+        """
         image = self._check_image(reference_image)
         height, width = image.shape[1:3]
         condition = mask_condition(mask, height, width)
         text = self._check_text("text_embeds", text_embeds)
         device, dtype = self.device, self.dtype
-        latent = encode_frames(self.vae, image, self.config.vae.scaling_factor)
-        tokens = reference_features(
-            self.reference_net, self.mask_encoder, self.bank, latent, condition.to(device), text.to(device=device, dtype=dtype)
-        )
+        hooks = [] if interrupt is None else [part.register_forward_pre_hook(lambda module, args: interrupt())
+                                              for part in unet_parts(self.reference_net)]
+        try:
+            latent = encode_frames(self.vae, image, self.config.vae.scaling_factor)
+            tokens = reference_features(self.reference_net, self.mask_encoder, self.bank, latent, condition.to(device),
+                                        text.to(device=device, dtype=dtype))
+        finally:
+            for hook in hooks:
+                hook.remove()
         return ReferenceEncoding(latent=latent, tokens=tokens, height=height, width=width)
 
     # -- sampling ---------------------------------------------------------------------------------
