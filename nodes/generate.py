@@ -20,7 +20,7 @@ from .job_memory import job_from_run, refusal
 from .mask import is_load_image_placeholder
 from .model import MuseDanceModel
 from .music import FrameBeats, FrameMusic, check_same_frames
-from .schedule import text_schedule
+from .schedule import guidance_schedule, text_schedule
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +276,14 @@ class Generation:
         self.clip_length = clip_length or model.pipeline.config.clip_length
         from ..musedance_core.sampling.guidance import guidance_rows
 
-        unconditional, beat_row = guidance_rows(self.settings.guidance_scale, self.settings.beat_guidance_scale)
-        self.memory = job_from_run(model, reference, self.frames, self.clip_length, 1 + unconditional + beat_row,
-                                   holds_every_frame, span.duration)
+        self.guidance_schedule = [(first, chosen) for first, chosen in guidance_schedule(schedule) if first < self.frames]
+        rows = 1
+        for _, chosen in self.guidance_schedule or [(0, {})]:  # the most model rows any clip takes
+            scales = (chosen.get("guidance_scale", self.settings.guidance_scale),
+                      chosen.get("beat_guidance_scale", self.settings.beat_guidance_scale))
+            rows = max(rows, 1 + sum(guidance_rows(*scales)))
+        self.memory = job_from_run(model, reference, self.frames, self.clip_length, rows, holds_every_frame,
+                                   span.duration)
         if problem := self.memory.problem():
             raise ValueError(problem[0].upper() + problem[1:])
         pairs = text_schedule(schedule, model, span, reference.text_embeds)
@@ -301,8 +306,8 @@ class Generation:
         from ..musedance_core.sampling.pipeline import clip_plan
 
         pipe, settings = self.model.pipeline, self.settings
-        done, todo = clip_plan(self.frames, self.clip_length, [first for first, _ in self.text_schedule], start_frame,
-                               bars=self.bars)
+        cuts = [first for first, _ in self.text_schedule] + [first for first, _ in self.guidance_schedule]
+        done, todo = clip_plan(self.frames, self.clip_length, cuts, start_frame, bars=self.bars)
         progress = comfy.Progress(len(todo) * settings.steps)
 
         def on_step(info) -> bool:
@@ -325,7 +330,7 @@ class Generation:
                 reference_start=settings.reference_start, clip_length=self.clip_length,
                 motion_frames=self.motion_frames, callback=on_step, start_frame=start_frame,
                 context_frames=context_frames, text_schedule=self.text_schedule, interrupt=comfy.check_interrupt,
-                bar_frames=self.bars,
+                bar_frames=self.bars, guidance_schedule=self.guidance_schedule,
             )
         finally:
             self.model.done()

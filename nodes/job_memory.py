@@ -161,8 +161,30 @@ def job_from_prompt(prompt: dict, node_id: str) -> JobSize | None:
     clip_length = _constant(prompt, inputs, "clip_length")
     clip_length = clip_length if isinstance(clip_length, int) and clip_length > 0 else config.clip_length
     frames, song_seconds = _frames(prompt, inputs)
-    return JobSize(config, height, width, settings_rows(recommended, guidance, beat_guidance), clip_length,
-                   element_size, device, HOLDS_EVERY_FRAME[node["class_type"]], frames, song_seconds)
+    rows = settings_rows(recommended, guidance, beat_guidance)
+    schedule = _source(prompt, inputs.get("schedule"), "MuseDanceSchedule")
+    if schedule is not None and isinstance(schedule.get("schedule"), str):
+        rows = max([rows, *_schedule_rows(schedule["schedule"], recommended, guidance, beat_guidance)])
+    return JobSize(config, height, width, rows, clip_length, element_size, device,
+                   HOLDS_EVERY_FRAME[node["class_type"]], frames, song_seconds)
+
+
+def _schedule_rows(text: str, recommended: SamplerSettings, guidance: float, beat_guidance: float) -> list[int]:
+    """The guidance rows of each line of a Motion Schedule that gives sampler settings."""
+    from ..musedance_core.sampling.schedule import read_schedule
+
+    try:
+        lines = read_schedule(text)
+    except ValueError:
+        return []  # Motion Schedule refuses it itself
+    rows = []
+    for line in lines:
+        chosen = dict(line.settings)
+        if chosen:
+            g = chosen.get("guidance_scale", guidance)
+            b = chosen["beat_guidance_scale"] if "beat_guidance_scale" in chosen else beat_guidance
+            rows.append(settings_rows(recommended, g, 0.0 if b is None else b))
+    return rows
 
 
 def _source(prompt: dict, link, class_type: str) -> dict | None:

@@ -38,6 +38,7 @@ class MotionSchedule:
     span: FrameSpan
     changes: tuple  # ((first frame, prompt text, embeds), ...), from frame 0
     model: object  # the MuseDanceModel whose CLIP encoded them
+    settings: tuple = ((0, {}),)  # ((first frame, {guidance_scale, beat_guidance_scale} given there), ...)
 
 
 def _bar_frames(beats: FrameBeats) -> np.ndarray:
@@ -99,8 +100,9 @@ class MotionScheduleNode:
     OUTPUT_TOOLTIPS = ("Connect to the schedule input of MuseDance Sampler or Render Dance Video.",)
     DESCRIPTION = ("A prompt per section, bar range or time: one line each, 'where: prompt'. Lines: 'default: ...' "
                    "(everywhere else; without it, ReferenceNet Encode's prompt), a section letter 'A: ...', "
-                   "'section 3: ...', 'bars 17-32: ...', '1:30-1:45: ...'. A later line wins. The sampler starts a "
-                   "new clip where the prompt changes, so each takes over at its own first frame.")
+                   "'section 3: ...', 'bars 17-32: ...', '1:30-1:45: ...'. A line may end with the sampler's settings for "
+                   "its stretch: 'B: spins [guidance 4, beat guidance 7]'. A later line wins. The sampler starts a "
+                   "new clip where the prompt or the settings change, so each takes over at its own first frame.")
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
@@ -129,7 +131,7 @@ class MotionScheduleNode:
         return True
 
     def run(self, model, beats: FrameBeats, schedule: str, sections: SongSections | None = None):
-        from ..musedance_core.sampling.schedule import parse_schedule, prompt_changes
+        from ..musedance_core.sampling.schedule import parse_schedule, prompt_changes, settings_changes
 
         span = beats.span
         if sections is not None and sections.span != span:
@@ -139,6 +141,7 @@ class MotionScheduleNode:
                                         sections=() if sections is None else sections.sections,
                                         bar_frames=_bar_frames(beats))
         changes = prompt_changes(default, rules, span.num_frames)  # default None: the reference's own prompt
+        settings = tuple(settings_changes(rules, span.num_frames))
         pipe = model.pipeline
         model.load()
         try:
@@ -149,10 +152,24 @@ class MotionScheduleNode:
             model.done()
         notes = [f"{first / span.fps + span.start:7.2f} s (frame {first}): {text or '(the reference prompt)'}"
                  for first, text, _ in encoded]
+        if len(settings) > 1 or settings[0][1]:
+            notes += [f"{first / span.fps + span.start:7.2f} s (frame {first}): {describe_settings(chosen)}"
+                      for first, chosen in settings]
         for rule in rules:
             if not rule.frames.any():
                 notes.append(f"line {rule.line} ({rule.selector}) applies to no frame of this stretch of the song.")
-        return {"ui": {"text": notes}, "result": (MotionSchedule(span, encoded, model),)}
+        return {"ui": {"text": notes}, "result": (MotionSchedule(span, encoded, model, settings),)}
+
+
+def describe_settings(chosen: dict) -> str:
+    """`guidance 4, beat guidance 7` for a schedule's settings; the sampler's own where it gives none."""
+    parts = []
+    if "guidance_scale" in chosen:
+        parts.append(f"guidance {chosen['guidance_scale']:g}")
+    if "beat_guidance_scale" in chosen:
+        beat = chosen["beat_guidance_scale"]
+        parts.append("beat guidance off" if beat is None else f"beat guidance {beat:g}")
+    return ", ".join(parts) or "the sampler's guidance"
 
 
 def text_schedule(schedule: MotionSchedule | None, model, span: FrameSpan, reference_text: torch.Tensor) -> list:
@@ -166,6 +183,13 @@ def text_schedule(schedule: MotionSchedule | None, model, span: FrameSpan, refer
         raise ValueError(f"the schedule describes {schedule.span}, the music {span}; give Motion Schedule the same "
                          "Beat Extract as the sampler.")
     return [(first, reference_text if embeds is None else embeds) for first, _, embeds in schedule.changes]
+
+
+def guidance_schedule(schedule: MotionSchedule | None) -> list[tuple[int, dict]]:
+    """The (first frame, settings) pairs the sampler takes, where the schedule gives settings; [] without them."""
+    if schedule is None or (len(schedule.settings) == 1 and not schedule.settings[0][1]):
+        return []
+    return [(first, dict(chosen)) for first, chosen in schedule.settings]
 
 
 NODE_CLASS_MAPPINGS = {"MuseDanceSections": SongSectionsNode, "MuseDanceSchedule": MotionScheduleNode}

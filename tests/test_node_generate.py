@@ -606,6 +606,14 @@ def test_song_sections_and_a_motion_schedule_give_each_section_its_prompt(nodes,
     assert [first for first, _ in pairs] == [0, first_b]
     assert torch.equal(pairs[0][1], scene["reference"].text_embeds)
     assert torch.equal(pairs[1][1], model.pipeline.encode_prompt("spins").float())
+    assert seen[0]["guidance_schedule"] == []
+    # Settings of a section's own: the sampler gets them from the section's first frame on.
+    answer = schedule_node().run(model, beats, "B: spins [guidance 3, beat guidance 6]", sections)
+    assert answer["ui"]["text"][-1] == f"{first_b / 12:7.2f} s (frame {first_b}): guidance 3, beat guidance 6"
+    nodes["MuseDanceSampler"]().run(model, scene["reference"], music, beats, seed=1, steps=1, guidance=1.0,
+                                    frame_count=first_b + 4, clip_length=16, motion_frames=2,
+                                    schedule=answer["result"][0])
+    assert seen[-1]["guidance_schedule"] == [(0, {}), (first_b, {"guidance_scale": 3.0, "beat_guidance_scale": 6.0})]
     notes = schedule_node().run(model, beats, "C: spins", sections)["ui"]["text"]
     assert notes[-1] == "line 1 (C) applies to no frame of this stretch of the song."
     with pytest.raises(ValueError, match="the song has 2 sections"):
@@ -725,6 +733,12 @@ def test_a_jobs_size_is_read_from_the_whole_prompt(pack, nodes, song_in_input_fo
     job = memory.job_from_prompt(song, render)
     assert not job.holds_every_frame and job.song_seconds == pytest.approx(song_in_input_folder, abs=0.01)
     assert job.frames == int((song_in_input_folder - timing["start_time"]) * timing["fps"] + 1e-6)
+    # A Motion Schedule line with settings of its own counts with the most rows it asks for.
+    song[render]["inputs"].update(guidance=1.0, beat_guidance=0.0)
+    assert memory.job_from_prompt(song, render).rows == 1
+    schedule = song[_node_id(song, "MuseDanceSchedule")]["inputs"]
+    schedule["schedule"] += "\nbars 1-2: jumps [guidance 3, beat guidance 6]"
+    assert memory.job_from_prompt(song, render).rows == 3
 
 
 def test_a_job_over_the_memory_budget_is_refused_at_validation_with_its_estimate(pack, nodes, song_in_input_folder,

@@ -207,6 +207,37 @@ def test_clips_can_end_on_bar_lines(tiny_pipe, sample_inputs):
     assert starts == [(0, 6), (6, 6), (12, 6), (18, 6), (24, 6)]
 
 
+def test_a_guidance_schedule_changes_the_rows_and_scales_at_its_frames(tiny_pipe, sample_inputs, monkeypatch):
+    """Guidance 1 (one row) to frame 12, then guidance 3 with beat guidance 6 (three rows: the reference bank
+    filled again for them), then from 20 the beats guided with the rest (two rows): the UNet gets those rows from
+    the clip that starts there on, the clips are cut there, and what comes before a change is the plain run's."""
+    from musedance_core.sampling import guidance as guidance_module
+
+    inputs = sample_inputs(frames=28)
+    plain = tiny_pipe(**inputs, seed=5, clip_length=8, guidance_scale=1.0, beat_guidance_scale=None, num_inference_steps=2)
+    seen, scales = [], []
+    forward = tiny_pipe.unet.forward
+    monkeypatch.setattr(tiny_pipe.unet, "forward", lambda sample, *a, **k: seen.append(sample.shape[:2]) or
+                        forward(sample, *a, **k))
+    combine = guidance_module.GuidedDenoiser.combine
+    monkeypatch.setattr(guidance_module.GuidedDenoiser, "combine", lambda self, prediction: scales.append(
+        (self.guidance_scale, self.beat_guidance_scale)) or combine(self, prediction))
+    scheduled = tiny_pipe(**inputs, seed=5, clip_length=8, guidance_scale=1.0, beat_guidance_scale=None,
+                          guidance_schedule=[(12, {"guidance_scale": 3.0, "beat_guidance_scale": 6.0}),
+                                             (20, {"guidance_scale": 3.0, "beat_guidance_scale": None})],
+                          num_inference_steps=2)
+    steps = 2
+    # per clip: the motion context's pass (M frames), then one pass per step (the clip's frames)
+    clips = [(0, 8, 1), (8, 4, 1), (12, 8, 3), (20, 8, 2)]
+    expected = [shape for _, length, rows in clips for shape in [(rows, 2)] + [(rows, length)] * steps]
+    assert [tuple(s) for s in seen] == expected
+    assert scales == [(1.0, None)] * 2 * steps + [(3.0, 6.0)] * steps + [(3.0, None)] * steps
+    assert torch.equal(scheduled[:12], plain[:12]) and not torch.equal(scheduled[12:], plain[12:])
+    assert not tiny_pipe.bank.tokens
+    with pytest.raises(ValueError, match="guidance_schedule at frame 4"):
+        tiny_pipe(**inputs, guidance_schedule=[(4, {"guidance_scale": 0.5})], **FAST)
+
+
 @pytest.mark.parametrize("frames", [3, 8, 19, 41])
 def test_latents_held_are_one_clip_plus_the_motion_context_whatever_the_length(tiny_pipe, sample_inputs, frames):
     k, m = tiny_pipe.config.clip_length, tiny_pipe.config.motion_frames

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from musedance_core.audio.structure import Section, find_sections
-from musedance_core.sampling.schedule import parse_schedule, prompt_changes
+from musedance_core.sampling.schedule import parse_schedule, prompt_changes, settings_changes
 
 SR = 16_000
 
@@ -61,8 +61,30 @@ def test_a_schedule_reads_into_the_prompt_of_every_frame_later_lines_winning():
         parse_schedule("A: steps", fps=4, num_frames=32)
 
 
+def test_a_schedule_gives_sampler_settings_where_its_lines_say_each_setting_from_the_latest_line():
+    text = """default: dances [guidance 3]
+    B: spins [guidance 5, beat guidance 7]
+    bars 3-4: jumps [beat guidance 0]
+    section 3: waves
+    """
+    default, rules = parse_schedule(text, fps=4, num_frames=96, sections=SECTIONS, bar_frames=np.arange(0, 48, 8))
+    assert default == "dances"
+    assert prompt_changes(default, rules, 96) == [(0, "dances"), (16, "jumps"), (32, "spins"), (64, "waves")]
+    assert settings_changes(rules, 96) == [
+        (0, {"guidance_scale": 3.0}), (16, {"guidance_scale": 3.0, "beat_guidance_scale": None}),  # 0: off
+        (32, {"guidance_scale": 5.0, "beat_guidance_scale": 7.0}),
+        (64, {"guidance_scale": 3.0}),  # section 3 (A) gives no settings: the default line's
+    ]
+    _, rules = parse_schedule("B: spins", fps=4, num_frames=96, sections=SECTIONS)
+    assert settings_changes(rules, 96) == [(0, {})]  # none given anywhere: the sampler's own
+
+
 @pytest.mark.parametrize("text, words", [
     ("spins", "line 1 ('spins') must read 'where: prompt'"),
+    ("A: spins [guidance 0.5]", "guidance 0.5 must be from 1 to 30"),
+    ("A: spins [beat guidance 31]", "beat guidance 31 must be from 0 to 30"),
+    ("A: spins [speed 2]", "'speed 2' is not one"),
+    ("A: [guidance 3]", "must read 'where: prompt'"),
     ("section 0: spins", "must count up from 1"),
     ("section 4: spins", "has 3 sections (1 to 3)"),
     ("bars 9-12: jumps", "has 6 bars here (1 to 6)"),

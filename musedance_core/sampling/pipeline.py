@@ -306,6 +306,7 @@ class MuseDancePipeline:
         text_schedule: Sequence[tuple[int, torch.Tensor]] = (),
         interrupt: Callable[[], None] | None = None,
         bar_frames: Sequence[int] = (),
+        guidance_schedule: Sequence[tuple[int, dict]] = (),
     ) -> Iterator[torch.Tensor]:
         """Yield the video clip by clip, each as float frames [K, H, W, 3] in [0, 1] on the CPU.
 
@@ -343,6 +344,9 @@ class MuseDancePipeline:
         prompt begins with a clip of its own (see clip_plan), and each clip's motion context is read with the
         clip's own prompt. A song's sections can so each have their moves, from their first frame.
         bar_frames: the frames where a bar starts; given, clips end on bar lines (see clip_plan).
+        guidance_schedule: (first frame, settings) pairs: from that frame on, the settings' guidance_scale and
+        beat_guidance_scale (None: the beats guided with the rest) replace the call's; a scale a pair leaves
+        out keeps the call's. A clip ends where the settings change, as for text_schedule.
         interrupt: called between the parts of every UNet block (ResNets, attention, temporal modules) and before
         every clip and VAE chunk; it raises to stop (a Cancel), so a stop takes effect within a fraction of one
         step however large the frames, not only between steps as with callback.
@@ -394,21 +398,44 @@ class MuseDancePipeline:
         if reference is None:
             reference = self.encode_reference(reference_image, mask, text)
 
-        guide = GuidedDenoiser(self.unet, guidance_scale, beat_guidance_scale)
+        settings = [(0, {})]  # (first frame, the scales that replace the call's), by first frame
+        for first, chosen in sorted(guidance_schedule, key=lambda pair: pair[0]):
+            if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first < num_frames:
+                raise ValueError(f"guidance_schedule's first frames must be frames of the music, 0 to {num_frames - 1}; "
+                                 f"got {first!r}.")
+            unknown = set(chosen) - {"guidance_scale", "beat_guidance_scale"}
+            scale, beat_scale = chosen.get("guidance_scale", 1.0), chosen.get("beat_guidance_scale")
+            if unknown or not 1.0 <= float(scale) <= MAX_GUIDANCE or (
+                    beat_scale is not None and not 0.0 <= float(beat_scale) <= MAX_GUIDANCE):
+                raise ValueError(f"guidance_schedule at frame {first}: {chosen!r} must give guidance_scale in [1, "
+                                 f"{MAX_GUIDANCE:g}] and beat_guidance_scale None or in [0, {MAX_GUIDANCE:g}], nothing else.")
+            settings.append((first, dict(chosen)))
+        guides: dict[tuple, GuidedDenoiser] = {}
+
+        def guide_at(start: int) -> GuidedDenoiser:
+            """The guided denoiser of the settings in force at frame `start`."""
+            chosen = [pair for first, pair in settings if first <= start][-1]  # sorted: the latest wins
+            key = (chosen.get("guidance_scale", guidance_scale), chosen.get("beat_guidance_scale", beat_guidance_scale))
+            if key not in guides:
+                guides[key] = GuidedDenoiser(self.unet, *key)
+            return guides[key]
+
+        guide = guide_at(0)
         prompts = [(0, text)]  # (first frame, text), by first frame; a later pair for the same frame wins
         for first, embeds in sorted(text_schedule, key=lambda pair: pair[0]):
             if isinstance(first, bool) or not isinstance(first, int) or not 0 <= first < num_frames:
                 raise ValueError(f"text_schedule's first frames must be frames of the music, 0 to {num_frames - 1}; "
                                  f"got {first!r}.")
             prompts.append((first, self._check_text("text_schedule's text_embeds", embeds)))
-        text_rows_of: dict[int, torch.Tensor] = {}
+        text_rows_of: dict[tuple, torch.Tensor] = {}
 
-        def text_rows(start: int) -> torch.Tensor:
+        def text_rows(start: int, guide: GuidedDenoiser) -> torch.Tensor:
             """The guidance rows of the prompt in force at frame `start`."""
             index = max(i for i, (first, _) in enumerate(prompts) if first <= start)
-            if index not in text_rows_of:
-                text_rows_of[index] = guide.text_rows(prompts[index][1], null_text=negative).to(device=device, dtype=dtype)
-            return text_rows_of[index]
+            if (index, id(guide)) not in text_rows_of:
+                text_rows_of[index, id(guide)] = guide.text_rows(prompts[index][1], null_text=negative).to(
+                    device=device, dtype=dtype)
+            return text_rows_of[index, id(guide)]
 
         # Music tokens stay where the caller keeps them (a whole song's can be hundreds of MB, or are made a
         # clip at a time from FrameTokens); each clip's frames move to the device when their turn comes.
@@ -427,7 +454,7 @@ class MuseDancePipeline:
         shared = (torch.randn((1, 1, *latent_shape), generator=generator, dtype=torch.float32)
                   if noise_share > 0 else None)
 
-        def rows(start: int, length: int, known: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        def rows(start: int, length: int, known: bool, guide: GuidedDenoiser) -> tuple[torch.Tensor, torch.Tensor]:
             """Music tokens and beat ids of frames start..start+length-1 as the guidance rows; for the
             reference copies of the first clip's context, which sit at no time in the music, zero tokens
             and unknown beats."""
@@ -441,6 +468,7 @@ class MuseDancePipeline:
 
         tokens = {name: t.to(device=device, dtype=dtype) for name, t in reference.tokens.items()}
         self.bank.fill(tokens, guide.rows, keep=guide.reference_keep(device))
+        bank_rows = (guide.rows, guide.unconditional_row)
         hooks = [] if interrupt is None else [part.register_forward_pre_hook(lambda module, args: interrupt())
                                               for part in unet_parts(self.unet)]
         try:
@@ -451,18 +479,23 @@ class MuseDancePipeline:
                 pixels = self._check_context(context_frames[-m:], reference)
                 context_latents = encode_frames(self.vae, pixels, self.config.vae.scaling_factor).float()[None]
                 context_known = True
-            done, todo = clip_plan(num_frames, k, cuts=[first for first, _ in prompts[1:]], start_frame=start_frame,
-                                   bars=bar_frames)
+            cuts = [first for first, _ in prompts[1:]] + [first for first, _ in settings[1:]]
+            done, todo = clip_plan(num_frames, k, cuts=cuts, start_frame=start_frame, bars=bar_frames)
             for skipped, length in done:  # the random draws of the clips already made
                 shape = (1, min(length, start_frame - skipped), *latent_shape)
                 for _ in range(1 + (num_inference_steps if eta > 0 else 0)):  # the start noise; DDIM's per step
                     torch.randn(shape, generator=generator, dtype=torch.float32)
             first_index = len(done)
             for clip_index, (start, length) in enumerate(todo, first_index):
+                guide = guide_at(start)
+                if (guide.rows, guide.unconditional_row) != bank_rows:  # the reference as this clip's rows
+                    self.bank.fill(tokens, guide.rows, keep=guide.reference_keep(device))
+                    bank_rows = (guide.rows, guide.unconditional_row)
                 context = None
                 if m:
                     context_rows = context_latents.to(dtype).expand(guide.rows, *context_latents.shape[1:])
-                    context = motion_context(self.unet, context_rows, text_rows(start), *rows(start - m, m, context_known))
+                    context = motion_context(self.unet, context_rows, text_rows(start, guide),
+                                             *rows(start - m, m, context_known, guide))
                 noise = torch.randn((1, length, *latent_shape), generator=generator, dtype=torch.float32)
                 if shared is not None:
                     noise = mix_frame_noise(noise, shared, noise_share)
@@ -476,7 +509,8 @@ class MuseDancePipeline:
 
                 latents = self._denoise_clip(
                     guide, scheduler, noise.to(device), reference.latent if reference_start else None,
-                    (text_rows(start), *rows(start, length, True)), context, num_inference_steps, eta, generator, step_done,
+                    (text_rows(start, guide), *rows(start, length, True, guide)), context, num_inference_steps, eta,
+                    generator, step_done,
                 )
                 if m:
                     context_latents = latents[:, -m:] if length >= m else torch.cat([context_latents, latents], 1)[:, -m:]
