@@ -149,6 +149,27 @@ class MaskEncoderConfig:
 
 
 @dataclass
+class FlowAutoencoderConfig:
+    """DabFusion's latent flow auto-encoder (models/flow.py): encoder and decoder widths, the flow predictor's."""
+
+    block_out_channels: tuple[int, ...] = (32, 64, 128)  # the latent has the last width, at 1 / 2^(n-1) of the image
+    residual_blocks: int = 3  # after the encoder and before the decoder (Johnson et al. use 5)
+    flow_block_out_channels: tuple[int, ...] = (32, 64, 128, 256)  # the hourglass, one level per width
+    norm_num_groups: int = 8
+
+    def __post_init__(self) -> None:
+        self.block_out_channels = tuple(self.block_out_channels)
+        self.flow_block_out_channels = tuple(self.flow_block_out_channels)
+        if len(self.block_out_channels) < 2:
+            raise ValueError("FlowAutoencoderConfig: block_out_channels needs at least two widths (one downsampling).")
+
+    @property
+    def downscale(self) -> int:
+        """Pixels per latent cell along one side."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass
 class TextEncoderConfig:
     """transformers `CLIPTextConfig` arguments; the defaults are SD1.5's CLIP ViT-L/14 text tower."""
 
