@@ -170,6 +170,29 @@ class FlowAutoencoderConfig:
 
 
 @dataclass
+class FlowUNetConfig:
+    """DabFusion's flow denoiser (models/flow_unet.py): a UNet over the frames' flow and occlusion maps, with
+    MuseDance's music, beat and motion modules at every level."""
+
+    block_out_channels: tuple[int, ...] = (64, 128, 256)
+    layers_per_block: int = 1
+    norm_num_groups: int = 8
+    music_dim: int = 768  # width of the music tokens (the AST's)
+    beat_dim: int = 128
+    beat_window: int = 2
+    beat_phase_bins: int = 0
+    num_attention_heads: int = 4
+    max_seq_length: int = 64  # frames (context included) the temporal positions cover
+
+    def __post_init__(self) -> None:
+        self.block_out_channels = tuple(self.block_out_channels)
+        for width in self.block_out_channels:
+            if width % self.norm_num_groups or width % self.num_attention_heads:
+                raise ValueError(f"FlowUNetConfig: width {width} must divide by norm_num_groups "
+                                 f"({self.norm_num_groups}) and num_attention_heads ({self.num_attention_heads}).")
+
+
+@dataclass
 class TextEncoderConfig:
     """transformers `CLIPTextConfig` arguments; the defaults are SD1.5's CLIP ViT-L/14 text tower."""
 

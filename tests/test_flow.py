@@ -91,3 +91,60 @@ def test_the_flow_predictor_learns_the_motion_between_two_frames():
         loss.backward()
         optimizer.step()
     assert loss.item() < unmoved / 4, (loss.item(), unmoved)
+
+
+def _flow_unet():
+    from musedance_core.config import FlowUNetConfig
+    from musedance_core.models.flow_unet import FlowUNet
+
+    torch.manual_seed(0)
+    config = FlowUNetConfig(block_out_channels=(32, 64), music_dim=16, beat_dim=16, num_attention_heads=2)
+    return FlowUNet(config, latent_channels=32)
+
+
+def _clip_inputs(frames: int = 6):
+    from musedance_core.models.temporal import beat_windows
+
+    g = torch.Generator().manual_seed(1)
+    sample = torch.randn(2, frames, 3, 8, 8, generator=g)
+    latent = torch.randn(2, 32, 8, 8, generator=g)
+    music = torch.randn(2, frames, 4, 16, generator=g)
+    beats = beat_windows((torch.arange(frames) % 3 == 0).float()[None].expand(2, frames), 0, frames, 2)
+    return sample, latent, music, beats
+
+
+def test_the_flow_unet_starts_with_identity_temporal_modules_and_then_hears_the_music():
+    """Fresh, every frame is denoised on its own (music, beats and other frames change nothing: the temporal
+    modules' outputs are zero); once they are not, the music of a frame changes that frame's prediction."""
+    unet = _flow_unet().eval()
+    sample, latent, music, beats = _clip_inputs()
+    with torch.no_grad():
+        out = unet(sample, 500, latent, music, beats)
+        assert out.shape == sample.shape
+        assert torch.equal(out, unet(sample, 500, latent, torch.randn_like(music), beats))
+        assert torch.allclose(out[:, :3], unet(sample[:, :3], 500, latent, music[:, :3], beats[:, :3]), atol=1e-5)
+        for stack in unet.stacks():
+            for module in (stack.music, stack.beat, stack.motion):
+                torch.nn.init.normal_(module.proj_out.weight, std=0.02)
+        louder = music.clone()
+        louder[:, 2] += 1.0
+        moved = unet(sample, 500, latent, louder, beats) - unet(sample, 500, latent, music, beats)
+    assert moved[:, 2].abs().mean() > 1e-4
+
+
+def test_the_flow_unet_continues_from_a_motion_context():
+    """The hidden states that entered each motion module on earlier frames (return_motion_context) are attended
+    to by the next clip's frames; one entry per temporal stack."""
+    unet = _flow_unet().eval()
+    for stack in unet.stacks():
+        torch.nn.init.normal_(stack.motion.proj_out.weight, std=0.02)
+    sample, latent, music, beats = _clip_inputs()
+    with torch.no_grad():
+        _, entered = unet(sample, 500, latent, music, beats, return_motion_context=True)
+        last_two = [h.reshape(2, 6, *h.shape[1:])[:, -2:].flatten(0, 1) for h in entered]
+        alone = unet(sample[:, :4], 500, latent, music[:, :4], beats[:, :4])
+        continued = unet(sample[:, :4], 500, latent, music[:, :4], beats[:, :4], motion_context=last_two)
+    assert len(entered) == len(unet.stacks()) and continued.shape == alone.shape
+    assert not torch.allclose(continued, alone)
+    with pytest.raises(ValueError, match="a motion context holds"):
+        unet(sample, 500, latent, music, beats, motion_context=last_two[:-1])
