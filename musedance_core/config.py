@@ -305,6 +305,49 @@ class MuseDanceConfig:
         return cls.from_dict(json.loads(text))
 
 
+@dataclass
+class FlowDanceConfig:
+    """The flow family (DabFusion): the latent flow auto-encoder, the flow denoiser and how clips are made."""
+
+    autoencoder: FlowAutoencoderConfig = field(default_factory=FlowAutoencoderConfig)
+    unet: FlowUNetConfig = field(default_factory=FlowUNetConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    size: int = 128  # frames are square at this size for the auto-encoder (the paper's 128x128)
+    flow_scale: float = 10.0  # flows (normalised units, small) are multiplied by this for the diffusion
+    fps: float = 12.0
+    clip_length: int = 16  # K: frames generated per clip
+    motion_frames: int = 2  # M: earlier frames the motion modules see
+
+    def __post_init__(self) -> None:
+        if self.size % self.autoencoder.downscale:
+            raise ValueError(f"FlowDanceConfig: size {self.size} must be a multiple of the auto-encoder's "
+                             f"downscale {self.autoencoder.downscale}.")
+        if self.clip_length + self.motion_frames > self.unet.max_seq_length:
+            raise ValueError(f"FlowDanceConfig: clip_length + motion_frames = {self.clip_length + self.motion_frames} "
+                             f"exceeds unet.max_seq_length = {self.unet.max_seq_length}.")
+
+    @property
+    def latent_size(self) -> int:
+        return self.size // self.autoencoder.downscale
+
+    @classmethod
+    def tiny(cls) -> "FlowDanceConfig":
+        """A small flow model with the same structure, for tests."""
+        return cls(
+            autoencoder=FlowAutoencoderConfig(block_out_channels=(16, 32, 32), residual_blocks=1,
+                                              flow_block_out_channels=(16, 32, 32, 64)),
+            unet=FlowUNetConfig(block_out_channels=(32, 64), music_dim=32, beat_dim=16, num_attention_heads=2),
+            size=32, clip_length=8,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FlowDanceConfig":
+        return dataclass_from_dict(cls, json.loads(text), "FlowDanceConfig")
+
+
 @dataclass(frozen=True)
 class SamplerSettings:
     """Sampler settings a checkpoint recommends (its metadata carries them); the sampler node and the main job

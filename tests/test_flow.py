@@ -148,3 +148,66 @@ def test_the_flow_unet_continues_from_a_motion_context():
     assert not torch.allclose(continued, alone)
     with pytest.raises(ValueError, match="a motion context holds"):
         unet(sample, 500, latent, music, beats, motion_context=last_two[:-1])
+
+
+def _flow_pipeline():
+    from musedance_core.config import FlowDanceConfig
+    from musedance_core.sampling.flow_pipeline import FlowDancePipeline
+
+    return FlowDancePipeline.from_config(FlowDanceConfig.tiny())
+
+
+def test_the_flow_pipeline_keeps_the_references_resolution_and_makes_every_frame():
+    pipe = _flow_pipeline()
+    picture = torch.rand(96, 80, 3, generator=torch.Generator().manual_seed(0))
+    reference = pipe.encode_reference(picture)
+    clips = list(pipe.iter_clips(reference, torch.randn(20, 4, 32), (torch.arange(20) % 4 == 0).float(),
+                                 num_inference_steps=2, guidance_scale=2.0))
+    assert [c.shape for c in clips] == [(8, 96, 80, 3), (8, 96, 80, 3), (4, 96, 80, 3)]
+    assert all(torch.isfinite(c).all() and c.min() >= 0 and c.max() <= 1 for c in clips)
+    # No motion and nothing occluded is the reference itself, at its own resolution.
+    from musedance_core.sampling.flow_pipeline import flows_to_volume
+
+    still = flows_to_volume(torch.zeros(3, 2, 8, 8), torch.ones(3, 1, 8, 8), pipe.config.flow_scale)
+    assert torch.allclose(pipe.frames(reference, still), picture.expand(3, -1, -1, -1), atol=1e-5)
+
+
+def test_a_mask_keeps_everything_but_the_subject_as_in_the_reference():
+    pipe = _flow_pipeline()
+    picture = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(64, 64)
+    mask[:24] = 1  # the subject: the top rows
+    reference = pipe.encode_reference(picture, mask)
+    volume = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))  # any motion at all
+    frames = pipe.frames(reference, volume)
+    assert torch.allclose(frames[:, 40:], picture[40:].expand(4, -1, -1, -1), atol=1e-5)
+    assert not torch.allclose(frames[:, :16], picture[:16].expand(4, -1, -1, -1), atol=1e-3)
+
+
+def test_the_flow_pipeline_guides_continues_each_clip_from_the_last_and_can_be_stopped(monkeypatch):
+    """Guidance 2: two rows per call (zero music and unknown beats first); per clip one pass over the M frames
+    before it (the motion context: still frames for the first clip) and one pass per step."""
+    pipe = _flow_pipeline()
+    reference = pipe.encode_reference(torch.rand(32, 32, 3))
+    calls = []
+    forward = pipe.unet.forward
+    monkeypatch.setattr(pipe.unet, "forward", lambda sample, t, *a, **k: calls.append(
+        (tuple(sample.shape[:2]), k.get("motion_context") is not None)) or forward(sample, t, *a, **k))
+    music, beats = torch.randn(12, 4, 32), (torch.arange(12) % 4 == 0).float()
+    list(pipe.iter_clips(reference, music, beats, num_inference_steps=2, guidance_scale=2.0))
+    assert calls == [((2, 2), False), ((2, 8), True), ((2, 8), True), ((2, 2), False), ((2, 4), True), ((2, 4), True)]
+    calls.clear()
+    list(pipe.iter_clips(reference, music, beats, num_inference_steps=2, guidance_scale=1.0, motion_frames=0))
+    assert calls == [((1, 8), False)] * 2 + [((1, 4), False)] * 2
+
+    class Stop(Exception):
+        pass
+
+    def interrupt():
+        if len(calls) >= 3:
+            raise Stop
+
+    calls.clear()
+    with pytest.raises(Stop):
+        list(pipe.iter_clips(reference, music, beats, num_inference_steps=2, guidance_scale=1.0, interrupt=interrupt))
+    assert len(calls) == 3

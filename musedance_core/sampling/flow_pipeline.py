@@ -1,0 +1,188 @@
+"""Making a dance video with the flow family (DabFusion): flows generated from the music, the reference warped.
+
+For each clip of K frames: DDIM over the clip's flow-and-occlusion volume [K, 3, h, w] with the flow
+denoiser, conditioned on the reference's latent z_0 (the auto-encoder's encoder at `config.size`), the
+frames' music tokens and their beat ids, with classifier-free guidance against a row of zero music and
+unknown beats; then every frame is the reference moved by its flow: the reference's own pixels at its
+own resolution where the occlusion map says they are visible, the auto-encoder's decoded picture where
+they are not (`flow.compose`). Clips continue one another through a motion context: the motion modules
+of each clip attend to the hidden states of the M frames before it (for the first clip, M still frames:
+zero flow, nothing occluded, which is the reference itself), where DabFusion restarts from the last frame.
+A mask limits the motion to the subject: elsewhere the frames are the reference's pixels, exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
+from torch import nn
+
+from ..config import MAX_GUIDANCE, FlowDanceConfig
+from ..models.flow import LatentFlowAutoencoder, compose, limit_to_mask
+from ..models.flow_unet import FLOW_CHANNELS, FlowUNet
+from ..models.temporal import unknown_beats
+from .conditioning import eval_mode, frame_beats
+from .pipeline import clip_plan
+
+
+@dataclass
+class FlowReference:
+    """The reference as the flow family uses it: at full resolution, at the working size, its latent and mask."""
+
+    image: torch.Tensor  # [1, 3, H, W] in [-1, 1], the user's resolution
+    small: torch.Tensor  # [1, 3, S, S] in [-1, 1], config.size
+    latent: torch.Tensor  # z_0 [1, C_z, h, w]
+    mask: torch.Tensor | None  # [1, 1, H, W] in [0, 1]: where the subject is; None: everywhere
+
+
+def flows_to_volume(flow: torch.Tensor, occlusion: torch.Tensor, scale: float) -> torch.Tensor:
+    """(flow [..., 2, h, w], occlusion [..., 1, h, w]) -> the denoiser's [..., 3, h, w]: flow x scale, 2m - 1."""
+    return torch.cat([flow * scale, occlusion * 2 - 1], dim=-3)
+
+
+def volume_to_flows(volume: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return volume[..., :2, :, :] / scale, ((volume[..., 2:3, :, :] + 1) / 2).clamp(0, 1)
+
+
+class FlowDancePipeline:
+    """The auto-encoder, the flow denoiser and the schedule; `iter_clips` makes a video clip by clip."""
+
+    def __init__(self, config: FlowDanceConfig, autoencoder: LatentFlowAutoencoder, unet: FlowUNet) -> None:
+        self.config = config
+        self.autoencoder = autoencoder
+        self.unet = unet
+
+    @classmethod
+    def from_config(cls, config: FlowDanceConfig, seed: int = 0) -> "FlowDancePipeline":
+        """Random weights (seeded); the denoiser's temporal modules start as the identity."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            autoencoder = LatentFlowAutoencoder(config.autoencoder)
+            unet = FlowUNet(config.unet, latent_channels=config.autoencoder.block_out_channels[-1])
+        return cls(config, autoencoder.eval(), unet.eval())
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"autoencoder": self.autoencoder, "unet": self.unet}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def scheduler(self) -> DDIMScheduler:
+        from dataclasses import asdict
+
+        return DDIMScheduler(**asdict(self.config.scheduler), clip_sample=False, prediction_type="epsilon",
+                             set_alpha_to_one=False)
+
+    @torch.no_grad()
+    def encode_reference(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> FlowReference:
+        """image [H, W, 3] or [1, H, W, 3] in [0, 1] (any size: the video keeps it), mask [H, W] or [1, H, W]."""
+        pixels = image if image.ndim == 4 else image[None]
+        if pixels.ndim != 4 or pixels.shape[0] != 1 or pixels.shape[-1] != 3:
+            raise ValueError(f"the reference must be one RGB image [H, W, 3]; got {tuple(image.shape)}.")
+        full = pixels.permute(0, 3, 1, 2).float().to(self.device) * 2 - 1
+        size = self.config.size
+        small = F.interpolate(full, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        if mask is not None:
+            mask = (mask if mask.ndim == 3 else mask[None])[:, None].float().to(self.device)
+            if mask.shape[-2:] != full.shape[-2:]:
+                raise ValueError(f"the mask {tuple(mask.shape[-2:])} must have the image's size {tuple(full.shape[-2:])}.")
+        return FlowReference(full, small, self.autoencoder.encoder(small), mask)
+
+    @torch.no_grad()
+    def frames(self, reference: FlowReference, volume: torch.Tensor) -> torch.Tensor:
+        """The frames [F, H, W, 3] in [0, 1] (CPU) that a clip's volume [F, 3, h, w] makes of the reference."""
+        flow, occlusion = volume_to_flows(volume.float(), self.config.flow_scale)
+        if reference.mask is not None:
+            flow, occlusion = limit_to_mask(flow, occlusion, reference.mask.expand(flow.shape[0], -1, -1, -1))
+        latent = reference.latent.expand(flow.shape[0], -1, -1, -1)
+        decoded = self.autoencoder.animate(reference.small, flow, occlusion, latent=latent)
+        out = compose(reference.image.expand(flow.shape[0], -1, -1, -1), flow, occlusion, decoded)
+        return ((out + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+
+    @torch.no_grad()
+    def iter_clips(
+        self,
+        reference: FlowReference,
+        music_tokens: torch.Tensor,
+        beats: torch.Tensor,
+        *,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 2.0,
+        seed: int = 0,
+        clip_length: int | None = None,
+        motion_frames: int | None = None,
+        callback: Callable[[int, int], None] | None = None,
+        interrupt: Callable[[], None] | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield the video clip by clip, frames [K, H, W, 3] in [0, 1] at the reference's resolution.
+
+        music_tokens [F, L, d] (or FrameTokens), beats [F] of 0/1: one per frame of the video.
+        guidance_scale 1 disables guidance; callback(clip, step) after every step; interrupt() is called
+        between steps and clips and raises to stop.
+        """
+        k = self.config.clip_length if clip_length is None else clip_length
+        m = self.config.motion_frames if motion_frames is None else motion_frames
+        num_frames = int(beats.shape[0])
+        if music_tokens.shape[0] != num_frames:
+            raise ValueError(f"music_tokens describe {music_tokens.shape[0]} frames and beats {num_frames}; give both "
+                             "for the same frames.")
+        if not 1.0 <= float(guidance_scale) <= MAX_GUIDANCE:
+            raise ValueError(f"guidance_scale must be in [1, {MAX_GUIDANCE:g}], got {guidance_scale!r}.")
+        if not 1 <= k or k + m > self.config.unet.max_seq_length:
+            raise ValueError(f"clip_length {k} + motion_frames {m} must fit the denoiser's {self.config.unet.max_seq_length}.")
+        device, guided = self.device, guidance_scale > 1.0
+        rows = 2 if guided else 1
+        h = w = self.config.latent_size
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        scheduler = self.scheduler()
+        beat_vector = beats.reshape(1, num_frames).float().to(device)
+        latent = reference.latent.expand(rows, -1, -1, -1)
+
+        def conditions(start: int, length: int, known: bool = True):
+            if known:
+                tokens = (music_tokens[start : start + length] if isinstance(music_tokens, torch.Tensor)
+                          else music_tokens.frames(start, length))[None].float().to(device)
+                ids = frame_beats(self.config.unet, beat_vector, start, length)
+            else:  # frames at no time in the music: the still frames before the first clip
+                tokens = torch.zeros(1, length, *music_tokens.shape[-2:], device=device)
+                ids = unknown_beats(1, length, self.config.unet.beat_window, self.config.unet.beat_phase_bins, device)
+            if guided:  # row 0: no music and unknown beats
+                unknown = unknown_beats(1, length, self.config.unet.beat_window, self.config.unet.beat_phase_bins, device)
+                tokens, ids = torch.cat([torch.zeros_like(tokens), tokens]), torch.cat([unknown, ids])
+            return tokens, ids
+
+        still = flows_to_volume(torch.zeros(1, m, 2, h, w), torch.ones(1, m, 1, h, w), self.config.flow_scale)
+        context_volume, context_known, context_start = still.to(device), False, 0
+        _, todo = clip_plan(num_frames, k)
+        with eval_mode(self.unet):
+            for clip_index, (start, length) in enumerate(todo):
+                if interrupt is not None:
+                    interrupt()
+                context = None
+                if m:
+                    tokens, ids = conditions(context_start, m, context_known)
+                    _, context = self.unet(context_volume.expand(rows, -1, -1, -1, -1), 0, latent, tokens, ids,
+                                           return_motion_context=True)
+                tokens, ids = conditions(start, length)
+                scheduler.set_timesteps(num_inference_steps, device=device)
+                volume = torch.randn((1, length, FLOW_CHANNELS, h, w), generator=generator).to(device)
+                for step, t in enumerate(scheduler.timesteps):
+                    model_in = volume.expand(rows, -1, -1, -1, -1)
+                    eps = self.unet(model_in, t, latent, tokens, ids, motion_context=context)
+                    if guided:
+                        eps = eps[:1] + guidance_scale * (eps[1:] - eps[:1])
+                    volume = scheduler.step(eps, t, volume).prev_sample
+                    if callback is not None:
+                        callback(clip_index, step)
+                    if interrupt is not None:
+                        interrupt()
+                if m:
+                    joined = torch.cat([context_volume, volume], dim=1)[:, -m:]
+                    context_volume, context_known = joined, length >= m
+                    context_start = start + length - m
+                yield self.frames(reference, volume[0])
