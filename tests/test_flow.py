@@ -211,3 +211,37 @@ def test_the_flow_pipeline_guides_continues_each_clip_from_the_last_and_can_be_s
     with pytest.raises(Stop):
         list(pipe.iter_clips(reference, music, beats, num_inference_steps=2, guidance_scale=1.0, interrupt=interrupt))
     assert len(calls) == 3
+
+
+def test_a_flow_checkpoint_round_trips_and_each_family_refuses_the_others_files(tmp_path):
+    from safetensors import safe_open
+
+    from musedance_core.loading.checkpoint import read_checkpoint_info
+    from musedance_core.loading.flow_checkpoint import load_flow_pipeline, save_flow_checkpoint
+    from musedance_core.loading.formats import musedance_checkpoint_problem
+    from musedance_core.loading.weights import WeightsFileError
+    from tiny_files import write_tiny_musedance
+
+    pipe = _flow_pipeline()
+    path = save_flow_checkpoint(tmp_path / "flow.safetensors", pipe, training_size=(32, 32))
+    loaded = load_flow_pipeline(path)
+    assert loaded.config == pipe.config and loaded.training_size == (32, 32)
+    reference = torch.rand(40, 40, 3, generator=torch.Generator().manual_seed(0))
+    music, beats = torch.randn(10, 4, 32), (torch.arange(10) % 4 == 0).float()
+    made = [torch.cat(list(p.iter_clips(p.encode_reference(reference), music, beats, num_inference_steps=2)))
+            for p in (pipe, loaded)]
+    assert torch.equal(made[0], made[1])
+    half = load_flow_pipeline(save_flow_checkpoint(tmp_path / "half.safetensors", pipe, dtype=torch.float16),
+                              dtype="fp32")
+    assert next(half.unet.parameters()).dtype == torch.float32
+
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata()["family"] == "flow"
+    with pytest.raises(WeightsFileError, match="holds the 'flow' model family, not MuseDance"):
+        read_checkpoint_info(path)
+    assert "'flow' model family" in musedance_checkpoint_problem(path)
+    musedance = write_tiny_musedance(tmp_path / "musedance.safetensors")
+    with safe_open(str(musedance), "pt") as f:
+        assert f.metadata()["family"] == "musedance"
+    with pytest.raises(WeightsFileError, match="not a flow-family checkpoint"):
+        load_flow_pipeline(musedance)

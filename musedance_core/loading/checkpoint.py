@@ -7,7 +7,8 @@ Tensors are named `<component>.<parameter>` with the components
 A stage-2 file may hold only the temporal part of the UNet: component `unet.temporal`, tensors still
 named `unet.<parameter>`, and it loads on top of a base that provides the rest.
 
-The safetensors metadata (strings) holds `format` = "musedance", `format_version`, `config` (the
+The safetensors metadata (strings) holds `format` = "musedance", `family` = "musedance" (the other family,
+"flow", is loading/flow_checkpoint.py's; files without it are MuseDance's), `format_version`, `config` (the
 `MuseDanceConfig` as JSON), `components` (JSON list), `dtype` (storage precision), optionally `sampler`
 (the `SamplerSettings` the model is best sampled with, as JSON), `training_size` (the frames it was trained
 on, {"height": H, "width": W}) and, for a self-contained file, the CLIP tokenizer's files as
@@ -33,7 +34,7 @@ from ..config import MuseDanceConfig, SamplerSettings
 from ..models.text_encoder import match_text_encoder_names
 from ..models.unet import is_temporal_parameter
 from ..sampling.conditioning import DTYPES
-from .formats import CHECKPOINT_FORMAT, SAFETENSORS_SUFFIXES
+from .formats import CHECKPOINT_FORMAT, FAMILY_KEY, MUSEDANCE_FAMILY, SAFETENSORS_SUFFIXES, checkpoint_family
 from .weights import WeightsFileError, WeightsMapping, open_weights
 
 FORMAT_NAME = CHECKPOINT_FORMAT
@@ -42,7 +43,7 @@ COMPONENTS = ("unet", "reference_net", "mask_encoder", "vae", "text_encoder")
 TEMPORAL_ONLY = "unet.temporal"
 TOKENIZER_KEY = "tokenizer/"
 TRAINING_SIZE = "training_size"
-_RESERVED = {"format", "format_version", "config", "components", "dtype", "sampler", TRAINING_SIZE}
+_RESERVED = {"format", "format_version", "config", "components", "dtype", "sampler", TRAINING_SIZE, FAMILY_KEY}
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
@@ -110,6 +111,7 @@ def save_checkpoint(
         raise ValueError(f"metadata names {sorted(clash)} are reserved by the checkpoint format.")
     meta.update(
         format=FORMAT_NAME,
+        family=MUSEDANCE_FAMILY,
         format_version=str(FORMAT_VERSION),
         config=config.to_json(),
         components=json.dumps([TEMPORAL_ONLY] if temporal_only else sorted(modules)),
@@ -151,6 +153,10 @@ def read_checkpoint_info(weights: WeightsMapping | str | Path) -> CheckpointInfo
             f"{name} is not a MuseDance checkpoint (its metadata has no format={FORMAT_NAME!r}). An SD1.5 "
             "checkpoint goes in models/checkpoints and an AnimateDiff motion module in models/animatediff_models."
         )
+    family = checkpoint_family(meta)
+    if family != MUSEDANCE_FAMILY:
+        raise WeightsFileError(f"{name} holds the {family!r} model family, not MuseDance; load it with "
+                               "musedance_core.loading.flow_checkpoint.load_flow_pipeline.")
     try:
         version = int(meta.get("format_version", ""))
     except ValueError as err:

@@ -4,7 +4,15 @@ SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 WEIGHT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
-CHECKPOINT_FORMAT = "musedance"  # a MuseDance checkpoint's metadata holds format=musedance (loading/checkpoint.py)  # CLIP's BPE tokenizer (musedance_core.models.text_encoder)
+CHECKPOINT_FORMAT = "musedance"  # a MuseDance checkpoint's metadata holds format=musedance (loading/checkpoint.py)
+# The model family a checkpoint holds, in its metadata's "family" (files written before it was named: "musedance").
+FAMILY_KEY = "family"
+MUSEDANCE_FAMILY, FLOW_FAMILY = "musedance", "flow"  # MuseDance; DabFusion's flow family (loading/flow_checkpoint.py)
+
+
+def checkpoint_family(metadata: dict | None) -> str:
+    """The family a checkpoint's metadata names."""
+    return (metadata or {}).get(FAMILY_KEY, MUSEDANCE_FAMILY)
 
 _HEADER_LIMIT = 100 * 1024 * 1024  # the safetensors library's own limit on a header's size
 
@@ -71,4 +79,8 @@ def musedance_checkpoint_problem(path) -> str | None:
         return (f"{os.path.basename(path)} is not a MuseDance checkpoint (its metadata has no "
                 f"format={CHECKPOINT_FORMAT!r}). An SD1.5 checkpoint goes in models/checkpoints and an AnimateDiff "
                 "motion module in models/animatediff_models.")
+    family = checkpoint_family(header.get("__metadata__"))
+    if family != MUSEDANCE_FAMILY:
+        return (f"{os.path.basename(path)} is a checkpoint of the {family!r} model family (DabFusion's flow model), "
+                "which Load MuseDance Model does not load; it loads MuseDance checkpoints.")
     return None

@@ -69,7 +69,7 @@ class FlowUNet(nn.Module):
                 previous = width
                 skips.append(width)
             last = level == len(widths) - 1
-            self.downsamplers.append(nn.Identity() if last else Downsample2D(width, use_conv=True, padding=1))
+            self.downsamplers.append(nn.Identity() if last else Downsample2D(width, use_conv=True, padding=1, name="op"))
             if not last:
                 skips.append(width)
         self.mid = resnet(widths[-1], widths[-1])

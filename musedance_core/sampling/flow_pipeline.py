@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from torch import nn
 
-from ..config import MAX_GUIDANCE, FlowDanceConfig
+from ..config import MAX_GUIDANCE, FlowDanceConfig, SamplerSettings
 from ..models.flow import LatentFlowAutoencoder, compose, limit_to_mask
 from ..models.flow_unet import FLOW_CHANNELS, FlowUNet
 from ..models.temporal import unknown_beats
@@ -55,6 +55,8 @@ class FlowDancePipeline:
         self.config = config
         self.autoencoder = autoencoder
         self.unet = unet
+        self.recommended = SamplerSettings()  # a checkpoint's own come with load_flow_pipeline
+        self.training_size: tuple[int, int] | None = None
 
     @classmethod
     def from_config(cls, config: FlowDanceConfig, seed: int = 0) -> "FlowDancePipeline":
