@@ -8,6 +8,7 @@ values (section 4.2) are in trainer/configs/stage1.yaml and stage2.yaml.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ class ModelConfig:
     # Stage 2: the beat encoding to train (musedance_core.config.UNetConfig.beat_phase_bins); when it
     # differs from the base's, the beat encoder is built afresh with it. None keeps the base's.
     beat_phase_bins: int | None = None
+    # "musedance", or "flow": DabFusion's flow family (trainer/flow_stages.py; stage 1 the latent flow
+    # auto-encoder on frame pairs, stage 2 the flow denoiser on clips with the auto-encoder frozen).
+    family: str = "musedance"
+    # Flow family, stage 1 without a base: the model to build, FlowDanceConfig fields (None: its defaults).
+    flow: dict | None = None
 
 
 @dataclass
@@ -140,8 +146,35 @@ class TrainConfig:
             raise ValueError(f"model.beat_phase_bins is for stage 2 (the beat encoder trains there) and must be an "
                              f"integer from 0 (the paper's beat tokens) to {MAX_BEAT_PHASE_BINS}, got {bins!r} in "
                              f"stage {self.stage}.")
-        if self.model.base is None:
+        if self.model.family == "flow":
+            self._check_flow()
+        elif self.model.family != "musedance":
+            raise ValueError(f"model.family must be 'musedance' or 'flow', got {self.model.family!r}.")
+        elif self.model.flow is not None:
+            raise ValueError("model.flow configures the flow family; set model.family: flow, or remove it.")
+        elif self.model.base is None:
             raise ValueError("model.base is required: an SD1.5 checkpoint (stage 1) or the stage-1 MuseDance export (stage 2).")
+
+    def _check_flow(self) -> None:
+        from musedance_core.config import FlowDanceConfig
+
+        if self.model.flow is not None:
+            if self.model.base is not None or self.stage != 1:
+                raise ValueError("model.flow builds a fresh flow model for stage 1; stage 2 (and a stage 1 that goes "
+                                 "on from a file) takes model.base, a flow checkpoint.")
+            FlowDanceConfig.from_json(json.dumps(self.model.flow))  # checked now, not at the first step
+        elif self.stage == 2 and self.model.base is None:
+            raise ValueError("model.base is required for the flow family's stage 2: the stage-1 flow export.")
+        unsupported = {"model.motion_module": self.model.motion_module, "model.tokenizer": self.model.tokenizer,
+                       "model.beat_phase_bins": self.model.beat_phase_bins,
+                       "train.beat_drop_rate": self.train.beat_drop_rate or None,
+                       "train.motion_loss_weight": self.train.motion_loss_weight or None,
+                       "export.temporal_only": self.export.temporal_only or None,
+                       "train.gradient_checkpointing": self.train.gradient_checkpointing or None}
+        given = sorted(name for name, value in unsupported.items() if value is not None)
+        if given or sorted(self.train.temporal_modules) != ["beat", "motion", "music"]:
+            raise ValueError(f"the flow family does not take {given or ['train.temporal_modules']}: they are "
+                             "MuseDance's options; remove them.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -195,6 +195,10 @@ class StageModel(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def after_micro_step(self) -> None:
+        """Empty the reference bank, which a batch fills for its backward pass."""
+        self.bank.clear()
+
     def train(self, mode: bool = True) -> "StageModel":
         """Dropout only where parameters learn: stage 1 everything but the temporal modules, stage 2 only those."""
         super().train(False)

@@ -59,6 +59,29 @@ class Trainer:
         )
         acc = self.accelerator
         torch.manual_seed(run.seed)  # model init of parts no file provides; dropout draws follow
+        model = self._build_model()
+        model.train()
+        params = model.trainable_parameters()
+        self.optimizer = torch.optim.Adam(params, lr=config.optim.lr, betas=config.optim.betas, eps=config.optim.eps,
+                                          weight_decay=config.optim.weight_decay)
+        warmup = config.optim.warmup_steps
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+        )
+        self.model, self.optimizer = acc.prepare(model, self.optimizer)
+        # Not `prepare`d: Accelerate would step it once per process; it is stepped once per optimiser step.
+        acc.register_for_checkpointing(self.lr_scheduler)
+        self.ema = None
+        if run.ema.enabled:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = EMAModel(params, decay=run.ema.decay)
+            acc.register_for_checkpointing(self.ema)
+        self.step = 0
+
+    def _build_model(self) -> nn.Module:
+        """Load the pipeline (self.pipe), set the clip length and context, and return the stage's trained module."""
+        config, run, acc = self.config, self.config.train, self.accelerator
         self.pipe = load_pipeline(
             base=config.model.base, motion_module=config.model.motion_module, tokenizer=config.model.tokenizer,
             device=acc.device, seed=run.seed,
@@ -83,25 +106,8 @@ class Trainer:
             model.unet.gradient_checkpointing = True
             if config.stage == 1:
                 model.reference_net.enable_gradient_checkpointing()
-        model.train()
-        params = model.trainable_parameters()
-        self.optimizer = torch.optim.Adam(params, lr=config.optim.lr, betas=config.optim.betas, eps=config.optim.eps,
-                                          weight_decay=config.optim.weight_decay)
-        warmup = config.optim.warmup_steps
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
-        )
-        self.model, self.optimizer = acc.prepare(model, self.optimizer)
-        # Not `prepare`d: Accelerate would step it once per process; it is stepped once per optimiser step.
-        acc.register_for_checkpointing(self.lr_scheduler)
-        self.ema = None
-        if run.ema.enabled:
-            from diffusers.training_utils import EMAModel
-
-            self.ema = EMAModel(params, decay=run.ema.decay)
-            acc.register_for_checkpointing(self.ema)
         self._text_cache: dict[str, torch.Tensor] = {}
-        self.step = 0
+        return model
 
     # -- data ----------------------------------------------------------------------------------
     def rows(self, step: int, batch_size: int, first_row: int) -> list[Row]:
@@ -195,7 +201,7 @@ class Trainer:
                         acc.clip_grad_norm_(self.model.parameters(), self.config.optim.max_grad_norm)
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
-                self._unwrapped.bank.clear()
+                self._unwrapped.after_micro_step()
                 losses.append(loss.detach())
             self.lr_scheduler.step()
             if self.ema is not None:
@@ -230,7 +236,7 @@ class Trainer:
         try:
             return float(model(self.batch(rows)))
         finally:
-            model.bank.clear()
+            model.after_micro_step()
             model.train(True)
 
     # -- checkpoints ---------------------------------------------------------------------------
@@ -291,7 +297,7 @@ class Trainer:
 
     # -- export --------------------------------------------------------------------------------
     def export(self, folder: str | Path | None = None) -> Path | None:
-        """Write the model as a MuseDance checkpoint (EMA weights when EMA is on); main process only."""
+        """Write the model as a checkpoint of its family (EMA weights when EMA is on); main process only."""
         acc, cfg = self.accelerator, self.config
         acc.wait_for_everyone()
         if not acc.is_main_process:
@@ -304,22 +310,26 @@ class Trainer:
             self.ema.store(params)
             self.ema.copy_to(params)
         try:
-            if cfg.export.temporal_only:
-                modules: dict[str, nn.Module] = {"unet": model.unet}
-            else:
-                modules = self.pipe.modules()
-            save_checkpoint(
-                path, self.pipe.config, modules, temporal_only=cfg.export.temporal_only,
-                dtype=DTYPES[cfg.export.dtype],
-                tokenizer_files=None if cfg.export.temporal_only else self._tokenizer_files(),
-                metadata={"training_stage": str(cfg.stage), "training_step": str(self.step)},
-                sampler=None if cfg.export.sampler is None else SamplerSettings(**cfg.export.sampler),
-                training_size=cfg.data.resolution,
-            )
+            self._write_export(path, model)
         finally:
             if self.ema is not None:
                 self.ema.restore(params)
         return path
+
+    def _write_export(self, path: Path, model: nn.Module) -> None:
+        cfg = self.config
+        if cfg.export.temporal_only:
+            modules: dict[str, nn.Module] = {"unet": model.unet}
+        else:
+            modules = self.pipe.modules()
+        save_checkpoint(
+            path, self.pipe.config, modules, temporal_only=cfg.export.temporal_only,
+            dtype=DTYPES[cfg.export.dtype],
+            tokenizer_files=None if cfg.export.temporal_only else self._tokenizer_files(),
+            metadata={"training_stage": str(cfg.stage), "training_step": str(self.step)},
+            sampler=None if cfg.export.sampler is None else SamplerSettings(**cfg.export.sampler),
+            training_size=cfg.data.resolution,
+        )
 
     def _tokenizer_files(self) -> dict[str, str] | None:
         if self.config.model.tokenizer:
@@ -379,7 +389,16 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(args.config, overrides)
     if not config.data.path:
         parser.error("no data: give --data PREPARED_DIR or data.path in the config")
-    Trainer(config, open_dataset(config.data.path)).train(resume=args.resume)
+    trainer_class(config)(config, open_dataset(config.data.path)).train(resume=args.resume)
+
+
+def trainer_class(config: TrainConfig) -> type[Trainer]:
+    """The Trainer of the config's model family."""
+    if config.model.family == "flow":
+        from .flow_stages import FlowTrainer
+
+        return FlowTrainer
+    return Trainer
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""The flow family's two training stages on the tiny flow model, with MuseDance's trainer: learning, freezing,
+exact resume, export, and the options the family refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from musedance_core.loading.flow_checkpoint import load_flow_pipeline
+from test_trainer import make_clips
+from trainer.config import load_config
+from trainer.flow_stages import FlowTrainer
+from trainer.train import Trainer, trainer_class
+
+CONFIGS = Path(__file__).resolve().parents[1] / "trainer" / "configs"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate(fresh_accelerate):
+    """Every Trainer of a test starts from a clean Accelerate state (tests/conftest.py)."""
+
+
+def flow_config(stage: int, output: Path, base: Path | None = None, **train):
+    overrides = {"output": str(output), **{f"train.{k}": v for k, v in train.items()}}
+    if base is not None:
+        overrides["model.base"] = str(base)
+    return load_config(CONFIGS / f"tiny_flow_stage{stage}.yaml", overrides)
+
+
+@pytest.fixture(scope="module")
+def stage1_export(tmp_path_factory) -> Path:
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    trainer = FlowTrainer(flow_config(1, tmp_path_factory.mktemp("flow_s1"), steps=10, checkpoint_every=100),
+                          make_clips())
+    trainer.train()
+    return trainer.export()
+
+
+def test_the_family_picks_the_trainer_and_its_options_are_checked(tmp_path):
+    assert trainer_class(flow_config(1, tmp_path)) is FlowTrainer
+    assert trainer_class(load_config(CONFIGS / "tiny_stage1.yaml", {"model.base": "x"})) is Trainer
+    with pytest.raises(ValueError, match="model.base is required for the flow family's stage 2"):
+        flow_config(2, tmp_path)
+    with pytest.raises(ValueError, match=r"does not take \['train.beat_drop_rate'\]"):
+        flow_config(2, tmp_path, base=tmp_path / "x.safetensors", beat_drop_rate=0.2)
+    with pytest.raises(ValueError, match="model.flow configures the flow family"):
+        load_config(CONFIGS / "tiny_stage1.yaml", {"model.base": "x", "model.flow": {}})
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_config(CONFIGS / "tiny_flow_stage1.yaml", {"model.flow.sise": 32})
+    with pytest.raises(ValueError, match="the flow model works at 32x32; data.resolution is"):
+        FlowTrainer(load_config(CONFIGS / "tiny_flow_stage1.yaml", {"output": str(tmp_path), "data.resolution": [64, 64]}),
+                    make_clips())
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_loss_falls(stage, stage1_export, tmp_path):
+    trainer = FlowTrainer(flow_config(stage, tmp_path, base=stage1_export if stage == 2 else None), make_clips())
+    rows = trainer.rows(step=10**6, batch_size=4, first_row=0)
+    before = trainer.eval_loss(rows)
+    trainer.train()
+    after = trainer.eval_loss(rows)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_each_stage_trains_its_part_and_leaves_the_other_bit_identical(stage1_export, tmp_path):
+    before = load_flow_pipeline(stage1_export)
+    trainer = FlowTrainer(flow_config(2, tmp_path / "s2", base=stage1_export, steps=3, checkpoint_every=100),
+                          make_clips())
+    trainer.train()
+    for name, p in before.autoencoder.state_dict().items():
+        assert torch.equal(p, trainer.pipe.autoencoder.state_dict()[name]), f"autoencoder.{name} changed in stage 2"
+    unet = trainer.pipe.unet.state_dict()
+    assert sum(not torch.equal(p, unet[n]) for n, p in before.unet.state_dict().items()) > 0.5 * len(unet)
+
+    fresh = FlowTrainer(flow_config(1, tmp_path / "s1", steps=2, checkpoint_every=100), make_clips())
+    unet_before = {n: p.clone() for n, p in fresh.pipe.unet.state_dict().items()}
+    fresh.train()
+    assert all(torch.equal(p, fresh.pipe.unet.state_dict()[n]) for n, p in unet_before.items())
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_resume_is_exact(stage, stage1_export, tmp_path):
+    base = stage1_export if stage == 2 else None
+    clips, steps = make_clips(), 6
+    straight = FlowTrainer(flow_config(stage, tmp_path / "a", base, steps=steps, checkpoint_every=3), clips)
+    straight.train()
+    expected = load_file(str(straight.export()))
+    del straight
+    first = FlowTrainer(flow_config(stage, tmp_path / "b", base, steps=steps // 2, checkpoint_every=3), clips)
+    first.train()
+    del first
+    second = FlowTrainer(flow_config(stage, tmp_path / "b", base, steps=steps, checkpoint_every=3), clips)
+    second.train(resume=True)
+    assert second.step == steps
+    got = load_file(str(second.export()))
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+
+
+def test_the_export_loads_and_generates(stage1_export, tmp_path):
+    trainer = FlowTrainer(flow_config(2, tmp_path, base=stage1_export, steps=2, checkpoint_every=100), make_clips())
+    trainer.train()
+    pipe = load_flow_pipeline(trainer.export())
+    assert pipe.training_size == (32, 32)
+    reference = pipe.encode_reference(torch.rand(48, 48, 3))
+    frames = torch.cat(list(pipe.iter_clips(reference, torch.randn(10, 3, 32), (torch.arange(10) % 4 == 0).float(),
+                                            num_inference_steps=2)))
+    assert frames.shape == (10, 48, 48, 3) and torch.isfinite(frames).all()
