@@ -109,6 +109,8 @@ class ReferenceNetEncode:
             mask = framing.apply(mask if mask.ndim == 3 else mask[None])[0]
         pipe = model.pipeline
         comfy.throw_if_interrupted()
+        if is_flow(model):
+            return self._encode_flow(model, framed, mask, prompt, height, width)
         device = model.load()
         try:
             with torch.no_grad():
@@ -132,6 +134,31 @@ class ReferenceNetEncode:
                              f"this end was left out: \"{cut}\". Shorten it, or put what matters first.")
                 log.warning("MuseDance: %s", notes[-1])
         return {"ui": {"text": notes}, "result": (reference, framed)}
+
+    @staticmethod
+    def _encode_flow(model: MuseDanceModel, framed: torch.Tensor, mask: torch.Tensor | None, prompt: str,
+                     height: int, width: int) -> dict:
+        """The flow family's reference: the framed picture at its size (the video keeps it) and its latent."""
+        pipe = model.pipeline
+        device = model.load()
+        try:
+            encoding = pipe.encode_reference(framed[0].to(device), None if mask is None else mask.to(device))
+        finally:
+            model.done()
+        notes = []
+        if prompt.strip():
+            notes.append("The flow-family model follows the music alone: the prompt is not used.")
+        if size_note := pipe.size_note(height, width) if hasattr(pipe, "size_note") else None:
+            notes.append(f"Size: {size_note}")
+        reference = MuseDanceReference(model, encoding.to("cpu"), None, None, framed)
+        return {"ui": {"text": notes}, "result": (reference, framed)}
+
+
+def is_flow(model: MuseDanceModel) -> bool:
+    """Whether the model is of the flow family (DabFusion) rather than MuseDance."""
+    from ..musedance_core.sampling.flow_pipeline import FlowDancePipeline
+
+    return isinstance(model.pipeline, FlowDancePipeline)
 
 
 class MuseDanceSampler:
@@ -223,7 +250,7 @@ class MuseDanceSampler:
             video[done : done + clip.shape[0]] = clip
             done += clip.shape[0]
         result = (video, job.audio(0, job.frames), job.span.fps)
-        return {"ui": {"text": [f"sampler: {job.settings.describe()}", *job.notes]}, "result": result}
+        return {"ui": {"text": [f"sampler: {job.describe()}", *job.notes]}, "result": result}
 
 
 def image_limit_problem(frames: int, height: int, width: int) -> str | None:
@@ -274,6 +301,10 @@ class Generation:
         self.model, self.reference, self.music, self.beats = model, reference, music, beats
         self.seed, self.eta, self.motion_frames = seed, eta, motion_frames
         self.clip_length = clip_length or model.pipeline.config.clip_length
+        self.flow = is_flow(model)
+        if self.flow and schedule is not None:
+            raise ValueError("Motion Schedule sets prompts, and the flow-family model follows the music alone: "
+                             "disconnect the schedule, or load a MuseDance model.")
         from ..musedance_core.sampling.guidance import guidance_rows
 
         self.guidance_schedule = [(first, chosen) for first, chosen in guidance_schedule(schedule) if first < self.frames]
@@ -282,17 +313,21 @@ class Generation:
             scales = (chosen.get("guidance_scale", self.settings.guidance_scale),
                       chosen.get("beat_guidance_scale", self.settings.beat_guidance_scale))
             rows = max(rows, 1 + sum(guidance_rows(*scales)))
+        if self.flow:  # a conditional row, and an unconditional one with guidance; no beat row
+            rows = 2 if self.settings.guidance_scale > 1 else 1
         self.memory = job_from_run(model, reference, self.frames, self.clip_length, rows, holds_every_frame,
                                    span.duration)
         if problem := self.memory.problem():
             raise ValueError(problem[0].upper() + problem[1:])
-        pairs = text_schedule(schedule, model, span, reference.text_embeds)
+        pairs = [] if self.flow else text_schedule(schedule, model, span, reference.text_embeds)
         self.text_schedule = [(first, text) for first, text in pairs if first < self.frames]
         if clip_ends not in CLIP_ENDS:
             raise ValueError(f"clip_ends must be one of {CLIP_ENDS}, got {clip_ends!r}.")
         self.bars: list[int] = []
         self.notes: list[str] = []
-        if clip_ends == CLIP_ENDS[1]:
+        if clip_ends == CLIP_ENDS[1] and self.flow:
+            self.notes.append(f"The flow-family model makes clips of {self.clip_length} frames: clip_ends is not used.")
+        elif clip_ends == CLIP_ENDS[1]:
             if beats.downbeats is not None:
                 self.bars = [int(f) for f in torch.nonzero(beats.downbeats[: self.frames]).flatten()]
             if not self.bars:
@@ -305,6 +340,9 @@ class Generation:
         From start_frame on, with a continued video's last frames as context_frames (see iter_clips)."""
         from ..musedance_core.sampling.pipeline import clip_plan
 
+        if self.flow:
+            yield from self._flow_clips(start_frame)
+            return
         pipe, settings = self.model.pipeline, self.settings
         cuts = [first for first, _ in self.text_schedule] + [first for first, _ in self.guidance_schedule]
         done, todo = clip_plan(self.frames, self.clip_length, cuts, start_frame, bars=self.bars)
@@ -334,6 +372,36 @@ class Generation:
             )
         finally:
             self.model.done()
+
+    def _flow_clips(self, start_frame: int):
+        """The flow family's clips (DabFusion), with progress and Cancel as MuseDance's."""
+        if start_frame:
+            raise ValueError("continuing a video is not available for the flow-family model; render it anew.")
+        pipe, settings = self.model.pipeline, self.settings
+        clips = -(-self.frames // self.clip_length)
+        progress = comfy.Progress(clips * settings.steps)
+
+        def on_step(clip: int, step: int) -> None:
+            progress.set(clip * settings.steps + step + 1)
+            comfy.throw_if_interrupted()
+
+        comfy.throw_if_interrupted()
+        self.model.load()
+        try:
+            yield from pipe.iter_clips(
+                self.reference.encoding, self.music.tokens[: self.frames], self.beats.vector[: self.frames].float(),
+                num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale, seed=self.seed,
+                clip_length=self.clip_length, motion_frames=self.motion_frames, callback=on_step,
+                interrupt=comfy.check_interrupt,
+            )
+        finally:
+            self.model.done()
+
+    def describe(self) -> str:
+        """The settings the sampler used, as shown on the node."""
+        if self.flow:
+            return f"flow family: steps {self.settings.steps}, guidance {self.settings.guidance_scale:g}"
+        return self.settings.describe()
 
     def audio(self, first: int, count: int) -> dict:
         """The music of frames first..first+count-1 as ComfyUI AUDIO (first item of the batch)."""

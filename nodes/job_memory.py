@@ -39,7 +39,7 @@ DTYPE_SIZES = {"fp32": 4, "fp16": 2, "bf16": 2}
 class JobSize:
     """What decides a generation's memory; frames and song_seconds None where not known yet."""
 
-    config: MuseDanceConfig
+    config: MuseDanceConfig  # or a FlowDanceConfig, for the flow family
     height: int
     width: int
     rows: int
@@ -51,9 +51,13 @@ class JobSize:
     song_seconds: float | None = None
 
     def estimate(self) -> MemoryEstimate:
-        estimate = sampling_memory(self.config, height=self.height, width=self.width, rows=self.rows,
-                                   clip_length=self.clip_length, element_size=self.element_size,
-                                   on_cpu=self.device.type == "cpu")
+        from ..musedance_core.config import FlowDanceConfig
+        from ..musedance_core.sampling.memory import flow_sampling_memory
+
+        family = flow_sampling_memory if isinstance(self.config, FlowDanceConfig) else sampling_memory
+        estimate = family(self.config, height=self.height, width=self.width, rows=self.rows,
+                          clip_length=self.clip_length, element_size=self.element_size,
+                          on_cpu=self.device.type == "cpu")
         if self.holds_every_frame and self.frames is not None:
             estimate.add(f"{self.frames} frames held as one IMAGE",
                          held_frames_bytes(self.frames, self.height, self.width), HOST)
@@ -162,6 +166,8 @@ def job_from_prompt(prompt: dict, node_id: str) -> JobSize | None:
     clip_length = clip_length if isinstance(clip_length, int) and clip_length > 0 else config.clip_length
     frames, song_seconds = _frames(prompt, inputs)
     rows = settings_rows(recommended, guidance, beat_guidance)
+    if not isinstance(config, MuseDanceConfig):  # the flow family: a conditional row, and one more with guidance
+        rows = 2 if (guidance or recommended.guidance_scale) > 1 else 1
     schedule = _source(prompt, inputs.get("schedule"), "MuseDanceSchedule")
     if schedule is not None and isinstance(schedule.get("schedule"), str):
         rows = max([rows, *_schedule_rows(schedule["schedule"], recommended, guidance, beat_guidance)])
@@ -215,7 +221,9 @@ def _constant(prompt: dict, inputs: dict, name: str, default=None):
 
 def _model_header(loader: dict) -> tuple[MuseDanceConfig, SamplerSettings] | None:
     """(configuration, recommended settings) from the chosen checkpoint's header; SD1.5's for a base alone."""
+    from ..musedance_core.config import FlowDanceConfig
     from ..musedance_core.loading.checkpoint import read_checkpoint_info
+    from ..musedance_core.loading.formats import FLOW_FAMILY, checkpoint_family, safetensors_header
     from .model import NONE, resolve_files
 
     checkpoint = loader.get("checkpoint")
@@ -224,8 +232,12 @@ def _model_header(loader: dict) -> tuple[MuseDanceConfig, SamplerSettings] | Non
     if checkpoint == NONE:
         return MuseDanceConfig.sd15(), SamplerSettings()
     try:
-        info = read_checkpoint_info(resolve_files(checkpoint=checkpoint, base_checkpoint=NONE,
-                                                  motion_module=NONE)["checkpoint"])
+        path = resolve_files(checkpoint=checkpoint, base_checkpoint=NONE, motion_module=NONE)["checkpoint"]
+        meta = safetensors_header(path).get("__metadata__") or {}
+        if checkpoint_family(meta) == FLOW_FAMILY:
+            sampler = SamplerSettings.from_json(meta["sampler"]) if "sampler" in meta else SamplerSettings()
+            return FlowDanceConfig.from_json(meta["config"]), sampler
+        info = read_checkpoint_info(path)
     except Exception:  # noqa: BLE001 - a bad file is Load MuseDance Model's own refusal
         return None
     return info.config, info.sampler or SamplerSettings()

@@ -173,6 +173,8 @@ class LoadMuseDanceModel:
         load_device = torch.device("cpu") if device == "cpu" else comfy.compute_device()
         offload_device = torch.device("cpu") if device == "cpu" else comfy.offload_device()
         dtype = choose_dtype(precision, load_device)
+        if paths["checkpoint"] is not None and is_flow_checkpoint(paths["checkpoint"]):
+            return (load_flow_model(paths, load_device, offload_device, dtype),)
         pipe = load_pipeline(
             paths["checkpoint"], base=paths["base_checkpoint"], motion_module=paths["motion_module"],
             tokenizer=find_tokenizer(paths["checkpoint"]), device=offload_device, dtype=dtype,
@@ -182,6 +184,27 @@ class LoadMuseDanceModel:
         log.info("MuseDance: loaded %s (%s, runs on %s)\n%s", name, dtype, load_device, report)
         managed = comfy.ManagedModules(pipe.modules(), load_device, offload_device)
         return (MuseDanceModel(pipe, managed, name, report),)
+
+
+def is_flow_checkpoint(path: Path) -> bool:
+    from ..musedance_core.loading.formats import FLOW_FAMILY, checkpoint_family, safetensors_header
+
+    return checkpoint_family(safetensors_header(path).get("__metadata__")) == FLOW_FAMILY
+
+
+def load_flow_model(paths: dict, load_device: torch.device, offload_device: torch.device, dtype: str) -> MuseDanceModel:
+    """A flow-family checkpoint (DabFusion) as a MUSEDANCE_MODEL: it takes the same music, beat, reference and
+    video nodes; it has no text encoder, ReferenceNet, SD1.5 base or motion module of its own."""
+    from ..musedance_core.loading.flow_checkpoint import load_flow_pipeline
+
+    extra = [key for key in ("base_checkpoint", "motion_module") if paths[key] is not None]
+    if extra:
+        raise ValueError(f"{paths['checkpoint'].name} is a flow-family model, complete in itself: set "
+                         f"{' and '.join(extra)} to none.")
+    pipe = load_flow_pipeline(paths["checkpoint"], device=offload_device, dtype=dtype)
+    log.info("MuseDance: loaded the flow-family model %s (%s, runs on %s)", paths["checkpoint"].name, dtype, load_device)
+    managed = comfy.ManagedModules(pipe.modules(), load_device, offload_device)
+    return MuseDanceModel(pipe, managed, paths["checkpoint"].name, "flow family (DabFusion)")
 
 
 NODE_CLASS_MAPPINGS = {"MuseDanceLoadModel": LoadMuseDanceModel}

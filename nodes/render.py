@@ -99,7 +99,7 @@ class RenderDanceVideo:
         write_clips(clips, path, fps=job.span.fps, audio=audio["waveform"][0],
                     sample_rate=int(audio["sample_rate"]), format=format, crf=crf, metadata=metadata, keep_on=keep)
         answer = saved_video(path, name, subfolder)
-        answer["ui"]["text"] = [f"sampler: {job.settings.describe()}", *job.notes]
+        answer["ui"]["text"] = [f"sampler: {job.describe()}", *job.notes]
         return answer
 
 

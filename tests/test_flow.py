@@ -239,7 +239,7 @@ def test_a_flow_checkpoint_round_trips_and_each_family_refuses_the_others_files(
         assert f.metadata()["family"] == "flow"
     with pytest.raises(WeightsFileError, match="holds the 'flow' model family, not MuseDance"):
         read_checkpoint_info(path)
-    assert "'flow' model family" in musedance_checkpoint_problem(path)
+    assert musedance_checkpoint_problem(path) is None  # Load MuseDance Model takes both families
     musedance = write_tiny_musedance(tmp_path / "musedance.safetensors")
     with safe_open(str(musedance), "pt") as f:
         assert f.metadata()["family"] == "musedance"

@@ -774,3 +774,57 @@ def test_the_sampler_checks_the_memory_again_before_it_loads_the_model(nodes, sc
     monkeypatch.setenv("MUSEDANCE_MEMORY_BUDGET_GB", "0.001")
     with pytest.raises(ValueError, match=r"^This job needs about .* MiB of RAM .*one (denoising step|VAE decode) at 32x32"):
         _sample(nodes, scene)
+
+
+def test_a_flow_family_model_runs_through_the_same_nodes(pack, nodes, scene, models_dir, tmp_path):
+    """A flow-family checkpoint (DabFusion) in models/musedance: Load MuseDance Model loads it, ReferenceNet Encode
+    keeps the picture's size and says the prompt is not used, the sampler and Render Dance Video make the frames of
+    the music with progress, and what the family cannot take (a schedule, an SD1.5 base) is refused by name."""
+    from musedance_core.config import FlowDanceConfig
+    from musedance_core.loading.flow_checkpoint import save_flow_checkpoint
+    from musedance_core.sampling.flow_pipeline import FlowDancePipeline
+
+    name = "flow_tiny.safetensors"
+    save_flow_checkpoint(models_dir / "musedance" / name, FlowDancePipeline.from_config(FlowDanceConfig.tiny()),
+                         training_size=(32, 32))
+    loader = nodes["MuseDanceLoadModel"]
+    assert name in loader.INPUT_TYPES()["required"]["checkpoint"][0] and loader.VALIDATE_INPUTS(checkpoint=name) is True
+    model = loader().run(name, "none", "none", "auto", "default")[0]
+    image, mask = (torch.from_numpy(a)[None] for a in draw_reference(48))
+    encoded = nodes["MuseDanceReferenceEncode"]().run(model, image, "a person dancing", 48, 40, "crop", mask=mask)
+    reference, framed = encoded["result"]
+    assert framed.shape == (1, 40, 48, 3)
+    assert encoded["ui"]["text"][0] == "The flow-family model follows the music alone: the prompt is not used."
+    answer = nodes["MuseDanceSampler"]().run(model, reference, scene["music"], scene["beats"], seed=0, steps=2,
+                                             guidance=2.0, frame_count=0, clip_length=0, motion_frames=2)
+    frames = answer["result"][0]
+    assert frames.shape == (scene["beats"].vector.shape[0], 40, 48, 3) and torch.isfinite(frames).all()
+    assert answer["ui"]["text"][0] == "sampler: flow family: steps 2, guidance 2"
+    rendered = _render(nodes, scene | {"model": model, "reference": reference}, steps=1, filename_prefix="flow/render")
+    info = read_video_info(tmp_path / "output" / "flow" / rendered["ui"]["images"][0]["filename"])
+    assert (info.num_frames, info.width, info.height) == (frames.shape[0], 48, 40)
+    with pytest.raises(ValueError, match="flow-family model follows the music alone"):
+        nodes["MuseDanceSampler"]().run(model, reference, scene["music"], scene["beats"], 0, 1, 1.0, 0, 0, 2,
+                                        schedule=object())
+    paths = {"checkpoint": models_dir / "musedance" / name, "base_checkpoint": tmp_path / "sd15.safetensors",
+             "motion_module": None}
+    with pytest.raises(ValueError, match="complete in itself: set base_checkpoint to none"):
+        _module(pack, "model").load_flow_model(paths, torch.device("cpu"), torch.device("cpu"), "fp32")
+
+
+def test_a_flow_family_job_is_estimated_at_validation(pack, nodes, models_dir, song_in_input_folder):
+    from musedance_core.config import FlowDanceConfig
+    from musedance_core.loading.flow_checkpoint import save_flow_checkpoint
+    from musedance_core.sampling.flow_pipeline import FlowDancePipeline
+
+    save_flow_checkpoint(models_dir / "musedance" / "flow_tiny.safetensors",
+                         FlowDancePipeline.from_config(FlowDanceConfig.tiny()))
+    memory = _module(pack, "job_memory")
+    basic = _api_workflow("musedance_basic")
+    basic[_node_id(basic, "MuseDanceLoadModel")]["inputs"]["checkpoint"] = "flow_tiny.safetensors"
+    sampler = _node_id(basic, "MuseDanceSampler")
+    basic[sampler]["inputs"].update(guidance=3.0, beat_guidance=6.0)
+    job = memory.job_from_prompt(basic, sampler)
+    assert type(job.config).__name__ == "FlowDanceConfig" and job.rows == 2 and job.frames == 48
+    parts = job.estimate().describe()
+    assert "model weights" in parts and "48 frames held as one IMAGE" in parts, parts

@@ -68,7 +68,8 @@ def safetensors_problem(path) -> str | None:
 
 
 def musedance_checkpoint_problem(path) -> str | None:
-    """Why a file cannot be a MuseDance checkpoint, from its header alone (None: it may be one)."""
+    """Why a file cannot be a checkpoint of a family the pack loads (MuseDance or flow), from its header alone
+    (None: it may be one)."""
     import os
 
     try:
@@ -80,7 +81,7 @@ def musedance_checkpoint_problem(path) -> str | None:
                 f"format={CHECKPOINT_FORMAT!r}). An SD1.5 checkpoint goes in models/checkpoints and an AnimateDiff "
                 "motion module in models/animatediff_models.")
     family = checkpoint_family(header.get("__metadata__"))
-    if family != MUSEDANCE_FAMILY:
-        return (f"{os.path.basename(path)} is a checkpoint of the {family!r} model family (DabFusion's flow model), "
-                "which Load MuseDance Model does not load; it loads MuseDance checkpoints.")
+    if family not in (MUSEDANCE_FAMILY, FLOW_FAMILY):
+        return (f"{os.path.basename(path)} holds a model family this version of the pack does not know ({family!r}; "
+                f"it reads {MUSEDANCE_FAMILY!r} and {FLOW_FAMILY!r}); update the MuseDance node pack.")
     return None

@@ -38,6 +38,10 @@ class FlowReference:
     latent: torch.Tensor  # z_0 [1, C_z, h, w]
     mask: torch.Tensor | None  # [1, 1, H, W] in [0, 1]: where the subject is; None: everywhere
 
+    def to(self, device: torch.device | str) -> "FlowReference":
+        return FlowReference(self.image.to(device), self.small.to(device), self.latent.to(device),
+                             None if self.mask is None else self.mask.to(device))
+
 
 def flows_to_volume(flow: torch.Tensor, occlusion: torch.Tensor, scale: float) -> torch.Tensor:
     """(flow [..., 2, h, w], occlusion [..., 1, h, w]) -> the denoiser's [..., 3, h, w]: flow x scale, 2m - 1."""
@@ -74,6 +78,10 @@ class FlowDancePipeline:
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
     def scheduler(self) -> DDIMScheduler:
         from dataclasses import asdict
 
@@ -93,7 +101,7 @@ class FlowDancePipeline:
             mask = (mask if mask.ndim == 3 else mask[None])[:, None].float().to(self.device)
             if mask.shape[-2:] != full.shape[-2:]:
                 raise ValueError(f"the mask {tuple(mask.shape[-2:])} must have the image's size {tuple(full.shape[-2:])}.")
-        return FlowReference(full, small, self.autoencoder.encoder(small), mask)
+        return FlowReference(full, small, self.autoencoder.encoder(small.to(self.dtype)).float(), mask)
 
     @torch.no_grad()
     def frames(self, reference: FlowReference, volume: torch.Tensor) -> torch.Tensor:
@@ -101,8 +109,10 @@ class FlowDancePipeline:
         flow, occlusion = volume_to_flows(volume.float(), self.config.flow_scale)
         if reference.mask is not None:
             flow, occlusion = limit_to_mask(flow, occlusion, reference.mask.expand(flow.shape[0], -1, -1, -1))
-        latent = reference.latent.expand(flow.shape[0], -1, -1, -1)
-        decoded = self.autoencoder.animate(reference.small, flow, occlusion, latent=latent)
+        dtype = self.dtype
+        latent = reference.latent.expand(flow.shape[0], -1, -1, -1).to(dtype)
+        decoded = self.autoencoder.animate(reference.small.to(dtype), flow.to(dtype), occlusion.to(dtype),
+                                           latent=latent).float()
         out = compose(reference.image.expand(flow.shape[0], -1, -1, -1), flow, occlusion, decoded)
         return ((out + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu()
 
@@ -127,6 +137,7 @@ class FlowDancePipeline:
         guidance_scale 1 disables guidance; callback(clip, step) after every step; interrupt() is called
         between steps and clips and raises to stop.
         """
+        reference = reference.to(self.device)
         k = self.config.clip_length if clip_length is None else clip_length
         m = self.config.motion_frames if motion_frames is None else motion_frames
         num_frames = int(beats.shape[0])
@@ -143,7 +154,8 @@ class FlowDancePipeline:
         generator = torch.Generator(device="cpu").manual_seed(seed)
         scheduler = self.scheduler()
         beat_vector = beats.reshape(1, num_frames).float().to(device)
-        latent = reference.latent.expand(rows, -1, -1, -1)
+        dtype = self.dtype
+        latent = reference.latent.expand(rows, -1, -1, -1).to(dtype)
 
         def conditions(start: int, length: int, known: bool = True):
             if known:
@@ -156,7 +168,7 @@ class FlowDancePipeline:
             if guided:  # row 0: no music and unknown beats
                 unknown = unknown_beats(1, length, self.config.unet.beat_window, self.config.unet.beat_phase_bins, device)
                 tokens, ids = torch.cat([torch.zeros_like(tokens), tokens]), torch.cat([unknown, ids])
-            return tokens, ids
+            return tokens.to(dtype), ids
 
         still = flows_to_volume(torch.zeros(1, m, 2, h, w), torch.ones(1, m, 1, h, w), self.config.flow_scale)
         context_volume, context_known, context_start = still.to(device), False, 0
@@ -168,14 +180,14 @@ class FlowDancePipeline:
                 context = None
                 if m:
                     tokens, ids = conditions(context_start, m, context_known)
-                    _, context = self.unet(context_volume.expand(rows, -1, -1, -1, -1), 0, latent, tokens, ids,
-                                           return_motion_context=True)
+                    _, context = self.unet(context_volume.expand(rows, -1, -1, -1, -1).to(dtype), 0, latent, tokens,
+                                           ids, return_motion_context=True)
                 tokens, ids = conditions(start, length)
                 scheduler.set_timesteps(num_inference_steps, device=device)
                 volume = torch.randn((1, length, FLOW_CHANNELS, h, w), generator=generator).to(device)
                 for step, t in enumerate(scheduler.timesteps):
-                    model_in = volume.expand(rows, -1, -1, -1, -1)
-                    eps = self.unet(model_in, t, latent, tokens, ids, motion_context=context)
+                    model_in = volume.expand(rows, -1, -1, -1, -1).to(dtype)
+                    eps = self.unet(model_in, t, latent, tokens, ids, motion_context=context).float()
                     if guided:
                         eps = eps[:1] + guidance_scale * (eps[1:] - eps[:1])
                     volume = scheduler.step(eps, t, volume).prev_sample

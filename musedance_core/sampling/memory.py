@@ -114,6 +114,37 @@ def sampling_memory(
     return estimate
 
 
+FLOW_STEP_FACTOR = 40.0  # the flow denoiser's step over rows x K x C0 x h x w (traced: 32-38 on the tiny flow model)
+COMPOSE_FACTOR = 5.0  # composing K frames at H x W over K x H x W x 3 numbers (traced: 4.4)
+
+
+@functools.lru_cache(maxsize=8)
+def _flow_parameter_count(config_json: str) -> int:
+    import torch
+
+    from ..config import FlowDanceConfig
+    from .flow_pipeline import FlowDancePipeline
+
+    with torch.device("meta"):
+        pipe = FlowDancePipeline.from_config(FlowDanceConfig.from_json(config_json))
+    return sum(p.numel() for module in pipe.modules().values() for p in module.parameters())
+
+
+def flow_sampling_memory(config, *, height: int, width: int, rows: int, clip_length: int | None = None,
+                         element_size: int = 4, on_cpu: bool = True) -> MemoryEstimate:
+    """As `sampling_memory` for the flow family (`FlowDanceConfig`): weights, and the larger of one step of the
+    flow denoiser at the latent's size and composing a clip's frames at the video's size."""
+    k = clip_length or config.clip_length
+    estimate = MemoryEstimate(on_cpu=on_cpu)
+    estimate.add("model weights", _flow_parameter_count(config.to_json()) * element_size, DEVICE)
+    step = FLOW_STEP_FACTOR * rows * k * config.unet.block_out_channels[0] * config.latent_size**2 * element_size
+    frames = COMPOSE_FACTOR * k * height * width * 3 * 4  # composed in float32 whatever the model's precision
+    what = (f"one denoising step ({k} frames, {rows} guidance row{'s' if rows != 1 else ''})" if step >= frames
+            else f"composing {k} frames at {width}x{height}")
+    estimate.add(what, max(step, frames), DEVICE)
+    return estimate
+
+
 def held_frames_bytes(frames: int, height: int, width: int) -> int:
     """An IMAGE of `frames` float RGB frames."""
     return frames * height * width * FRAME_BYTES
