@@ -257,3 +257,27 @@ def test_a_job_over_the_memory_budget_is_refused_at_validation_with_its_estimate
         print(f"memory refusal on {host.name}: answered in {took:.2f} s and {hour_took:.2f} s")
     finally:
         server.stop()
+
+
+def test_a_flow_family_model_renders_through_the_server(folders):
+    """A flow-family checkpoint in models/musedance, chosen in Load MuseDance Model of the render workflow: the
+    prompt validates (its memory estimated from the flow file's header) and the server writes its video."""
+    from musedance_core.config import FlowDanceConfig
+    from musedance_core.loading.flow_checkpoint import save_flow_checkpoint
+    from musedance_core.sampling.flow_pipeline import FlowDancePipeline
+
+    host, root = folders
+    save_flow_checkpoint(root / "models" / "musedance" / "flow_tiny.safetensors",
+                         FlowDancePipeline.from_config(FlowDanceConfig.tiny()), training_size=(32, 32))
+    server = ComfyServer.start(root, models_dir=root / "models", host=host)
+    try:
+        workflow = render_workflow(steps=2, duration=2.0, prefix="MuseDance/flow")
+        node(workflow, "MuseDanceLoadModel")[1]["inputs"]["checkpoint"] = "flow_tiny.safetensors"
+        render_id = node(workflow, "MuseDanceRender")[0]
+        entry = server.wait(server.post_prompt(workflow), timeout=TIMEOUT)
+        (video,) = entry["outputs"][render_id]["images"]
+        info = read_video_info(server.output_dir / video["subfolder"] / video["filename"])
+        assert info.num_frames == 24 and abs(info.audio_duration - 2.0) < 1 / 12, info
+        assert "loaded the flow-family model flow_tiny.safetensors" in server.log_tail(20000)
+    finally:
+        server.stop()
