@@ -16,12 +16,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from live_memory import TensorMemory  # noqa: E402
+from live_memory import traced_peaks, wider_config  # noqa: E402
 from musedance_core import MuseDanceConfig, MuseDancePipeline  # noqa: E402
 from musedance_core.loading.checkpoint import read_checkpoint_info  # noqa: E402
 from musedance_core.sampling.memory import (  # noqa: E402
@@ -32,46 +30,11 @@ from musedance_core.sampling.memory import (  # noqa: E402
 )
 
 
-def wider() -> MuseDanceConfig:
-    config = MuseDanceConfig.tiny()
-    config.unet.block_out_channels = (64, 128)
-    config.unet.num_attention_heads = config.unet.temporal_num_attention_heads = 4
-    config.vae.block_out_channels = (32, 32, 64, 64)
-    return config
-
-
-def traced(pipe: MuseDancePipeline, size: int, k: int, guidance: float, beat_guidance) -> dict[str, int]:
-    peaks = {"step": 0, "decode": 0}
-
-    def wrap(name, function):
-        def run(*args, **kwargs):
-            with TensorMemory() as counted:
-                out = function(*args, **kwargs)
-            peaks[name] = max(peaks[name], counted.peak)
-            return out
-        return run
-
-    config = pipe.config
-    unet_forward, decode = pipe.unet.forward, pipe.decode
-    pipe.unet.forward, pipe.decode = wrap("step", unet_forward), wrap("decode", decode)
-    try:
-        generator = torch.Generator().manual_seed(0)
-        list(pipe.iter_clips(
-            reference_image=torch.rand(size, size, 3, generator=generator),
-            text_embeds=torch.randn(1, config.text_length, config.unet.cross_attention_dim, generator=generator),
-            music_tokens=torch.randn(k, 4, config.unet.music_dim, generator=generator),
-            beats=(torch.arange(k) % 4 == 0).float(), num_inference_steps=1, guidance_scale=guidance,
-            beat_guidance_scale=beat_guidance, clip_length=k, motion_frames=2, decode_chunk_size=8))
-    finally:
-        pipe.unet.forward, pipe.decode = unet_forward, decode
-    return peaks
-
-
 def main() -> None:
     configs = {
         "tiny": MuseDanceConfig.tiny(),
         "default": read_checkpoint_info(ROOT / "models/musedance/musedance_default.safetensors").config,
-        "wider": wider(),
+        "wider": wider_config(),
     }
     print(f"Part 1: traced peak / largest tensor (factors used: step {STEP_FACTOR:g}, decode {DECODE_FACTOR:g})")
     print("| model | C0 | C_vae0 | size | K | rows | step peak | step ratio | decode peak | decode ratio |")
@@ -81,7 +44,7 @@ def main() -> None:
         for size, k, guidance, beat_guidance, rows in [(128, 8, 1.0, None, 1), (128, 8, 2.0, None, 2),
                                                        (128, 8, 2.0, 4.0, 3), (128, 16, 2.0, None, 2),
                                                        (256, 8, 2.0, None, 2)]:
-            peaks = traced(pipe, size, k, guidance, beat_guidance)
+            peaks = traced_peaks(pipe, size, k, guidance, beat_guidance)
             c0, v0 = config.unet.block_out_channels[0], config.vae.block_out_channels[0]
             cells = (size // config.vae.downscale) ** 2
             step_ratio = peaks["step"] / (rows * k * c0 * cells * 4)

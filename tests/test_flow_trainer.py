@@ -10,20 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from musedance_core.loading.flow_checkpoint import load_flow_pipeline
-from test_trainer import make_clips
+from test_trainer import make_clips, one_thread  # noqa: F401 - one_thread: autouse, one intra-op thread here too
 from trainer.config import load_config
 from trainer.flow_stages import FlowTrainer
 from trainer.train import Trainer, trainer_class
 
 CONFIGS = Path(__file__).resolve().parents[1] / "trainer" / "configs"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

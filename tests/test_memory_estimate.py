@@ -9,49 +9,12 @@ forward and the VAE decode must lie under the estimate and within 1.6x of it.
 from __future__ import annotations
 
 import pytest
-import torch
 
-from live_memory import TensorMemory
+from live_memory import traced_peaks, wider_config
 from musedance_core import MuseDanceConfig, MuseDancePipeline
 from musedance_core.sampling.memory import decode_bytes, parameter_count, step_bytes
 
-
-def _wider() -> MuseDanceConfig:
-    config = MuseDanceConfig.tiny()
-    config.unet.block_out_channels = (64, 128)
-    config.unet.num_attention_heads = config.unet.temporal_num_attention_heads = 4
-    config.vae.block_out_channels = (32, 32, 64, 64)
-    return config
-
-
-CONFIGS = {"tiny": MuseDanceConfig.tiny, "wider": _wider}
-
-
-def traced_peaks(pipe: MuseDancePipeline, size: int, clip_length: int, guidance: float, beat_guidance):
-    """The largest TensorMemory peak of the UNet's forward calls and of the VAE decodes while one clip is sampled."""
-    peaks = {"step": 0, "decode": 0}
-
-    def traced(name, function):
-        def run(*args, **kwargs):
-            with TensorMemory() as counted:
-                result = function(*args, **kwargs)
-            peaks[name] = max(peaks[name], counted.peak)
-            return result
-        return run
-
-    config = pipe.config
-    generator = torch.Generator().manual_seed(0)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pipe.unet, "forward", traced("step", pipe.unet.forward))
-        patch.setattr(pipe, "decode", traced("decode", pipe.decode))
-        list(pipe.iter_clips(
-            reference_image=torch.rand(size, size, 3, generator=generator),
-            text_embeds=torch.randn(1, config.text_length, config.unet.cross_attention_dim, generator=generator),
-            music_tokens=torch.randn(clip_length, 4, config.unet.music_dim, generator=generator),
-            beats=(torch.arange(clip_length) % 4 == 0).float(), num_inference_steps=1, guidance_scale=guidance,
-            beat_guidance_scale=beat_guidance, clip_length=clip_length, motion_frames=2, decode_chunk_size=8,
-        ))
-    return peaks
+CONFIGS = {"tiny": MuseDanceConfig.tiny, "wider": wider_config}
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -73,6 +36,6 @@ def test_the_estimate_covers_the_traced_peaks_of_a_step_and_a_decode(name, size,
 
 
 def test_the_weights_are_counted_from_the_configuration():
-    config = _wider()
+    config = wider_config()
     pipe = MuseDancePipeline.from_config(config, text_encoder=True)
     assert parameter_count(config) == sum(p.numel() for m in pipe.modules().values() for p in m.parameters())

@@ -13,19 +13,17 @@ motion context, music tokens and beat ids, unconditional rows with zero music an
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
 from torch import nn
 
 from musedance_core.config import FlowDanceConfig, SamplerSettings
 from musedance_core.loading.flow_checkpoint import load_flow_pipeline, save_flow_checkpoint
 from musedance_core.models.flow import compose
-from musedance_core.sampling.conditioning import DTYPES, condition_rows, eval_mode
+from musedance_core.sampling.conditioning import DTYPES, condition_rows, eval_mode, training_scheduler
 from musedance_core.sampling.flow_pipeline import FlowDancePipeline, flows_to_volume
 
 from .stages import Row
@@ -46,8 +44,7 @@ class FlowStageModel(nn.Module):
         self.autoencoder = pipe.autoencoder
         self.unet = pipe.unet
         self.flow_scale = pipe.config.flow_scale
-        self.noise_scheduler = DDPMScheduler(**dataclasses.asdict(pipe.config.scheduler), clip_sample=False,
-                                             prediction_type="epsilon")
+        self.noise_scheduler = training_scheduler(pipe.config)
         for p in self.autoencoder.parameters():
             p.requires_grad_(stage == 1)
         for p in self.unet.parameters():

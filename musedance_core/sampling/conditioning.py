@@ -22,7 +22,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from ..config import MuseDanceConfig, UNetConfig
+from ..config import UNetConfig
 from ..masks.subject import mask_condition  # noqa: F401 - part of the rules the trainer reads here
 from ..models.reference import ReferenceBank
 from ..models.temporal import UNKNOWN_BEAT, beat_windows, unknown_beats
@@ -147,15 +147,16 @@ def motion_context(
 
 
 # -- noise schedules ------------------------------------------------------------------------------
-def _schedule(config: MuseDanceConfig) -> dict:
+def _schedule(config) -> dict:
     return dict(**dataclasses.asdict(config.scheduler), clip_sample=False, prediction_type="epsilon")
 
 
-def sampling_scheduler(config: MuseDanceConfig) -> DDIMScheduler:
-    """DDIM over the training schedule (epsilon prediction, no clipping, SD1.5's final alpha)."""
+def sampling_scheduler(config) -> DDIMScheduler:
+    """DDIM over the training schedule of `config` (a MuseDanceConfig or FlowDanceConfig: its `scheduler`;
+    epsilon prediction, no clipping, SD1.5's final alpha)."""
     return DDIMScheduler(**_schedule(config), set_alpha_to_one=False)
 
 
-def training_scheduler(config: MuseDanceConfig) -> DDPMScheduler:
+def training_scheduler(config) -> DDPMScheduler:
     """The forward process the trainer noises with: the same betas as `sampling_scheduler`."""
     return DDPMScheduler(**_schedule(config))

@@ -18,14 +18,13 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler
 from torch import nn
 
 from ..config import MAX_GUIDANCE, FlowDanceConfig, SamplerSettings
 from ..models.flow import LatentFlowAutoencoder, compose, limit_to_mask
 from ..models.flow_unet import FLOW_CHANNELS, FlowUNet
 from ..models.temporal import unknown_beats
-from .conditioning import eval_mode, frame_beats
+from .conditioning import eval_mode, frame_beats, sampling_scheduler
 from .pipeline import clip_plan
 
 
@@ -81,12 +80,6 @@ class FlowDancePipeline:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.unet.parameters()).dtype
-
-    def scheduler(self) -> DDIMScheduler:
-        from dataclasses import asdict
-
-        return DDIMScheduler(**asdict(self.config.scheduler), clip_sample=False, prediction_type="epsilon",
-                             set_alpha_to_one=False)
 
     @torch.no_grad()
     def encode_reference(self, image: torch.Tensor, mask: torch.Tensor | None = None) -> FlowReference:
@@ -152,7 +145,7 @@ class FlowDancePipeline:
         rows = 2 if guided else 1
         h = w = self.config.latent_size
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        scheduler = self.scheduler()
+        scheduler = sampling_scheduler(self.config)
         beat_vector = beats.reshape(1, num_frames).float().to(device)
         dtype = self.dtype
         latent = reference.latent.expand(rows, -1, -1, -1).to(dtype)

@@ -135,6 +135,13 @@ def unet_parts(unet: nn.Module) -> list[nn.Module]:
     return [part for block in blocks for child in block.children() if isinstance(child, nn.ModuleList) for part in child]
 
 
+def add_stop_points(unet: nn.Module, interrupt: Callable[[], None] | None) -> list:
+    """Call `interrupt` before every part of the UNet's blocks (see unet_parts); the hooks' handles, to remove."""
+    if interrupt is None:
+        return []
+    return [part.register_forward_pre_hook(lambda module, args: interrupt()) for part in unet_parts(unet)]
+
+
 FAR_FROM_TRAINING = 1.5  # MuseDancePipeline.size_note: a side this many times the trained one, or less by as much
 
 
@@ -261,8 +268,7 @@ class MuseDancePipeline:
         condition = mask_condition(mask, height, width)
         text = self._check_text("text_embeds", text_embeds)
         device, dtype = self.device, self.dtype
-        hooks = [] if interrupt is None else [part.register_forward_pre_hook(lambda module, args: interrupt())
-                                              for part in unet_parts(self.reference_net)]
+        hooks = add_stop_points(self.reference_net, interrupt)
         try:
             latent = encode_frames(self.vae, image, self.config.vae.scaling_factor)
             tokens = reference_features(self.reference_net, self.mask_encoder, self.bank, latent, condition.to(device),
@@ -469,8 +475,7 @@ class MuseDancePipeline:
         tokens = {name: t.to(device=device, dtype=dtype) for name, t in reference.tokens.items()}
         self.bank.fill(tokens, guide.rows, keep=guide.reference_keep(device))
         bank_rows = (guide.rows, guide.unconditional_row)
-        hooks = [] if interrupt is None else [part.register_forward_pre_hook(lambda module, args: interrupt())
-                                              for part in unet_parts(self.unet)]
+        hooks = add_stop_points(self.unet, interrupt)
         try:
             # First clip: the motion context is M copies of the reference latent, or a continued video's last M frames.
             context_latents = reference.latent.to(device=device, dtype=torch.float32)[:, None].expand(1, m, *latent_shape)
