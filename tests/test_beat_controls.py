@@ -143,11 +143,16 @@ class FakeMadmom:
 
     def __init__(self, beats: np.ndarray, bars: np.ndarray) -> None:
         self.calls: list[tuple] = []
+        self.built = 0
         fake = self
 
         class RNNBeatProcessor:
+            def __init__(self):
+                fake.built += 1
+                self.serial = fake.built
+
             def __call__(self, audio):
-                fake.calls.append(("RNNBeatProcessor", id(self), np.asarray(audio).dtype, np.asarray(audio).size))
+                fake.calls.append(("RNNBeatProcessor", self.serial, np.asarray(audio).dtype, np.asarray(audio).size))
                 return np.zeros(100)
 
         class DBNBeatTrackingProcessor:
@@ -158,8 +163,12 @@ class FakeMadmom:
                 return beats
 
         class RNNDownBeatProcessor:
+            def __init__(self):
+                fake.built += 1
+                self.serial = fake.built
+
             def __call__(self, audio):
-                fake.calls.append(("RNNDownBeatProcessor", id(self), np.asarray(audio).dtype, np.asarray(audio).size))
+                fake.calls.append(("RNNDownBeatProcessor", self.serial, np.asarray(audio).dtype, np.asarray(audio).size))
                 return np.zeros((100, 2))
 
         class DBNDownBeatTrackingProcessor:
