@@ -15,6 +15,7 @@ from typing import Any
 # in models/musedance/ and folder name in models/audio_encoders/.
 DEFAULT_CHECKPOINT_NAME = "musedance_default.safetensors"
 DEFAULT_AST_NAME = "musedance_default_ast"
+DEFAULT_FLOW_CHECKPOINT_NAME = "musedance_flow_default.safetensors"
 
 MAX_GUIDANCE = 30.0  # the sampler's guidance scales (classifier-free and the beats' own) go up to this
 AUTO = "auto"  # a sampler setting left to the model's recommendation (`SamplerSettings`)

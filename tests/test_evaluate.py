@@ -231,3 +231,40 @@ def test_shuffled_control_only_for_the_models_named(evaluated):
     with pytest.raises(ValueError, match=r"--shuffled-music names \['c'\], which are not --model names \(a, b\)"):
         run(root / "prepared", root / "synth" / "train", [("a", checkpoint), ("b", checkpoint)], settings,
             shuffled=["c"], **common)
+
+
+def test_a_flow_model_is_evaluated_with_its_shuffled_and_beats_unknown_controls(evaluated, monkeypatch):
+    """A flow-family checkpoint gets the same table; its controls: another track's music, and its own music
+    with the beats withheld (unknown beat tokens, which the denoiser sees in place of the beat ids)."""
+    from musedance_core.config import FlowDanceConfig
+    from musedance_core.loading.flow_checkpoint import save_flow_checkpoint
+    from musedance_core.sampling.flow_pipeline import FlowDancePipeline
+
+    root = evaluated["root"]
+    flow = save_flow_checkpoint(root / "flow.safetensors", FlowDancePipeline.from_config(FlowDanceConfig.tiny()))
+    calls = []
+    iter_clips = FlowDancePipeline.iter_clips
+
+    def record(self, reference, music, beats, **kwargs):
+        calls.append({"music": music.clone(), "beats_unknown": kwargs["beats_unknown"],
+                      "reference": reference.image.clone()})
+        return iter_clips(self, reference, music, beats, **kwargs)
+
+    monkeypatch.setattr(FlowDancePipeline, "iter_clips", record)
+    report = run(root / "prepared", root / "synth" / "train", [("flow", flow)], Settings(steps=1, guidance=2.0),
+                 command="test", tracks=root / "synth" / "tracks.json", shuffled=["flow"], beats_unknown=["flow"])
+    assert [row["name"] for row in report["rows"]] == ["flow", "flow, shuffled music", "flow, beats unknown"]
+    data = evaluated["data"]
+    assert len(calls) == 3 * len(data)  # per clip: the model, the shuffled control, the beats withheld
+    for i in range(len(data)):
+        own, shuffled, unknown = calls[3 * i : 3 * i + 3]
+        clip = data[i]
+        assert torch.equal(own["music"], clip.music) and torch.equal(unknown["music"], clip.music)
+        assert not torch.equal(shuffled["music"][: clip.music.shape[0]], clip.music[: shuffled["music"].shape[0]])
+        assert [own["beats_unknown"], shuffled["beats_unknown"], unknown["beats_unknown"]] == [False, False, True]
+        assert torch.allclose((own["reference"][0].permute(1, 2, 0) + 1) / 2, clip.frames[0].float() / 255, atol=1e-6)
+    for row in report["rows"]:
+        assert row["summary"]["psnr"]["mean"] is not None and row["summary"]["psnr"]["n"] == len(data)
+    with pytest.raises(ValueError, match="--beats-unknown names 'tiny', which is not a flow-family --model"):
+        run(root / "prepared", root / "synth" / "train", [("tiny", root / "tiny.safetensors")], Settings(steps=1),
+            command="test", beats_unknown=["tiny"])

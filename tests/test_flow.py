@@ -245,3 +245,23 @@ def test_a_flow_checkpoint_round_trips_and_each_family_refuses_the_others_files(
         assert f.metadata()["family"] == "musedance"
     with pytest.raises(WeightsFileError, match="not a flow-family checkpoint"):
         load_flow_pipeline(musedance)
+
+
+def test_the_beats_can_be_withheld_music_kept(monkeypatch):
+    """beats_unknown: the denoiser gets the unknown beat tokens (training's beat-dropped rows) for every frame."""
+    from musedance_core.models.temporal import unknown_beats
+
+    pipe = _flow_pipeline()
+    reference = pipe.encode_reference(torch.rand(32, 32, 3))
+    seen = []
+    forward = pipe.unet.forward
+    monkeypatch.setattr(pipe.unet, "forward", lambda sample, t, latent, music, ids, **k: seen.append(ids.clone())
+                        or forward(sample, t, latent, music, ids, **k))
+    music, beats = torch.randn(8, 4, 32), (torch.arange(8) % 4 == 0).float()
+    list(pipe.iter_clips(reference, music, beats, num_inference_steps=1, guidance_scale=1.0, motion_frames=0))
+    known = seen.pop()
+    list(pipe.iter_clips(reference, music, beats, num_inference_steps=1, guidance_scale=1.0, motion_frames=0,
+                         beats_unknown=True))
+    config = pipe.config.unet
+    assert torch.equal(seen.pop(), unknown_beats(1, 8, config.beat_window, config.beat_phase_bins, "cpu"))
+    assert not torch.equal(known, unknown_beats(1, 8, config.beat_window, config.beat_phase_bins, "cpu"))

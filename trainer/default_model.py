@@ -191,6 +191,23 @@ def stage1_from_model(model: Path, out: Path) -> Path:
     return write_safetensors(out, tensors, meta)
 
 
+def prepare_data(work: Path, models: Path) -> tuple[Path, Path]:
+    """Steps 1 and 2, shared by both default models: the synthetic dataset, the music encoder and both
+    splits prepared at 64x64, 12 fps (each skipped or resumed when done). Returns (synth, ast)."""
+    synth = work / "synth"
+    if not (synth / "tracks.json").is_file():
+        log(f"synthetic dataset {SYNTH}")
+        generate(synth, **SYNTH)
+    ast = models / "audio_encoders" / AST_NAME
+    if not (ast / "model.safetensors").is_file():
+        save_random_ast(ast, hidden_size=MUSIC_DIM, seed=0, num_hidden_layers=2)
+    settings = PrepareSettings(fps=FPS, height=SIZE, width=SIZE, masks="video", min_frames=48)
+    for split in ("train", "test"):
+        log(f"prepare {split}")
+        prepare_dataset(synth / split, work / f"prepared_{split}", ast, settings, progress=False)
+    return synth, ast
+
+
 def run_stage(config: Path, data: Path, output: Path, sets: dict[str, object], threads: int | None = None) -> None:
     """`python -m trainer.train` (resuming when the run folder has a checkpoint), as a user runs it.
 
@@ -232,19 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    # 1. data and the music encoder
-    synth = work / "synth"
-    if not (synth / "tracks.json").is_file():
-        log(f"synthetic dataset {SYNTH}")
-        generate(synth, **SYNTH)
-    ast = models / "audio_encoders" / AST_NAME
-    if not (ast / "model.safetensors").is_file():
-        save_random_ast(ast, hidden_size=MUSIC_DIM, seed=0, num_hidden_layers=2)
-    # 2. preparation (resumes by itself)
-    settings = PrepareSettings(fps=FPS, height=SIZE, width=SIZE, masks="video", min_frames=48)
-    for split in ("train", "test"):
-        log(f"prepare {split}")
-        prepare_dataset(synth / split, work / f"prepared_{split}", ast, settings, progress=False)
+    synth, ast = prepare_data(work, models)
     final = models / "musedance" / MODEL_NAME
     steps2 = {"train.steps": args.stage2_steps} if args.stage2_steps else {}
     budget2 = args.stage2_steps or load_config(CONFIGS / "default_stage2.yaml", {"model.base": "-"}).train.steps

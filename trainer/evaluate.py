@@ -49,7 +49,10 @@ from musedance_core.evaluation.metrics import (
     i3d_features,
     lpips,
 )
+from musedance_core.loading.flow_checkpoint import load_flow_pipeline
+from musedance_core.loading.formats import FLOW_FAMILY, checkpoint_family, safetensors_header
 from musedance_core.loading.loader import load_pipeline
+from musedance_core.sampling.flow_pipeline import FlowDancePipeline
 
 from .data import PreparedDataset
 from .prepare import file_sha256, write_atomic
@@ -194,8 +197,15 @@ class Settings:
     i3d: Path | None = None
 
 
-def sample_video(pipe, reference, text: torch.Tensor, source, count: int, settings: Settings, seed: int) -> torch.Tensor:
-    """The first `count` frames animated to the music tokens and beats of `source` (a prepared clip)."""
+def sample_video(pipe, reference, text: torch.Tensor | None, source, count: int, settings: Settings, seed: int,
+                 beats_unknown: bool = False) -> torch.Tensor:
+    """The first `count` frames animated to the music tokens and beats of `source` (a prepared clip).
+
+    beats_unknown (flow family): the beats withheld from the model, as in its beat-dropped training rows."""
+    if isinstance(pipe, FlowDancePipeline):
+        return torch.cat(list(pipe.iter_clips(reference, source.music[:count], source.beats[:count],
+                                              num_inference_steps=settings.steps, guidance_scale=settings.guidance,
+                                              seed=seed, beats_unknown=beats_unknown)))
     return pipe(reference=reference, text_embeds=text, music_tokens=source.music[:count], beats=source.beats[:count],
                 num_inference_steps=settings.steps, guidance_scale=settings.guidance, seed=seed,
                 noise_share=settings.noise_share, beat_guidance_scale=settings.beat_guidance,
@@ -203,12 +213,15 @@ def sample_video(pipe, reference, text: torch.Tensor, source, count: int, settin
 
 
 def evaluate_model(pipe, data: PreparedDataset, clips: list[TestClip], fps: float, settings: Settings,
-                   donors: list[int] | None, real_features: dict[int, np.ndarray | None]) -> dict[str, dict]:
-    """{"model": result, "shuffled": result (only with donors)}, each {"clips": per-clip results, "fvd"}.
+                   donors: list[int] | None, real_features: dict[int, np.ndarray | None],
+                   beats_unknown: bool = False) -> dict[str, dict]:
+    """{"model": result, "shuffled": result (only with donors), "beats unknown": result (only with
+    beats_unknown)}, each {"clips": per-clip results, "fvd"}.
 
     real_features: I3D features of the ground truth by clip position, filled on first use (with --i3d).
     """
-    kinds = ["model"] + (["shuffled"] if donors is not None else [])
+    kinds = ["model"] + (["shuffled"] if donors is not None else []) + (["beats unknown"] if beats_unknown else [])
+    flow = isinstance(pipe, FlowDancePipeline)
     per_clip: dict[str, list[dict]] = {kind: [] for kind in kinds}
     features: dict[str, dict[int, list]] = {kind: {s: [] for s in settings.seeds} for kind in kinds}  # (real, fake)
     for position, clip in enumerate(clips):
@@ -216,14 +229,17 @@ def evaluate_model(pipe, data: PreparedDataset, clips: list[TestClip], fps: floa
         truth = own.frames.float() / 255.0
         if settings.i3d is not None and position not in real_features:
             real_features[position] = fvd_features(truth, settings.i3d)
-        text = pipe.encode_prompt(own.caption)
-        reference = pipe.encode_reference(truth[0], own.masks[0], text)  # shared by every run of the clip
+        if flow:  # no prompt; no mask either: the flow family's mask only limits where it may move
+            text, reference = None, pipe.encode_reference(truth[0])
+        else:
+            text = pipe.encode_prompt(own.caption)
+            reference = pipe.encode_reference(truth[0], own.masks[0], text)  # shared by every run of the clip
         for kind in kinds:
-            source = own if kind == "model" else data[clips[donors[position]].index]
+            source = data[clips[donors[position]].index] if kind == "shuffled" else own
             count = min(own.num_frames, source.num_frames)
             per_seed = {}
             for seed in settings.seeds:
-                video = sample_video(pipe, reference, text, source, count, settings, seed)
+                video = sample_video(pipe, reference, text, source, count, settings, seed, kind == "beats unknown")
                 per_seed[str(seed)] = score(video, clip, fps, truth, settings.lpips_model)
                 if settings.i3d is not None and real_features[position] is not None:
                     fake = fvd_features(video, settings.i3d)
@@ -318,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
                         "another track's music")
     parser.add_argument("--tracks", type=Path, help="tracks.json naming each clip's track (trainer.synthetic "
                         "writes one); without it clips with identical audio count as one track")
+    parser.add_argument("--beats-unknown", nargs="+", metavar="NAME", default=[],
+                        help="add a control row for these flow-family models: the beats withheld (unknown beat "
+                        "tokens, as in training's beat-dropped rows), the music kept")
     parser.add_argument("--steps", type=int, default=25, help="DDIM steps (default 25)")
     parser.add_argument("--guidance", type=float, default=3.5, help="guidance scale (default 3.5)")
     parser.add_argument("--noise-share", type=float, default=0.0,
@@ -352,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                             if args.lpips_backbone else None, i3d=args.i3d)
         report = run(args.data, args.clips, args.model, settings, command=command, ground_truth=args.ground_truth,
                      shuffled=args.shuffled_music, tracks=args.tracks, limit=args.limit, base=args.base,
-                     tokenizer=args.tokenizer)
+                     tokenizer=args.tokenizer, beats_unknown=args.beats_unknown)
     except (ValueError, FileNotFoundError) as error:
         parser.exit(2, f"error: {error}\n")
     write_atomic(args.out, lambda p: p.write_text(report["markdown"], encoding="utf-8"))
@@ -363,14 +382,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def is_flow_checkpoint(path: Path) -> bool:
+    return Path(path).is_file() and checkpoint_family(safetensors_header(path).get("__metadata__")) == FLOW_FAMILY
+
+
 def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings: Settings, *, command: str,
         ground_truth: bool = False, shuffled: bool | list[str] | None = False, tracks: Path | None = None,
-        limit: int | None = None, base: Path | None = None, tokenizer: Path | None = None) -> dict:
+        limit: int | None = None, base: Path | None = None, tokenizer: Path | None = None,
+        beats_unknown: list[str] | None = None) -> dict:
     """Evaluate and return {"command", "settings", "rows", "markdown"} (see the module docstring).
 
     shuffled: True or [] for a shuffled-music control of every model, a list of names for those models
-    only, False or None for none.
+    only, False or None for none. beats_unknown: names of flow-family models that also get a control
+    with the beats withheld.
     """
+    for name in beats_unknown or ():
+        path = dict(models).get(name)
+        if path is None or not is_flow_checkpoint(path):
+            raise ValueError(f"--beats-unknown names {name!r}, which is not a flow-family --model; it is the flow "
+                             "family's control (a MuseDance model's is its ablation without the beat module).")
     if isinstance(shuffled, list) and shuffled:
         unknown = sorted(set(shuffled) - {name for name, _ in models})
         if unknown:
@@ -410,12 +440,17 @@ def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings
         if other:
             rows.append(summarise("ground truth, other music", {"clips": other}, settings))
     for name, path in models:
-        pipe = load_pipeline(path, base=base, tokenizer=tokenizer, device=settings.device, dtype=settings.dtype)
+        if is_flow_checkpoint(path):
+            pipe = load_flow_pipeline(path, device=settings.device, dtype=settings.dtype)
+        else:
+            pipe = load_pipeline(path, base=base, tokenizer=tokenizer, device=settings.device, dtype=settings.dtype)
         results = evaluate_model(pipe, dataset, clips, fps, settings, donors if name in controlled else None,
-                                 real_features)
+                                 real_features, beats_unknown=name in (beats_unknown or ()))
         rows.append({"checkpoint": str(path), **summarise(name, results["model"], settings)})
         if "shuffled" in results:
             rows.append({"checkpoint": str(path), **summarise(f"{name}, shuffled music", results["shuffled"], settings)})
+        if "beats unknown" in results:
+            rows.append({"checkpoint": str(path), **summarise(f"{name}, beats unknown", results["beats unknown"], settings)})
         del pipe
     lengths = sorted({c.num_frames for c in clips})
     frames = f"{lengths[0]}" if len(lengths) == 1 else f"{lengths[0]}–{lengths[-1]}"

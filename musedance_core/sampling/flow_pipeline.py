@@ -123,12 +123,14 @@ class FlowDancePipeline:
         motion_frames: int | None = None,
         callback: Callable[[int, int], None] | None = None,
         interrupt: Callable[[], None] | None = None,
+        beats_unknown: bool = False,
     ) -> Iterator[torch.Tensor]:
         """Yield the video clip by clip, frames [K, H, W, 3] in [0, 1] at the reference's resolution.
 
         music_tokens [F, L, d] (or FrameTokens), beats [F] of 0/1: one per frame of the video.
         guidance_scale 1 disables guidance; callback(clip, step) after every step; interrupt() is called
-        between steps and clips and raises to stop.
+        between steps and clips and raises to stop. beats_unknown: the beats withheld (the tokens of
+        training's beat-dropped rows), the music kept: the control that shows what the beats do.
         """
         reference = reference.to(self.device)
         k = self.config.clip_length if clip_length is None else clip_length
@@ -154,7 +156,8 @@ class FlowDancePipeline:
             if known:
                 tokens = (music_tokens[start : start + length] if isinstance(music_tokens, torch.Tensor)
                           else music_tokens.frames(start, length))[None].float().to(device)
-                ids = frame_beats(self.config.unet, beat_vector, start, length)
+                ids = (unknown_beats(1, length, self.config.unet.beat_window, self.config.unet.beat_phase_bins, device)
+                       if beats_unknown else frame_beats(self.config.unet, beat_vector, start, length))
             else:  # frames at no time in the music: the still frames before the first clip
                 tokens = torch.zeros(1, length, *music_tokens.shape[-2:], device=device)
                 ids = unknown_beats(1, length, self.config.unet.beat_window, self.config.unet.beat_phase_bins, device)
