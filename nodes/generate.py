@@ -382,18 +382,21 @@ class Generation:
         progress = comfy.Progress(clips * settings.steps)
 
         def on_step(clip: int, step: int) -> None:
-            progress.set(clip * settings.steps + step + 1)
+            if step + 1 < settings.steps:  # a clip's last step is shown with its last frame, once it is composed
+                progress.set(clip * settings.steps + step + 1)
             comfy.throw_if_interrupted()
 
         comfy.throw_if_interrupted()
         self.model.load()
         try:
-            yield from pipe.iter_clips(
+            for index, clip in enumerate(pipe.iter_clips(
                 self.reference.encoding, self.music.tokens[: self.frames], self.beats.vector[: self.frames].float(),
                 num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale, seed=self.seed,
                 clip_length=self.clip_length, motion_frames=self.motion_frames, callback=on_step,
                 interrupt=comfy.check_interrupt,
-            )
+            )):
+                progress.set((index + 1) * settings.steps, clip[-1])  # shown while the next clip runs
+                yield clip
         finally:
             self.model.done()
 

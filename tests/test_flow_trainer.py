@@ -47,8 +47,8 @@ def test_the_family_picks_the_trainer_and_its_options_are_checked(tmp_path):
     assert trainer_class(load_config(CONFIGS / "tiny_stage1.yaml", {"model.base": "x"})) is Trainer
     with pytest.raises(ValueError, match="model.base is required for the flow family's stage 2"):
         flow_config(2, tmp_path)
-    with pytest.raises(ValueError, match=r"does not take \['train.beat_drop_rate'\]"):
-        flow_config(2, tmp_path, base=tmp_path / "x.safetensors", beat_drop_rate=0.2)
+    with pytest.raises(ValueError, match=r"does not take \['train.motion_loss_weight'\]"):
+        flow_config(2, tmp_path, base=tmp_path / "x.safetensors", motion_loss_weight=0.2)
     with pytest.raises(ValueError, match="model.flow configures the flow family"):
         load_config(CONFIGS / "tiny_stage1.yaml", {"model.base": "x", "model.flow": {}})
     with pytest.raises(ValueError, match="unknown keys"):
@@ -113,3 +113,17 @@ def test_the_export_loads_and_generates(stage1_export, tmp_path):
     frames = torch.cat(list(pipe.iter_clips(reference, torch.randn(10, 3, 32), (torch.arange(10) % 4 == 0).float(),
                                             num_inference_steps=2)))
     assert frames.shape == (10, 48, 48, 3) and torch.isfinite(frames).all()
+
+
+def test_beat_drop_rate_gives_rows_with_the_beats_unknown_and_the_music_kept(stage1_export, tmp_path):
+    """The rows the sampler's beats-unknown control stands on: unknown beat ids, the row's music unchanged."""
+    from musedance_core.models.temporal import unknown_beats
+
+    trainer = FlowTrainer(flow_config(2, tmp_path, base=stage1_export, uncond_rate=0.0, beat_drop_rate=1.0), make_clips())
+    rows = trainer.rows(0, 2, 0)
+    assert all(r.beats_dropped and not r.uncond for r in rows)
+    batch = trainer.batch(rows)
+    unet = trainer.pipe.config.unet
+    assert torch.equal(batch["windows"], unknown_beats(2, batch["windows"].shape[1], unet.beat_window,
+                                                       unet.beat_phase_bins, "cpu"))
+    assert torch.equal(batch["music"], torch.stack([r.music for r in rows]).float())

@@ -167,7 +167,6 @@ class TrainConfig:
             raise ValueError("model.base is required for the flow family's stage 2: the stage-1 flow export.")
         unsupported = {"model.motion_module": self.model.motion_module, "model.tokenizer": self.model.tokenizer,
                        "model.beat_phase_bins": self.model.beat_phase_bins,
-                       "train.beat_drop_rate": self.train.beat_drop_rate or None,
                        "train.motion_loss_weight": self.train.motion_loss_weight or None,
                        "export.temporal_only": self.export.temporal_only or None,
                        "train.gradient_checkpointing": self.train.gradient_checkpointing or None}

@@ -19,6 +19,9 @@ still scored against its own audio, so a model that follows the music scores low
 the music the shuffled controls take (the same donor clips): what the metrics give a dance that is
 perfect but follows other music, so it shows whether a metric can tell dancing on the beat at all.
 
+A flow-family checkpoint (`--model` of family flow) animates the same first frame to the same music and
+beats; `--beats-unknown NAME` adds its control with the beats withheld and the music kept.
+
 Spread: a model's value for a clip is its mean over the sampling seeds; a cell is the mean over clips
 with a 95% percentile bootstrap interval (1000 resamples of the clips, seeded by `--eval-seed`). FVD
 is a distance between sets, computed per seed on the first 16 frames of every clip and averaged.
@@ -50,7 +53,11 @@ from musedance_core.evaluation.metrics import (
     lpips,
 )
 from musedance_core.loading.flow_checkpoint import load_flow_pipeline
-from musedance_core.loading.formats import FLOW_FAMILY, checkpoint_family, safetensors_header
+from musedance_core.loading.formats import (
+    FLOW_FAMILY,
+    checkpoint_family,
+    safetensors_header,
+)
 from musedance_core.loading.loader import load_pipeline
 from musedance_core.sampling.flow_pipeline import FlowDancePipeline
 
@@ -424,6 +431,12 @@ def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings
                      "frames of every clip, averaged over the seeds.")
     if (controlled or truth_control) and donors is None:
         notes.append("Shuffled music: not possible, one track holds more than half of the clips (or one clip).")
+    if any(is_flow_checkpoint(path) for _, path in models):
+        notes.append("Flow-family rows: DDIM steps, guidance and seeds as above; beat guidance, noise share and "
+                     "reference start are MuseDance's and do not apply; the reference is animated without its "
+                     "mask (the flow family's mask only limits where it may move)."
+                     + (" Beats unknown: the model's own music with the beats withheld (the unknown beat "
+                        "tokens of its beat-dropped training rows)." if beats_unknown else ""))
     rows, real_features = [], {}
     if ground_truth:
         truth, other = [], []

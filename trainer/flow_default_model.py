@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     prepare_data(work, models)
     data = work / "prepared_train"
     stages = [(CONFIGS / "default_flow_stage1.yaml", args.stage1_steps), (CONFIGS / "default_flow_stage2.yaml", args.stage2_steps)]
-    budgets = [steps or load_config(config, {"model.base": "-"}).train.steps for config, steps in stages]
+    budgets = [steps or load_config(config, {} if stage == 1 else {"model.base": "-"}).train.steps
+               for stage, (config, steps) in enumerate(stages, 1)]
     stage1 = work / "flow_stage1" / "export" / "musedance_flow_default_stage1.safetensors"
     final = models / "musedance" / DEFAULT_FLOW_CHECKPOINT_NAME
     if not trained_to(stage1, budgets[0]):
