@@ -325,9 +325,7 @@ class Generation:
             raise ValueError(f"clip_ends must be one of {CLIP_ENDS}, got {clip_ends!r}.")
         self.bars: list[int] = []
         self.notes: list[str] = []
-        if clip_ends == CLIP_ENDS[1] and self.flow:
-            self.notes.append(f"The flow-family model makes clips of {self.clip_length} frames: clip_ends is not used.")
-        elif clip_ends == CLIP_ENDS[1]:
+        if clip_ends == CLIP_ENDS[1]:
             if beats.downbeats is not None:
                 self.bars = [int(f) for f in torch.nonzero(beats.downbeats[: self.frames]).flatten()]
             if not self.bars:
@@ -377,9 +375,11 @@ class Generation:
         """The flow family's clips (DabFusion), with progress and Cancel as MuseDance's."""
         if start_frame:
             raise ValueError("continuing a video is not available for the flow-family model; render it anew.")
+        from ..musedance_core.sampling.pipeline import clip_plan
+
         pipe, settings = self.model.pipeline, self.settings
-        clips = -(-self.frames // self.clip_length)
-        progress = comfy.Progress(clips * settings.steps)
+        _, todo = clip_plan(self.frames, self.clip_length, bars=self.bars)
+        progress = comfy.Progress(len(todo) * settings.steps)
 
         def on_step(clip: int, step: int) -> None:
             if step + 1 < settings.steps:  # a clip's last step is shown with its last frame, once it is composed
@@ -393,7 +393,7 @@ class Generation:
                 self.reference.encoding, self.music.tokens[: self.frames], self.beats.vector[: self.frames].float(),
                 num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale, seed=self.seed,
                 clip_length=self.clip_length, motion_frames=self.motion_frames, callback=on_step,
-                interrupt=comfy.check_interrupt,
+                interrupt=comfy.check_interrupt, bar_frames=self.bars,
             )):
                 progress.set((index + 1) * settings.steps, clip[-1])  # shown while the next clip runs
                 yield clip

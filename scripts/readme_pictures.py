@@ -151,7 +151,7 @@ def workflow_screenshot(out: Path, workflow: Path, viewport: tuple[int, int], ou
 
 
 def template_thumbnails(workflows: Path, timeout: float, host_dir: Path | None, host_python: Path | None,
-                        size: int = 256) -> None:
+                        size: int = 256, only: list[str] | None = None) -> None:
     """Run every API workflow in workflows/api/ on the sample in a ComfyUI that has the VIDEO type, read its
     video back through ComfyUI's own Get Video Components, and save four of its frames as `<name>.jpg`
     beside the UI workflow: the picture ComfyUI's template dialog shows for it."""
@@ -166,6 +166,8 @@ def template_thumbnails(workflows: Path, timeout: float, host_dir: Path | None, 
             server.upload(assets / "sample_reference.png", "musedance_reference.png")
             server.upload(assets / "sample_music.wav", "musedance_music.wav")
             for api in sorted((workflows / "api").glob("*.api.json")):
+                if only and api.name.removesuffix(".api.json") not in only:
+                    continue
                 graph = json.loads(api.read_text())
                 (combine,) = [key for key, node in graph.items()
                               if node["class_type"] in ("MuseDanceVideoCombine", "MuseDanceRender")]
@@ -213,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     thumbs.add_argument("--comfyui", type=Path, help="a ComfyUI with the VIDEO type (default: the tests' host)")
     thumbs.add_argument("--python", type=Path, help="the Python that runs --comfyui")
     thumbs.add_argument("--timeout", type=float, default=900, help="seconds for each workflow")
+    thumbs.add_argument("--only", nargs="+", metavar="NAME", help="only these workflows (e.g. musedance_flow)")
     square = sub.add_parser("icon", help="the pack's icon from the main job's contact sheet")
     square.add_argument("sheet", type=Path, help="outputs/musedance_demo_contact.png")
     square.add_argument("out", type=Path)
@@ -232,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "icon":
         icon(args.sheet, args.out)
     elif args.command == "thumbnails":
-        template_thumbnails(args.workflows, args.timeout, args.comfyui, args.python)
+        template_thumbnails(args.workflows, args.timeout, args.comfyui, args.python, only=args.only)
     else:
         viewport = tuple(int(v) for v in args.viewport.lower().split("x"))
         workflow_screenshot(args.out, args.workflow, viewport, args.width, args.run, args.chromium, args.timeout,

@@ -265,3 +265,15 @@ def test_the_beats_can_be_withheld_music_kept(monkeypatch):
     config = pipe.config.unet
     assert torch.equal(seen.pop(), unknown_beats(1, 8, config.beat_window, config.beat_phase_bins, "cpu"))
     assert not torch.equal(known, unknown_beats(1, 8, config.beat_window, config.beat_phase_bins, "cpu"))
+
+
+def test_flow_clips_can_end_on_bar_lines():
+    """bar_frames: a clip ends on the last bar line in its second half, as MuseDance's clip_plan has it."""
+    pipe = _flow_pipeline()
+    reference = pipe.encode_reference(torch.rand(32, 32, 3))
+    music, beats = torch.randn(20, 4, 32), (torch.arange(20) % 4 == 0).float()
+    lengths = [c.shape[0] for c in pipe.iter_clips(reference, music, beats, num_inference_steps=1, guidance_scale=1.0)]
+    assert lengths == [8, 8, 4]
+    lengths = [c.shape[0] for c in pipe.iter_clips(reference, music, beats, num_inference_steps=1, guidance_scale=1.0,
+                                                    bar_frames=[6, 13])]
+    assert lengths == [6, 7, 7]

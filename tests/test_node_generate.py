@@ -780,6 +780,8 @@ def test_a_flow_family_model_runs_through_the_same_nodes(pack, nodes, scene, mod
     """A flow-family checkpoint (DabFusion) in models/musedance: Load MuseDance Model loads it, ReferenceNet Encode
     keeps the picture's size and says the prompt is not used, the sampler and Render Dance Video make the frames of
     the music with progress, and what the family cannot take (a schedule, an SD1.5 base) is refused by name."""
+    import dataclasses
+
     from musedance_core.config import FlowDanceConfig
     from musedance_core.loading.flow_checkpoint import save_flow_checkpoint
     from musedance_core.sampling.flow_pipeline import FlowDancePipeline
@@ -800,6 +802,17 @@ def test_a_flow_family_model_runs_through_the_same_nodes(pack, nodes, scene, mod
     frames = answer["result"][0]
     assert frames.shape == (scene["beats"].vector.shape[0], 40, 48, 3) and torch.isfinite(frames).all()
     assert answer["ui"]["text"][0] == "sampler: flow family: steps 2, guidance 2"
+    pipeline = type(model.pipeline)  # the pack's own import of FlowDancePipeline
+    seen, iter_clips = [], pipeline.iter_clips
+    with pytest.MonkeyPatch.context() as patch:  # clips on bar lines: the bars of Beat Extract reach the flow sampler
+        patch.setattr(pipeline, "iter_clips", lambda self, *a, **k: seen.append(k["bar_frames"]) or
+                      iter_clips(self, *a, **k))
+        downbeats = torch.zeros(scene["beats"].vector.shape[0])
+        downbeats[::7] = 1  # a bar line every 7 frames
+        barred = dataclasses.replace(scene["beats"], downbeats=downbeats, meter=4)
+        nodes["MuseDanceSampler"]().run(model, reference, scene["music"], barred, 0, 1, 1.0, 0, 0, 2,
+                                        clip_ends="on bar lines")
+    assert seen == [list(range(0, downbeats.shape[0], 7))]
     rendered = _render(nodes, scene | {"model": model, "reference": reference}, steps=1, filename_prefix="flow/render")
     info = read_video_info(tmp_path / "output" / "flow" / rendered["ui"]["images"][0]["filename"])
     assert (info.num_frames, info.width, info.height) == (frames.shape[0], 48, 40)

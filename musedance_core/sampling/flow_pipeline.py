@@ -124,6 +124,7 @@ class FlowDancePipeline:
         callback: Callable[[int, int], None] | None = None,
         interrupt: Callable[[], None] | None = None,
         beats_unknown: bool = False,
+        bar_frames: list[int] | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the video clip by clip, frames [K, H, W, 3] in [0, 1] at the reference's resolution.
 
@@ -131,6 +132,8 @@ class FlowDancePipeline:
         guidance_scale 1 disables guidance; callback(clip, step) after every step; interrupt() is called
         between steps and clips and raises to stop. beats_unknown: the beats withheld (the tokens of
         training's beat-dropped rows), the music kept: the control that shows what the beats do.
+        bar_frames: frames where bars start; a clip then ends on the last bar line in its second half
+        (`clip_plan`), so the seams fall where the dance's phrases change.
         """
         reference = reference.to(self.device)
         k = self.config.clip_length if clip_length is None else clip_length
@@ -168,7 +171,7 @@ class FlowDancePipeline:
 
         still = flows_to_volume(torch.zeros(1, m, 2, h, w), torch.ones(1, m, 1, h, w), self.config.flow_scale)
         context_volume, context_known, context_start = still.to(device), False, 0
-        _, todo = clip_plan(num_frames, k)
+        _, todo = clip_plan(num_frames, k, bars=bar_frames or ())
         with eval_mode(self.unet):
             for clip_index, (start, length) in enumerate(todo):
                 if interrupt is not None:
