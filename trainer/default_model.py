@@ -54,7 +54,8 @@ from musedance_core.config import (
     UNetConfig,
     VAEConfig,
 )
-from musedance_core.loading.checkpoint import read_checkpoint_info, save_checkpoint, write_safetensors
+from musedance_core.loading.checkpoint import save_checkpoint, write_safetensors
+from musedance_core.loading.formats import safetensors_header
 from musedance_core.models.text_encoder import word_tokenizer_files
 from musedance_core.models.unet import is_temporal_parameter
 from musedance_core.sampling.pipeline import MuseDancePipeline
@@ -167,7 +168,7 @@ def trained_to(path: Path, steps: int) -> bool:
     """True when `path` is an export of a run that reached `steps` (so a larger budget trains on)."""
     if not path.is_file():
         return False
-    return read_checkpoint_info(path).extra.get("training_step") == str(steps)
+    return (safetensors_header(path).get("__metadata__") or {}).get("training_step") == str(steps)
 
 
 def stage1_from_model(model: Path, out: Path) -> Path:

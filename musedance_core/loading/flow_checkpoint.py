@@ -50,8 +50,11 @@ def save_flow_checkpoint(path: str | Path, pipe: FlowDancePipeline, *, dtype: to
 
 
 def load_flow_pipeline(path: str | Path, device: torch.device | str = "cpu",
-                       dtype: torch.dtype | str | None = None) -> FlowDancePipeline:
-    """A flow-family checkpoint as a FlowDancePipeline in eval mode; WeightsFileError names what is wrong."""
+                       dtype: torch.dtype | str | None = "fp32") -> FlowDancePipeline:
+    """A flow-family checkpoint as a FlowDancePipeline in eval mode; WeightsFileError names what is wrong.
+
+    dtype: the precision to compute in (fp32 by default, as `load_pipeline`: a CPU computes fp16 slowly);
+    None keeps the file's own."""
     weights = open_weights(path, device=device, dtype=DTYPES[dtype] if isinstance(dtype, str) else dtype)
     meta, name = weights.metadata, Path(path).name
     if meta.get("format") != CHECKPOINT_FORMAT or checkpoint_family(meta) != FLOW_FAMILY:

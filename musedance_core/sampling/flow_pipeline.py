@@ -43,12 +43,16 @@ class FlowReference:
 
 
 def flows_to_volume(flow: torch.Tensor, occlusion: torch.Tensor, scale: float) -> torch.Tensor:
-    """(flow [..., 2, h, w], occlusion [..., 1, h, w]) -> the denoiser's [..., 3, h, w]: flow x scale, 2m - 1."""
-    return torch.cat([flow * scale, occlusion * 2 - 1], dim=-3)
+    """(flow [..., 2, h, w], occlusion [..., 1, h, w]) -> the denoiser's [..., 3, h, w]: flow x scale, 2 (m - 1).
+
+    Both channels are 0 for "nothing moves, everything visible", what most of a frame is: a diffusion
+    model learns a whole channel's offset from 0 poorly (the lowest frequency is the last it fixes), and
+    the motion context then carries the error from clip to clip."""
+    return torch.cat([flow * scale, (occlusion - 1) * 2], dim=-3)
 
 
 def volume_to_flows(volume: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    return volume[..., :2, :, :] / scale, ((volume[..., 2:3, :, :] + 1) / 2).clamp(0, 1)
+    return volume[..., :2, :, :] / scale, (1 + volume[..., 2:3, :, :] / 2).clamp(0, 1)
 
 
 class FlowDancePipeline:
