@@ -1,19 +1,24 @@
 """The main job: a reference image and a piece of music -> a dance video, with a contact sheet and a beat plot.
 
     python -m musedance_demo [--image PNG] [--music FILE] [--prompt TEXT] [--start S] [--seconds S]
-                                  [--model CKPT] [--ast FOLDER] [--out outputs] [--steps 20] [--seed 0]
-                                  [--noise-share S] [--beat-guidance G]
+                                  [--model auto|CKPT] [--ast FOLDER] [--out outputs] [--steps 20] [--seed 0]
+                                  [--size N] [--noise-share S] [--beat-guidance G]
 
-Defaults: the default model that ships in models/ (trained with `python -m trainer.default_model` on
-the synthetic music-dance dataset, 64x64 at 12 fps) and its sample in musedance_demo/assets/ (a dancer and a track
-the model never saw). Writes into --out (default outputs/):
-    musedance_demo.mp4          the video with the music muxed in, trimmed to the frames
-    musedance_demo_contact.png  every frame, the frames on a beat framed in red
+Defaults: the sample in musedance_demo/assets/ (a dancer and a track no model heard) and, with --model
+auto, one of the two default models that ship in models/, both trained on the synthetic music-dance
+dataset at 64x64 and 12 fps: the MuseDance default (`python -m trainer.default_model`) for the sample
+dancer, the kind of figure it was trained on, and the flow default (`python -m trainer.flow_default_model`)
+for any other picture, because it moves the picture's own pixels and keeps its size (`choose_model`
+says why, the job prints it). Writes into --out (default outputs/):
+    musedance_demo.mp4          the video with the music muxed in, trimmed to the frames, written clip by clip
+    musedance_demo_contact.png  the first frames, the frames on a beat framed in red
     musedance_demo_beats.png    the music (waveform, onset strength, beats in red) over the video's
                                 motion (green: optical-flow magnitude between frames)
-and prints how well the motion follows the music (AV-Align, 2D-MM Align against its chance level).
-The image is framed to the model's size by cropping; its mask is computed automatically (or taken
-from its alpha channel). Needs no network.
+and prints how well the motion follows the music (AV-Align, 2D-MM Align against its chance level) and
+how much of the picture every frame keeps (musedance_core.evaluation.appearance). The image is framed
+to a square by cropping (MuseDance: the model's size, 64; flow: the picture's shorter side, at most
+1024); MuseDance computes its mask automatically (or takes the alpha channel), the flow family takes
+only an alpha channel, which keeps everything outside it still. Needs no network.
 """
 
 from __future__ import annotations
@@ -26,14 +31,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from musedance_core.config import AUTO, DEFAULT_AST_NAME, DEFAULT_CHECKPOINT_NAME, MAX_GUIDANCE, SamplerSettings
+from musedance_core.config import (
+    AUTO,
+    DEFAULT_AST_NAME,
+    DEFAULT_CHECKPOINT_NAME,
+    DEFAULT_FLOW_CHECKPOINT_NAME,
+    MAX_GUIDANCE,
+    SamplerSettings,
+)
 
 PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent  # a checkout: the default model lies in its models/ folder
 DEFAULT_MODEL = ROOT / "models" / "musedance" / DEFAULT_CHECKPOINT_NAME
+DEFAULT_FLOW_MODEL = ROOT / "models" / "musedance" / DEFAULT_FLOW_CHECKPOINT_NAME
 DEFAULT_AST = ROOT / "models" / "audio_encoders" / DEFAULT_AST_NAME
 ASSETS = PACKAGE / "assets"  # installed with the package
 NAME = "musedance_demo"
+MAX_SIDE = 1024  # the flow family keeps the picture's size up to this
+SHEET_SIDE = 128  # contact sheet, plot and scores work on frames at most this large
+SHEET_FRAMES = 48  # the contact sheet shows the first frames
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,8 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--start", type=float, default=0.0, help="where in the music to start, seconds")
     parser.add_argument("--seconds", type=float, default=4.0, help="video length in seconds (at most 600)")
     parser.add_argument("--fps", type=float, help="frame rate (default: the model's, 12)")
-    parser.add_argument("--size", type=int, default=64, help="video side in pixels (default 64, the default model's)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="MuseDance checkpoint (.safetensors)")
+    parser.add_argument("--size", type=int, help="video side in pixels (default: a MuseDance model's training size, "
+                        f"64 for the default; the flow family keeps the picture's shorter side, at most {MAX_SIDE})")
+    parser.add_argument("--model", default=AUTO,
+                        help="a checkpoint of either family (.safetensors), or 'auto' (default): the MuseDance "
+                             "default for the sample dancer, the flow default for your own picture")
     parser.add_argument("--ast", type=Path, default=DEFAULT_AST, help="AST folder in Hugging Face layout")
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default outputs/)")
     auto = "default: the model's recommendation"
@@ -68,8 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--seconds must be in (0, 600].")
     if args.fps is not None and args.fps <= 0:
         parser.error("--fps must be positive.")
-    if args.size <= 0 or args.size % 8:
-        parser.error("--size must be a positive multiple of 8.")
+    if args.size is not None and (args.size <= 0 or args.size % 8 or args.size > 4096):
+        parser.error("--size must be a positive multiple of 8, at most 4096.")
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be at least 1.")
     if args.guidance is not None and not 1.0 <= args.guidance <= MAX_GUIDANCE:
@@ -81,10 +100,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, path, what in (("--image", args.image, "an image file"), ("--music", args.music, "a music file")):
         if not path.is_file():
             parser.error(f"{name} {path} does not exist; give {what}.")
-    shipped = "the default model ships in the checkout's models/ folder, not in the installed package"
+    shipped = "the default models ship in the checkout's models/ folder, not in the installed package"
+    args.model, args.model_reason = choose_model(args.model, args.image)
     if not args.model.is_file():
-        parser.error(f"--model {args.model} does not exist; give a MuseDance .safetensors checkpoint "
-                     f"({shipped if args.model == DEFAULT_MODEL else 'a file path'}).")
+        parser.error(f"--model {args.model} does not exist; give a MuseDance or flow .safetensors checkpoint "
+                     f"({shipped if args.model in (DEFAULT_MODEL, DEFAULT_FLOW_MODEL) else 'a file path'}).")
+    from musedance_core.loading.formats import (
+        FLOW_FAMILY,
+        checkpoint_family,
+        musedance_checkpoint_problem,
+        safetensors_header,
+    )
+
+    if problem := musedance_checkpoint_problem(args.model):
+        parser.error(f"--model: {problem}")
+    args.flow = checkpoint_family(safetensors_header(args.model).get("__metadata__")) == FLOW_FAMILY
+    if args.flow:
+        given = [name for name, value in (("--noise-share", args.noise_share), ("--reference-start", args.reference_start))
+                 if value is not None] + (["--beat-guidance"] if args.beat_guidance != AUTO else [])
+        if given:
+            parser.error(f"{', '.join(given)}: MuseDance's sampler options; {args.model.name} is a flow-family "
+                         "model, which takes --steps and --guidance.")
     if not args.ast.is_dir():
         parser.error(f"--ast {args.ast} is not a folder; give an AST folder (config.json, model.safetensors)"
                      f"{' (' + shipped + ')' if args.ast == DEFAULT_AST else ''}.")
@@ -93,6 +129,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         same = args.image.resolve() == (ASSETS / "sample_reference.png").resolve() and sample.is_file()
         args.prompt = sample.read_text(encoding="utf-8").strip() if same else "a figure dancing to the beat"
     return args
+
+
+def is_sample(image: Path) -> bool:
+    return image.resolve() == (ASSETS / "sample_reference.png").resolve()
+
+
+def choose_model(model: str | Path, image: Path) -> tuple[Path, str]:
+    """The checkpoint to use and why: `model` itself unless it is 'auto'."""
+    if str(model) != AUTO:
+        return Path(model), "given with --model"
+    if is_sample(image):
+        return DEFAULT_MODEL, ("auto: the sample dancer is the kind of figure the MuseDance default was trained on "
+                               "(--model models/musedance/" + DEFAULT_FLOW_CHECKPOINT_NAME + " for the flow default)")
+    return DEFAULT_FLOW_MODEL, (
+        "auto: your own picture goes to the flow default, which moves the picture's own pixels and keeps its "
+        "size; on photographs it keeps the subject in every frame where the MuseDance default, trained on "
+        "64-pixel cartoon figures, loses it (BENCHMARKS.md, \"Which default for your picture\"; "
+        "--model models/musedance/" + DEFAULT_CHECKPOINT_NAME + " for the MuseDance default)")
 
 
 def _beat_guidance(text: str) -> float | str | None:
@@ -129,6 +183,23 @@ def save_png(path: Path, image: np.ndarray) -> None:
     Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(path)
 
 
+def thumbnails(frames: torch.Tensor) -> torch.Tensor:
+    """Frames [F, H, W, 3] at most SHEET_SIDE pixels along a side (area-averaged), for the sheet, plot and scores."""
+    height, width = frames.shape[1:3]
+    scale = SHEET_SIDE / max(height, width)
+    if scale >= 1:
+        return frames
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    small = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2).float(), size=size, mode="bilinear",
+                                            align_corners=False, antialias=True)
+    return small.clamp(0, 1).permute(0, 2, 3, 1)
+
+
+def flow_size(picture: np.ndarray) -> int:
+    """The flow family's default side: the picture's shorter side, a multiple of 8, at most MAX_SIDE."""
+    return max(8, min(min(picture.shape[:2]), MAX_SIDE) // 8 * 8)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -136,16 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     from musedance_core.audio.beats import analyze_beats, beat_vector
     from musedance_core.audio.music import load_music
     from musedance_core.audio.timing import frame_count, frame_samples
+    from musedance_core.evaluation.appearance import appearance_scores
     from musedance_core.evaluation.flow import flow_magnitudes
     from musedance_core.evaluation.metrics import evaluate_video
+    from musedance_core.loading.flow_checkpoint import load_flow_pipeline
     from musedance_core.loading.loader import load_pipeline
     from musedance_core.masks.framing import fit_image
     from musedance_core.masks.subject import foreground_mask
     from musedance_core.plots import beat_plot, contact_sheet
-    from musedance_core.sampling.pipeline import StepInfo
-    from musedance_core.video import write_video
+    from musedance_core.video import VideoWriter
 
-    pipe = load_pipeline(args.model)
+    pipe = load_flow_pipeline(args.model) if args.flow else load_pipeline(args.model)
     fps = args.fps or pipe.config.fps
     whole = load_music(args.music)  # the beat tracker reads the whole song, as Beat Extract does
     if args.start >= whole.duration:
@@ -160,35 +232,62 @@ def main(argv: list[str] | None = None) -> int:
     tokens = MusicEncoder.from_folder(args.ast).encode(whole.waveform, fps, frames, start_time=args.start)
 
     picture = load_image(args.image)
-    mask = foreground_mask(picture).mask
-    image, framing = fit_image(picture[..., :3], args.size, args.size, mode="crop")
-    mask = framing.apply(mask[None] if mask.ndim == 2 else mask)
+    if args.flow:  # its mask only limits where it may move: taken from an alpha channel, never guessed
+        size = args.size or flow_size(picture)
+        mask = torch.from_numpy(picture[..., 3].copy()) if picture.shape[-1] == 4 else None
+    else:
+        size = args.size or 64
+        mask = foreground_mask(picture).mask
+    image, framing = fit_image(picture[..., :3], size, size, mode="crop")
+    if mask is not None:
+        mask = framing.apply(mask[None] if mask.ndim == 2 else mask)
+    prompt = "unused by the flow family" if args.flow else repr(args.prompt)
     print(f"music: {args.music.name}, {seconds:.2f} s from {args.start:g} s, {analysis.tempo:.1f} BPM, "
-          f"{int(beats.sum())} beats; image: {args.image.name} -> {args.size}x{args.size}; "
-          f"prompt: {args.prompt!r}; model: {args.model.name}", flush=True)
-
-    def report(info: StepInfo) -> bool:
-        if info.step + 1 == info.num_steps:
-            print(f"  clip {info.clip_index + 1}/{info.num_clips} done", flush=True)
-        return False
-
-    if note := pipe.size_note(args.size, args.size):
+          f"{int(beats.sum())} beats; image: {args.image.name} -> {size}x{size}; prompt: {prompt}; "
+          f"model: {args.model.name} ({args.model_reason})", flush=True)
+    if note := pipe.size_note(size, size) if not args.flow else None:
         print(f"warning: {note}", flush=True)
     settings = sampler_settings(pipe.recommended, args)
-    print(f"sampler: {settings.describe()} (the model's recommendation where not given)", flush=True)
-    video = pipe(reference_image=image[0], mask=mask[0], text_embeds=pipe.encode_prompt(args.prompt),
-                 music_tokens=tokens, beats=torch.from_numpy(beats), num_inference_steps=settings.steps,
-                 guidance_scale=settings.guidance_scale, seed=args.seed, noise_share=settings.noise_share,
-                 beat_guidance_scale=settings.beat_guidance_scale, reference_start=settings.reference_start,
-                 callback=report)
-    generated = time.perf_counter() - started
+    described = (f"steps {settings.steps}, guidance {settings.guidance_scale:g}" if args.flow else settings.describe())
+    print(f"sampler: {described} (the model's recommendation where not given)", flush=True)
+
+    num_clips = -(-frames // pipe.config.clip_length)
+
+    def report(clip_index: int, step: int) -> None:
+        if step + 1 == settings.steps:
+            print(f"  clip {clip_index + 1}/{num_clips} done", flush=True)
+
+    beat_tensor = torch.from_numpy(beats)
+    if args.flow:
+        reference = pipe.encode_reference(image[0], None if mask is None else mask[0])
+        clips = pipe.iter_clips(reference, tokens, beat_tensor, num_inference_steps=settings.steps,
+                                guidance_scale=settings.guidance_scale, seed=args.seed, callback=report)
+    else:
+        clips = iter([pipe(reference_image=image[0], mask=mask[0], text_embeds=pipe.encode_prompt(args.prompt),
+                           music_tokens=tokens, beats=beat_tensor, num_inference_steps=settings.steps,
+                           guidance_scale=settings.guidance_scale, seed=args.seed, noise_share=settings.noise_share,
+                           beat_guidance_scale=settings.beat_guidance_scale, reference_start=settings.reference_start,
+                           callback=lambda info: report(info.clip_index, info.step) or False)])
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     audio = whole.waveform[frame_samples(args.start, frames, fps, whole.sample_rate)]
-    path = write_video(out / f"{NAME}.mp4", video, fps, audio=audio, sample_rate=whole.sample_rate)
+    small, appearance, done = [], [], 0
+    with VideoWriter(out / f"{NAME}.mp4", fps, sample_rate=whole.sample_rate, audio_channels=1) as writer:
+        for clip in clips:  # written as made: a long song at a large size never sits in memory whole
+            count = clip.shape[0]
+            samples = frame_samples(args.start + done / fps, count, fps, whole.sample_rate)
+            writer.write(clip, whole.waveform[samples][None])
+            small.append(thumbnails(clip))
+            appearance.append(appearance_scores(clip, image[0]))
+            done += count
+        path = writer.path
+    generated = time.perf_counter() - started
+    video = torch.cat(small)
     frames_np = video.numpy()
-    save_png(out / f"{NAME}_contact.png", contact_sheet(frames_np, columns=12, beat_flags=beats, scale=2))
+    shown = min(frames, SHEET_FRAMES)
+    save_png(out / f"{NAME}_contact.png", contact_sheet(frames_np[:shown], columns=12, beat_flags=beats[:shown],
+                                                       scale=max(1, 128 // frames_np.shape[1])))
     motion = np.concatenate([[0.0], flow_magnitudes(frames_np)]) if frames > 1 else None
     save_png(out / f"{NAME}_beats.png", beat_plot(whole.waveform, whole.sample_rate, analysis.onset_envelope,
                                                   analysis.frame_rate, analysis.times, args.start, frames / fps,
@@ -201,11 +300,23 @@ def main(argv: list[str] | None = None) -> int:
     def fmt(value) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
-    print(f"wrote {path} ({frames} frames at {fps:g} fps, music muxed in), {out / (NAME + '_contact.png')}, "
-          f"{out / (NAME + '_beats.png')}; generated in {generated:.1f} s")
+    weights = [c.shape[0] for c in small]
+
+    def mean(key: str) -> float:
+        return float(np.average([getattr(a, key) for a in appearance], weights=weights))
+
+    def worst(key: str) -> float:
+        return min(getattr(a, key + "_worst") for a in appearance)
+
+    print(f"wrote {path} ({frames} frames at {fps:g} fps, {size}x{size}, music muxed in), "
+          f"{out / (NAME + '_contact.png')} (the first {shown} frames), {out / (NAME + '_beats.png')}; "
+          f"generated in {generated:.1f} s")
     print(f"beat alignment: AV-Align {fmt(scores['av_align'])}, 2D-MM Align {fmt(scores['mm_align'])} "
           f"(chance {fmt(scores['mm_align_chance'])}), mean distance of motion beats to music beats "
           f"{fmt(scores['beat_distance_mean'])} s")
+    print(f"appearance against the picture: structure (SSIM) {mean('structure'):.3f} (worst frame "
+          f"{worst('structure'):.3f}), colours {mean('colour'):.3f} (worst {worst('colour'):.3f}), detail "
+          f"{mean('detail'):.3f} (worst {worst('detail'):.3f})")
     return 0
 
 

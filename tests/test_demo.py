@@ -28,6 +28,7 @@ def test_demo_writes_the_video_the_contact_sheet_and_the_beat_plot(tmp_path, cap
     printed = capsys.readouterr().out
     assert "prompt: 'a red human-like figure" in printed  # the sample's own caption
     assert "beat alignment: AV-Align" in printed and "clip 2/2 done" in printed
+    assert f"model: {demo.DEFAULT_CHECKPOINT_NAME} (auto: the sample dancer" in printed
 
 
 def test_demo_takes_the_users_image_and_music(tmp_path, capsys):
@@ -42,11 +43,27 @@ def test_demo_takes_the_users_image_and_music(tmp_path, capsys):
         f.setsampwidth(2)
         f.setframerate(track.sample_rate)
         f.writeframes(music.tobytes())
-    assert demo.main(["--image", str(tmp_path / "me.png"), "--music", str(tmp_path / "song.wav"), "--start", "1.5",
-                      "--seconds", "4", "--out", str(tmp_path / "o"), "--steps", "1", "--beat-guidance", "4"]) == 0
+    common = ["--image", str(tmp_path / "me.png"), "--music", str(tmp_path / "song.wav"), "--start", "1.5",
+              "--seconds", "4", "--steps", "1"]
+    # Your own picture goes to the flow default (model auto), which keeps the picture's size (its shorter side).
+    assert demo.main([*common, "--out", str(tmp_path / "o")]) == 0
     info = read_video_info(tmp_path / "o" / f"{demo.NAME}.mp4")
     assert info.num_frames == 18 and info.audio_duration == pytest.approx(1.5, abs=1 / 12)  # to the music's end
+    assert (info.width, info.height) == (80, 80)
+    printed = capsys.readouterr().out
+    assert f"model: {demo.DEFAULT_FLOW_CHECKPOINT_NAME} (auto: your own picture goes to the flow default" in printed
+    assert "prompt: unused by the flow family" in printed and "appearance against the picture: structure" in printed
+    # The MuseDance default on the same picture, asked for by name, at its own size, with its own options.
+    assert demo.main([*common, "--out", str(tmp_path / "m"), "--model", str(demo.DEFAULT_MODEL),
+                      "--beat-guidance", "4"]) == 0
+    info = read_video_info(tmp_path / "m" / f"{demo.NAME}.mp4")
+    assert (info.num_frames, info.width, info.height) == (18, 64, 64)
     assert "'a figure dancing to the beat'" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        demo.main([*common, "--out", str(tmp_path / "x"), "--beat-guidance", "4"])
+    assert "--beat-guidance: MuseDance's sampler options; musedance_flow_default.safetensors is a flow-family model" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_demo_starts_from_the_noised_reference_unless_told_not_to(tmp_path, monkeypatch, capsys):
@@ -67,7 +84,7 @@ def test_demo_starts_from_the_noised_reference_unless_told_not_to(tmp_path, monk
 @pytest.mark.parametrize("argv, message", [
     (["--size", "30"], "multiple of 8"),
     (["--image", "no/such.png"], "--image no/such.png does not exist"),
-    (["--model", "none.safetensors"], "--model none.safetensors does not exist; give a MuseDance"),
+    (["--model", "none.safetensors"], "--model none.safetensors does not exist; give a MuseDance or flow"),
     (["--seconds", "0"], "--seconds must be in"),
     (["--beat-guidance", "-1"], "--beat-guidance must be in [0, 30]"),
 ])
@@ -102,7 +119,7 @@ def test_the_main_job_runs_from_a_plain_pip_install(tmp_path):
     run = subprocess.run([sys.executable, "-m", "musedance_demo", "--seconds", "1"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2, run.stderr[-2000:]
-    assert "--model" in run.stderr and "the default model ships in the checkout's models/ folder" in run.stderr
+    assert "--model" in run.stderr and "the default models ship in the checkout's models/ folder" in run.stderr
     models = root / "models"
     run = subprocess.run([sys.executable, "-m", "musedance_demo", "--seconds", "1", "--steps", "1", "--out", "o",
                           "--model", str(models / "musedance" / "musedance_default.safetensors"),

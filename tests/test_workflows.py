@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from comfy_server import comfy_server_fixture
-from tiny_files import WORKFLOW_AST, WORKFLOW_CHECKPOINT, write_workflow_models
+from tiny_files import WORKFLOW_AST, WORKFLOW_CHECKPOINT, WORKFLOW_FLOW_CHECKPOINT, write_workflow_models
 from workflow_ui import check_ui_workflow, ui_to_api
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
@@ -83,6 +83,7 @@ def offline_info(pack, tmp_path_factory) -> dict:
         (home / "input" / name).write_bytes(b"")
     (home / "models" / "musedance").mkdir(parents=True)
     (home / "models" / "musedance" / WORKFLOW_CHECKPOINT).write_bytes(b"")
+    (home / "models" / "musedance" / WORKFLOW_FLOW_CHECKPOINT).write_bytes(b"")
     (home / "models" / "audio_encoders" / WORKFLOW_AST).mkdir(parents=True)
     (home / "models" / "audio_encoders" / WORKFLOW_AST / "config.json").write_text("{}")
     folder_paths = types.ModuleType("folder_paths")

@@ -89,6 +89,7 @@ def write_animatediff(adapter: MotionAdapter, path: Path, version: str) -> Path:
 
 # The model names the example workflows (workflows/*.json) use; tests put tiny models under them.
 WORKFLOW_CHECKPOINT = "musedance_default.safetensors"
+WORKFLOW_FLOW_CHECKPOINT = "musedance_flow_default.safetensors"
 WORKFLOW_AST = "musedance_default_ast"
 
 
@@ -114,9 +115,17 @@ def write_workflow_models(models_dir: Path, config: MuseDanceConfig | None = Non
     """Tiny models under the names the example workflows use, in ComfyUI's folder layout below `models_dir`."""
     from musedance_core.audio.ast_encoder import save_random_ast
 
+    from musedance_core.config import FlowDanceConfig
+    from musedance_core.loading.flow_checkpoint import save_flow_checkpoint
+    from musedance_core.sampling.flow_pipeline import FlowDancePipeline
+
     config = config or MuseDanceConfig.tiny()
     models_dir = Path(models_dir)
+    flow = FlowDanceConfig.tiny()
+    flow.unet.music_dim = config.unet.music_dim  # both families read the one AST
     return {
         "musedance": write_tiny_musedance(models_dir / "musedance" / WORKFLOW_CHECKPOINT, config),
+        "flow": save_flow_checkpoint(models_dir / "musedance" / WORKFLOW_FLOW_CHECKPOINT,
+                                     FlowDancePipeline.from_config(flow)),
         "audio_encoders": save_random_ast(models_dir / "audio_encoders" / WORKFLOW_AST, hidden_size=config.unet.music_dim),
     }
