@@ -18,7 +18,7 @@ import torch
 
 from musedance_core.video import read_video_info
 from sample_media import draw_reference, synth_music
-from tiny_files import WORKFLOW_AST, WORKFLOW_CHECKPOINT, write_workflow_models
+from tiny_files import WORKFLOW_AST, WORKFLOW_CHECKPOINT, WORKFLOW_FLOW_CHECKPOINT, write_workflow_models
 
 RATE = 22_050
 
@@ -93,7 +93,7 @@ def _sample(nodes, scene, **overrides):
 def test_loader_lists_and_loads_the_checkpoint(nodes):
     loader = nodes["MuseDanceLoadModel"]
     required = loader.INPUT_TYPES()["required"]
-    assert required["checkpoint"][0] == ["none", WORKFLOW_CHECKPOINT]
+    assert required["checkpoint"][0] == ["none", WORKFLOW_CHECKPOINT, WORKFLOW_FLOW_CHECKPOINT]
     assert required["checkpoint"][1]["default"] == WORKFLOW_CHECKPOINT
     model = loader().run(WORKFLOW_CHECKPOINT, "none", "none", "auto", "default")[0]
     assert model.pipeline.dtype == torch.float32  # auto on the CPU
@@ -139,7 +139,7 @@ def test_loader_reads_the_chosen_checkpoints_header_at_validation(nodes, models_
         for name, (_, words) in broken.items():
             assert loader.VALIDATE_INPUTS(checkpoint=name).startswith(words)
         missing = loader.VALIDATE_INPUTS(checkpoint="gone.safetensors")
-        assert f"Available: {WORKFLOW_CHECKPOINT}. Not loadable: " in missing, missing
+        assert f"Available: {WORKFLOW_CHECKPOINT}, {WORKFLOW_FLOW_CHECKPOINT}. Not loadable: " in missing, missing
         assert all(words in missing for _, words in broken.values()), missing
     finally:
         for name in broken:
