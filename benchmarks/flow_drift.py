@@ -31,6 +31,7 @@ from machine_info import machine  # benchmarks/ is on sys.path when a script her
 from musedance_core.audio.beats import analyze_beats
 from musedance_core.audio.music import load_music
 from musedance_core.config import DEFAULT_AST_NAME, DEFAULT_FLOW_CHECKPOINT_NAME
+from musedance_core.evaluation.appearance import detail as sharpness
 from musedance_core.evaluation.metrics import evaluate_video, psnr, ssim
 from musedance_core.loading.flow_checkpoint import load_flow_pipeline
 from musedance_core.sampling.flow_pipeline import FlowDancePipeline
@@ -41,13 +42,6 @@ from trainer.synthetic import generate
 ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 40
 DATA_SEED = 7  # not the training set's 0: tracks no model here heard
-
-
-def sharpness(frames: torch.Tensor) -> torch.Tensor:
-    """Mean gradient magnitude per frame of [F, H, W, 3] in [0, 1]."""
-    grey = frames.mean(-1)
-    dx, dy = grey[:, :, 1:] - grey[:, :, :-1], grey[:, 1:] - grey[:, :-1]
-    return dx.abs().mean((1, 2)) + dy.abs().mean((1, 2))
 
 
 def chained(pipe: FlowDancePipeline, first: torch.Tensor, music: torch.Tensor, beats: torch.Tensor,

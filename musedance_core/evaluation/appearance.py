@@ -39,6 +39,7 @@ def colour_histograms(frames: torch.Tensor, bins: int = BINS) -> torch.Tensor:
 
 
 def detail(frames: torch.Tensor) -> torch.Tensor:
+    """Mean gradient magnitude per frame of [F, H, W, 3] in [0, 1]."""
     grey = frames.mean(-1)
     return (grey[:, :, 1:] - grey[:, :, :-1]).abs().mean((1, 2)) + (grey[:, 1:] - grey[:, :-1]).abs().mean((1, 2))
 
