@@ -117,10 +117,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.flow = checkpoint_family(safetensors_header(args.model).get("__metadata__")) == FLOW_FAMILY
     if args.flow:
         given = [name for name, value in (("--noise-share", args.noise_share), ("--reference-start", args.reference_start))
-                 if value is not None] + (["--beat-guidance"] if args.beat_guidance != AUTO else [])
+                 if value is not None]
         if given:
             parser.error(f"{', '.join(given)}: MuseDance's sampler options; {args.model.name} is a flow-family "
-                         "model, which takes --steps and --guidance.")
+                         "model, which takes --steps, --guidance and --beat-guidance.")
     if not args.ast.is_dir():
         parser.error(f"--ast {args.ast} is not a folder; give an AST folder (config.json, model.safetensors)"
                      f"{' (' + shipped + ')' if args.ast == DEFAULT_AST else ''}.")
@@ -166,6 +166,12 @@ def sampler_settings(recommended: SamplerSettings, args: argparse.Namespace) -> 
     if args.beat_guidance != AUTO:
         chosen["beat_guidance_scale"] = args.beat_guidance
     return dataclasses.replace(recommended, **chosen)
+
+
+def flow_described(settings: SamplerSettings) -> str:
+    """The settings the flow family uses (the others are MuseDance's)."""
+    beats = "" if settings.beat_guidance_scale is None else f", beat guidance {settings.beat_guidance_scale:g}"
+    return f"steps {settings.steps}, guidance {settings.guidance_scale:g}{beats}"
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -248,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if note := pipe.size_note(size, size) if not args.flow else None:
         print(f"warning: {note}", flush=True)
     settings = sampler_settings(pipe.recommended, args)
-    described = (f"steps {settings.steps}, guidance {settings.guidance_scale:g}" if args.flow else settings.describe())
+    described = flow_described(settings) if args.flow else settings.describe()
     print(f"sampler: {described} (the model's recommendation where not given)", flush=True)
 
     num_clips = -(-frames // pipe.config.clip_length)
@@ -261,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.flow:
         reference = pipe.encode_reference(image[0], None if mask is None else mask[0])
         clips = pipe.iter_clips(reference, tokens, beat_tensor, num_inference_steps=settings.steps,
-                                guidance_scale=settings.guidance_scale, seed=args.seed, callback=report)
+                                guidance_scale=settings.guidance_scale, beat_guidance_scale=settings.beat_guidance_scale,
+                                seed=args.seed, callback=report)
     else:
         clips = iter([pipe(reference_image=image[0], mask=mask[0], text_embeds=pipe.encode_prompt(args.prompt),
                            music_tokens=tokens, beats=beat_tensor, num_inference_steps=settings.steps,

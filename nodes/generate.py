@@ -313,8 +313,6 @@ class Generation:
             scales = (chosen.get("guidance_scale", self.settings.guidance_scale),
                       chosen.get("beat_guidance_scale", self.settings.beat_guidance_scale))
             rows = max(rows, 1 + sum(guidance_rows(*scales)))
-        if self.flow:  # a conditional row, and an unconditional one with guidance; no beat row
-            rows = 2 if self.settings.guidance_scale > 1 else 1
         self.memory = job_from_run(model, reference, self.frames, self.clip_length, rows, holds_every_frame,
                                    span.duration)
         if problem := self.memory.problem():
@@ -391,8 +389,8 @@ class Generation:
         try:
             for index, clip in enumerate(pipe.iter_clips(
                 self.reference.encoding, self.music.tokens[: self.frames], self.beats.vector[: self.frames].float(),
-                num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale, seed=self.seed,
-                clip_length=self.clip_length, motion_frames=self.motion_frames, callback=on_step,
+                num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
+                beat_guidance_scale=settings.beat_guidance_scale, seed=self.seed, clip_length=self.clip_length, motion_frames=self.motion_frames, callback=on_step,
                 interrupt=comfy.check_interrupt, bar_frames=self.bars,
             )):
                 progress.set((index + 1) * settings.steps, clip[-1])  # shown while the next clip runs
@@ -403,7 +401,9 @@ class Generation:
     def describe(self) -> str:
         """The settings the sampler used, as shown on the node."""
         if self.flow:
-            return f"flow family: steps {self.settings.steps}, guidance {self.settings.guidance_scale:g}"
+            beats = self.settings.beat_guidance_scale
+            return (f"flow family: steps {self.settings.steps}, guidance {self.settings.guidance_scale:g}"
+                    + ("" if beats is None else f", beat guidance {beats:g}"))
         return self.settings.describe()
 
     def audio(self, first: int, count: int) -> dict:

@@ -166,8 +166,6 @@ def job_from_prompt(prompt: dict, node_id: str) -> JobSize | None:
     clip_length = clip_length if isinstance(clip_length, int) and clip_length > 0 else config.clip_length
     frames, song_seconds = _frames(prompt, inputs)
     rows = settings_rows(recommended, guidance, beat_guidance)
-    if not isinstance(config, MuseDanceConfig):  # the flow family: a conditional row, and one more with guidance
-        rows = 2 if (guidance or recommended.guidance_scale) > 1 else 1
     schedule = _source(prompt, inputs.get("schedule"), "MuseDanceSchedule")
     if schedule is not None and isinstance(schedule.get("schedule"), str):
         rows = max([rows, *_schedule_rows(schedule["schedule"], recommended, guidance, beat_guidance)])

@@ -46,13 +46,14 @@ def test_demo_takes_the_users_image_and_music(tmp_path, capsys):
     common = ["--image", str(tmp_path / "me.png"), "--music", str(tmp_path / "song.wav"), "--start", "1.5",
               "--seconds", "4", "--steps", "1"]
     # Your own picture goes to the flow default (model auto), which keeps the picture's size (its shorter side).
-    assert demo.main([*common, "--out", str(tmp_path / "o")]) == 0
+    assert demo.main([*common, "--out", str(tmp_path / "o"), "--beat-guidance", "4"]) == 0
     info = read_video_info(tmp_path / "o" / f"{demo.NAME}.mp4")
     assert info.num_frames == 18 and info.audio_duration == pytest.approx(1.5, abs=1 / 12)  # to the music's end
     assert (info.width, info.height) == (80, 80)
     printed = capsys.readouterr().out
     assert f"model: {demo.DEFAULT_FLOW_CHECKPOINT_NAME} (auto: your own picture goes to the flow default" in printed
     assert "prompt: unused by the flow family" in printed and "appearance against the picture: structure" in printed
+    assert "sampler: steps 1, guidance 2, beat guidance 4" in printed
     # The MuseDance default on the same picture, asked for by name, at its own size, with its own options.
     assert demo.main([*common, "--out", str(tmp_path / "m"), "--model", str(demo.DEFAULT_MODEL),
                       "--beat-guidance", "4"]) == 0
@@ -60,8 +61,8 @@ def test_demo_takes_the_users_image_and_music(tmp_path, capsys):
     assert (info.num_frames, info.width, info.height) == (18, 64, 64)
     assert "'a figure dancing to the beat'" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        demo.main([*common, "--out", str(tmp_path / "x"), "--beat-guidance", "4"])
-    assert "--beat-guidance: MuseDance's sampler options; musedance_flow_default.safetensors is a flow-family model" \
+        demo.main([*common, "--out", str(tmp_path / "x"), "--noise-share", "0.5"])
+    assert "--noise-share: MuseDance's sampler options; musedance_flow_default.safetensors is a flow-family model" \
         in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 

@@ -267,6 +267,51 @@ def test_the_beats_can_be_withheld_music_kept(monkeypatch):
     assert not torch.equal(known, unknown_beats(1, 8, config.beat_window, config.beat_phase_bins, "cpu"))
 
 
+def test_the_beats_have_a_guidance_scale_of_their_own(monkeypatch):
+    """Beat guidance: three rows (no music and unknown beats, music and unknown beats, music and beats) combined
+    as MuseDance's GuidedDenoiser combines them; the same scale as plain guidance is plain guidance."""
+    from musedance_core.models.temporal import unknown_beats
+
+    pipe = _flow_pipeline()
+    reference = pipe.encode_reference(torch.rand(32, 32, 3))
+    music, beats = torch.randn(8, 4, 32), (torch.arange(8) % 4 == 0).float()
+    seen = []
+    forward = pipe.unet.forward
+
+    def spy(sample, t, latent, tokens, ids, **k):
+        out = forward(sample, t, latent, tokens, ids, **k)
+        seen.append((tokens.clone(), ids.clone(), out.clone()))
+        return out
+
+    monkeypatch.setattr(pipe.unet, "forward", spy)
+    steps = []
+    monkeypatch.setattr(type(pipe), "frames", lambda self, ref, volume: steps.append(volume.clone()) or volume)
+    list(pipe.iter_clips(reference, music, beats, num_inference_steps=1, guidance_scale=2.0, beat_guidance_scale=5.0,
+                         motion_frames=0))
+    (tokens, ids, out), = seen
+    config = pipe.config.unet
+    unknown = unknown_beats(1, 8, config.beat_window, config.beat_phase_bins, "cpu")[0]
+    assert out.shape[0] == 3
+    assert torch.equal(tokens[0], torch.zeros_like(tokens[0])) and torch.equal(tokens[1], tokens[2])
+    assert torch.equal(tokens[2], music[None].float()[0])
+    assert torch.equal(ids[0], unknown) and torch.equal(ids[1], unknown) and not torch.equal(ids[2], unknown)
+    guided = out[0] + 2.0 * (out[1] - out[0]) + 5.0 * (out[2] - out[1])
+    # One DDIM step from the sampler's noise (seed 0) with that prediction is the clip's volume.
+    from musedance_core.sampling.conditioning import sampling_scheduler
+
+    scheduler = sampling_scheduler(pipe.config)
+    scheduler.set_timesteps(1)
+    noise = torch.randn((1, 8, out.shape[2], *out.shape[3:]), generator=torch.Generator().manual_seed(0))
+    expected = scheduler.step(guided[None], scheduler.timesteps[0], noise).prev_sample[0]
+    assert torch.allclose(steps.pop(), expected, atol=1e-5)
+    seen.clear()
+    list(pipe.iter_clips(reference, music, beats, num_inference_steps=1, guidance_scale=2.0, beat_guidance_scale=2.0,
+                         motion_frames=0))
+    assert seen[0][2].shape[0] == 2  # the beats' own scale equal to plain guidance: no third row
+    with pytest.raises(ValueError, match="beat_guidance_scale"):
+        next(pipe.iter_clips(reference, music, beats, beat_guidance_scale=-1.0))
+
+
 def test_flow_clips_can_end_on_bar_lines():
     """bar_frames: a clip ends on the last bar line in its second half, as MuseDance's clip_plan has it."""
     pipe = _flow_pipeline()

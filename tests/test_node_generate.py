@@ -798,10 +798,11 @@ def test_a_flow_family_model_runs_through_the_same_nodes(pack, nodes, scene, mod
     assert framed.shape == (1, 40, 48, 3)
     assert encoded["ui"]["text"][0] == "The flow-family model follows the music alone: the prompt is not used."
     answer = nodes["MuseDanceSampler"]().run(model, reference, scene["music"], scene["beats"], seed=0, steps=2,
-                                             guidance=2.0, frame_count=0, clip_length=0, motion_frames=2)
+                                             guidance=2.0, frame_count=0, clip_length=0, motion_frames=2,
+                                             beat_guidance=3.0)
     frames = answer["result"][0]
     assert frames.shape == (scene["beats"].vector.shape[0], 40, 48, 3) and torch.isfinite(frames).all()
-    assert answer["ui"]["text"][0] == "sampler: flow family: steps 2, guidance 2"
+    assert answer["ui"]["text"][0] == "sampler: flow family: steps 2, guidance 2, beat guidance 3"
     pipeline = type(model.pipeline)  # the pack's own import of FlowDancePipeline
     seen, iter_clips = [], pipeline.iter_clips
     with pytest.MonkeyPatch.context() as patch:  # clips on bar lines: the bars of Beat Extract reach the flow sampler
@@ -838,6 +839,6 @@ def test_a_flow_family_job_is_estimated_at_validation(pack, nodes, models_dir, s
     sampler = _node_id(basic, "MuseDanceSampler")
     basic[sampler]["inputs"].update(guidance=3.0, beat_guidance=6.0)
     job = memory.job_from_prompt(basic, sampler)
-    assert type(job.config).__name__ == "FlowDanceConfig" and job.rows == 2 and job.frames == 48
+    assert type(job.config).__name__ == "FlowDanceConfig" and job.rows == 3 and job.frames == 48  # beats' own row
     parts = job.estimate().describe()
     assert "model weights" in parts and "48 frames held as one IMAGE" in parts, parts

@@ -212,7 +212,8 @@ def sample_video(pipe, reference, text: torch.Tensor | None, source, count: int,
     if isinstance(pipe, FlowDancePipeline):
         return torch.cat(list(pipe.iter_clips(reference, source.music[:count], source.beats[:count],
                                               num_inference_steps=settings.steps, guidance_scale=settings.guidance,
-                                              seed=seed, beats_unknown=beats_unknown)))
+                                              beat_guidance_scale=settings.beat_guidance, seed=seed,
+                                              beats_unknown=beats_unknown)))
     return pipe(reference=reference, text_embeds=text, music_tokens=source.music[:count], beats=source.beats[:count],
                 num_inference_steps=settings.steps, guidance_scale=settings.guidance, seed=seed,
                 noise_share=settings.noise_share, beat_guidance_scale=settings.beat_guidance,
@@ -432,7 +433,7 @@ def run(data: Path, clips_folder: Path, models: list[tuple[str, Path]], settings
     if (controlled or truth_control) and donors is None:
         notes.append("Shuffled music: not possible, one track holds more than half of the clips (or one clip).")
     if any(is_flow_checkpoint(path) for _, path in models):
-        notes.append("Flow-family rows: DDIM steps, guidance and seeds as above; beat guidance, noise share and "
+        notes.append("Flow-family rows: DDIM steps, guidance, beat guidance and seeds as above; noise share and "
                      "reference start are MuseDance's and do not apply; the reference is animated without its "
                      "mask (the flow family's mask only limits where it may move)."
                      + (" Beats unknown: the model's own music with the beats withheld (the unknown beat "

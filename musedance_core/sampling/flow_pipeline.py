@@ -3,7 +3,8 @@
 For each clip of K frames: DDIM over the clip's flow-and-occlusion volume [K, 3, h, w] with the flow
 denoiser, conditioned on the reference's latent z_0 (the auto-encoder's encoder at `config.size`), the
 frames' music tokens and their beat ids, with classifier-free guidance against a row of zero music and
-unknown beats; then every frame is the reference moved by its flow: the reference's own pixels at its
+unknown beats (and optionally the beats' own scale against a row with the music and unknown beats, as
+MuseDance's `GuidedDenoiser`); then every frame is the reference moved by its flow: the reference's own pixels at its
 own resolution where the occlusion map says they are visible, the auto-encoder's decoded picture where
 they are not (`flow.compose`). Clips continue one another through a motion context: the motion modules
 of each clip attend to the hidden states of the M frames before it (for the first clip, M still frames:
@@ -25,6 +26,7 @@ from ..models.flow import LatentFlowAutoencoder, compose, limit_to_mask
 from ..models.flow_unet import FLOW_CHANNELS, FlowUNet
 from ..models.temporal import unknown_beats
 from .conditioning import eval_mode, frame_beats, sampling_scheduler
+from .guidance import GuidedDenoiser
 from .pipeline import clip_plan
 
 
@@ -122,6 +124,7 @@ class FlowDancePipeline:
         *,
         num_inference_steps: int = 25,
         guidance_scale: float = 2.0,
+        beat_guidance_scale: float | None = None,
         seed: int = 0,
         clip_length: int | None = None,
         motion_frames: int | None = None,
@@ -133,7 +136,8 @@ class FlowDancePipeline:
         """Yield the video clip by clip, frames [K, H, W, 3] in [0, 1] at the reference's resolution.
 
         music_tokens [F, L, d] (or FrameTokens), beats [F] of 0/1: one per frame of the video.
-        guidance_scale 1 disables guidance; callback(clip, step) after every step; interrupt() is called
+        guidance_scale 1 disables guidance; beat_guidance_scale (None: guided with the rest) gives the beats
+        a scale of their own, from the prediction with the music and unknown beats; callback(clip, step) after every step; interrupt() is called
         between steps and clips and raises to stop. beats_unknown: the beats withheld (the tokens of
         training's beat-dropped rows), the music kept: the control that shows what the beats do.
         bar_frames: frames where bars start; a clip then ends on the last bar line in its second half
@@ -148,10 +152,13 @@ class FlowDancePipeline:
                              "for the same frames.")
         if not 1.0 <= float(guidance_scale) <= MAX_GUIDANCE:
             raise ValueError(f"guidance_scale must be in [1, {MAX_GUIDANCE:g}], got {guidance_scale!r}.")
+        if beat_guidance_scale is not None and not 0.0 <= float(beat_guidance_scale) <= MAX_GUIDANCE:
+            raise ValueError(f"beat_guidance_scale must be in [0, {MAX_GUIDANCE:g}] or None, got {beat_guidance_scale!r}.")
         if not 1 <= k or k + m > self.config.unet.max_seq_length:
             raise ValueError(f"clip_length {k} + motion_frames {m} must fit the denoiser's {self.config.unet.max_seq_length}.")
-        device, guided = self.device, guidance_scale > 1.0
-        rows = 2 if guided else 1
+        device = self.device
+        guide = GuidedDenoiser(self.unet, guidance_scale, beat_guidance_scale)
+        rows = guide.rows
         h = w = self.config.latent_size
         generator = torch.Generator(device="cpu").manual_seed(seed)
         scheduler = sampling_scheduler(self.config)
@@ -168,9 +175,10 @@ class FlowDancePipeline:
             else:  # frames at no time in the music: the still frames before the first clip
                 tokens = torch.zeros(1, length, *music_tokens.shape[-2:], device=device)
                 ids = unknown_beats(1, length, self.config.unet.beat_window, self.config.unet.beat_phase_bins, device)
-            if guided:  # row 0: no music and unknown beats
-                unknown = unknown_beats(1, length, self.config.unet.beat_window, self.config.unet.beat_phase_bins, device)
-                tokens, ids = torch.cat([torch.zeros_like(tokens), tokens]), torch.cat([unknown, ids])
+            unknown = unknown_beats(1, length, self.config.unet.beat_window, self.config.unet.beat_phase_bins, device)
+            # Rows in GuidedDenoiser's order: [no music, unknown beats] [music, unknown beats] [music, beats].
+            tokens = torch.cat([torch.zeros_like(tokens)] * guide.unconditional_row + [tokens] * guide.beat_row + [tokens])
+            ids = torch.cat([unknown] * (guide.unconditional_row + guide.beat_row) + [ids])
             return tokens.to(dtype), ids
 
         still = flows_to_volume(torch.zeros(1, m, 2, h, w), torch.ones(1, m, 1, h, w), self.config.flow_scale)
@@ -190,9 +198,7 @@ class FlowDancePipeline:
                 volume = torch.randn((1, length, FLOW_CHANNELS, h, w), generator=generator).to(device)
                 for step, t in enumerate(scheduler.timesteps):
                     model_in = volume.expand(rows, -1, -1, -1, -1).to(dtype)
-                    eps = self.unet(model_in, t, latent, tokens, ids, motion_context=context).float()
-                    if guided:
-                        eps = eps[:1] + guidance_scale * (eps[1:] - eps[:1])
+                    eps = guide.combine(self.unet(model_in, t, latent, tokens, ids, motion_context=context).float())
                     volume = scheduler.step(eps, t, volume).prev_sample
                     if callback is not None:
                         callback(clip_index, step)
