@@ -39,11 +39,13 @@ from musedance_core.evaluation.metrics import (  # noqa: E402
     evaluate_video,
     onset_coverage,
 )
+from musedance_core.loading.flow_checkpoint import load_flow_pipeline  # noqa: E402
 from musedance_core.loading.loader import load_pipeline  # noqa: E402
 from trainer.data import PreparedDataset  # noqa: E402
 from trainer.evaluate import (  # noqa: E402
     Settings,
     _model_arg,
+    is_flow_checkpoint,
     load_clip,
     load_tracks,
     music_donors,
@@ -147,15 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.ground_truth:
         rows["ground truth"] = [clip_record(data[c.index].frames.float() / 255.0, c, fps) for c in clips]
     for name, path in args.model:
-        pipe = load_pipeline(path, device="cpu", dtype="fp32")
+        flow = is_flow_checkpoint(path)
+        pipe = (load_flow_pipeline if flow else load_pipeline)(path, device="cpu", dtype="fp32")
         kinds = [name] + ([f"{name}, shuffled music"] if name in args.shuffled_music else [])
         for kind in kinds:
             rows[kind] = []
         for position, clip in enumerate(clips):
             own = data[clip.index]
             truth = own.frames.float() / 255.0
-            text = pipe.encode_prompt(own.caption)
-            reference = pipe.encode_reference(truth[0], own.masks[0], text)
+            if flow:  # as trainer.evaluate: no prompt, and no mask (it only limits where the flow family moves)
+                text, reference = None, pipe.encode_reference(truth[0])
+            else:
+                text = pipe.encode_prompt(own.caption)
+                reference = pipe.encode_reference(truth[0], own.masks[0], text)
             for kind in kinds:
                 source = own if kind == name else data[clips[donors[position]].index]
                 count = min(own.num_frames, source.num_frames)
