@@ -390,7 +390,8 @@ class Generation:
             for index, clip in enumerate(pipe.iter_clips(
                 self.reference.encoding, self.music.tokens[: self.frames], self.beats.vector[: self.frames].float(),
                 num_inference_steps=settings.steps, guidance_scale=settings.guidance_scale,
-                beat_guidance_scale=settings.beat_guidance_scale, seed=self.seed, clip_length=self.clip_length, motion_frames=self.motion_frames, callback=on_step,
+                beat_guidance_scale=settings.beat_guidance_scale, seed=self.seed, clip_length=self.clip_length,
+                motion_frames=self.motion_frames, callback=on_step,
                 interrupt=comfy.check_interrupt, bar_frames=self.bars,
             )):
                 progress.set((index + 1) * settings.steps, clip[-1])  # shown while the next clip runs

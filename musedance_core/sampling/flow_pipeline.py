@@ -4,9 +4,9 @@ For each clip of K frames: DDIM over the clip's flow-and-occlusion volume [K, 3,
 denoiser, conditioned on the reference's latent z_0 (the auto-encoder's encoder at `config.size`), the
 frames' music tokens and their beat ids, with classifier-free guidance against a row of zero music and
 unknown beats (and optionally the beats' own scale against a row with the music and unknown beats, as
-MuseDance's `GuidedDenoiser`); then every frame is the reference moved by its flow: the reference's own pixels at its
-own resolution where the occlusion map says they are visible, the auto-encoder's decoded picture where
-they are not (`flow.compose`). Clips continue one another through a motion context: the motion modules
+MuseDance's `GuidedDenoiser`); then every frame is the reference moved by its flow: the reference's own
+pixels at its own resolution where the occlusion map says they are visible, the auto-encoder's decoded
+picture where they are not (`flow.compose`). Clips continue one another through a motion context: the motion modules
 of each clip attend to the hidden states of the M frames before it (for the first clip, M still frames:
 zero flow, nothing occluded, which is the reference itself), where DabFusion restarts from the last frame.
 A mask limits the motion to the subject: elsewhere the frames are the reference's pixels, exactly.
@@ -137,9 +137,10 @@ class FlowDancePipeline:
 
         music_tokens [F, L, d] (or FrameTokens), beats [F] of 0/1: one per frame of the video.
         guidance_scale 1 disables guidance; beat_guidance_scale (None: guided with the rest) gives the beats
-        a scale of their own, from the prediction with the music and unknown beats; callback(clip, step) after every step; interrupt() is called
-        between steps and clips and raises to stop. beats_unknown: the beats withheld (the tokens of
-        training's beat-dropped rows), the music kept: the control that shows what the beats do.
+        a scale of their own, from the prediction with the music and unknown beats; callback(clip, step)
+        after every step; interrupt() is called between steps and clips and raises to stop. beats_unknown:
+        the beats withheld (the tokens of training's beat-dropped rows), the music kept: the control that
+        shows what the beats do.
         bar_frames: frames where bars start; a clip then ends on the last bar line in its second half
         (`clip_plan`), so the seams fall where the dance's phrases change.
         """
@@ -153,7 +154,8 @@ class FlowDancePipeline:
         if not 1.0 <= float(guidance_scale) <= MAX_GUIDANCE:
             raise ValueError(f"guidance_scale must be in [1, {MAX_GUIDANCE:g}], got {guidance_scale!r}.")
         if beat_guidance_scale is not None and not 0.0 <= float(beat_guidance_scale) <= MAX_GUIDANCE:
-            raise ValueError(f"beat_guidance_scale must be in [0, {MAX_GUIDANCE:g}] or None, got {beat_guidance_scale!r}.")
+            raise ValueError(f"beat_guidance_scale must be in [0, {MAX_GUIDANCE:g}] or None, "
+                             f"got {beat_guidance_scale!r}.")
         if not 1 <= k or k + m > self.config.unet.max_seq_length:
             raise ValueError(f"clip_length {k} + motion_frames {m} must fit the denoiser's {self.config.unet.max_seq_length}.")
         device = self.device
@@ -177,7 +179,8 @@ class FlowDancePipeline:
                 ids = unknown_beats(1, length, self.config.unet.beat_window, self.config.unet.beat_phase_bins, device)
             unknown = unknown_beats(1, length, self.config.unet.beat_window, self.config.unet.beat_phase_bins, device)
             # Rows in GuidedDenoiser's order: [no music, unknown beats] [music, unknown beats] [music, beats].
-            tokens = torch.cat([torch.zeros_like(tokens)] * guide.unconditional_row + [tokens] * guide.beat_row + [tokens])
+            tokens = torch.cat([torch.zeros_like(tokens)] * guide.unconditional_row + [tokens] * guide.beat_row
+                               + [tokens])
             ids = torch.cat([unknown] * (guide.unconditional_row + guide.beat_row) + [ids])
             return tokens.to(dtype), ids
 
