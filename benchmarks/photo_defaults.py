@@ -124,7 +124,7 @@ def main() -> int:
     rows = []
     for run in runs:
         reference = torch.from_numpy(demo.load_image(pictures[run["photo"]])[..., :3])
-        video, video64 = run.pop("video"), None
+        video = run.pop("video")
         video64 = small(video)
         other = songs[(songs.index(run["song"]) + 1) % len(songs)]
         own, chance = alignment(video64, fps, beats[run["song"]])

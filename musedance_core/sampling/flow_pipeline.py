@@ -177,11 +177,7 @@ class FlowDancePipeline:
             else:  # frames at no time in the music: the still frames before the first clip
                 tokens = torch.zeros(1, length, *music_tokens.shape[-2:], device=device)
                 ids = unknown_beats(1, length, self.config.unet.beat_window, self.config.unet.beat_phase_bins, device)
-            unknown = unknown_beats(1, length, self.config.unet.beat_window, self.config.unet.beat_phase_bins, device)
-            # Rows in GuidedDenoiser's order: [no music, unknown beats] [music, unknown beats] [music, beats].
-            tokens = torch.cat([torch.zeros_like(tokens)] * guide.unconditional_row + [tokens] * guide.beat_row
-                               + [tokens])
-            ids = torch.cat([unknown] * (guide.unconditional_row + guide.beat_row) + [ids])
+            tokens, ids = guide.music_rows(tokens, ids)
             return tokens.to(dtype), ids
 
         still = flows_to_volume(torch.zeros(1, m, 2, h, w), torch.ones(1, m, 1, h, w), self.config.flow_scale)
