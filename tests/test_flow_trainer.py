@@ -127,3 +127,44 @@ def test_beat_drop_rate_gives_rows_with_the_beats_unknown_and_the_music_kept(sta
     assert torch.equal(batch["windows"], unknown_beats(2, batch["windows"].shape[1], unet.beat_window,
                                                        unet.beat_phase_bins, "cpu"))
     assert torch.equal(batch["music"], torch.stack([r.music for r in rows]).float())
+
+
+def test_velocity_loss_adds_the_epsilon_mse_of_frame_differences(stage1_export, tmp_path):
+    """train.velocity_loss_weight w: loss = MSE + w * MSE of consecutive-frame differences, same batch."""
+    from trainer.stages import velocity_loss
+
+    def loss_of(weight: float):
+        trainer = FlowTrainer(flow_config(2, tmp_path / str(weight), base=stage1_export, velocity_loss_weight=weight),
+                              make_clips())
+        batch = trainer.batch(trainer.rows(0, 2, 0))
+        trainer.model.eval()
+        with torch.no_grad():
+            return float(trainer.model(batch)), batch, trainer
+
+    plain, batch, trainer = loss_of(0.0)
+    weighted, _, _ = loss_of(2.0)
+    with torch.no_grad():
+        model = trainer.model
+        target = model.volume(batch["reference"], batch["frames"])
+        latent = model.autoencoder.encoder(batch["reference"])
+        _, context = model.unet(model.volume(batch["reference"], batch["context"]), 0, latent, batch["context_music"],
+                                batch["context_windows"], return_motion_context=True)
+        pred = model.unet(model.noise_scheduler.add_noise(target, batch["noise"], batch["timesteps"]),
+                          batch["timesteps"], latent, batch["music"], batch["windows"], motion_context=context)
+        extra = float(velocity_loss(pred, batch["noise"]))
+    assert extra > 0.1
+    assert weighted == pytest.approx(plain + 2.0 * extra, rel=1e-5)
+    with pytest.raises(ValueError, match="velocity_loss_weight must be >= 0 and is for stage 2"):
+        flow_config(1, tmp_path / "s1", velocity_loss_weight=1.0)
+
+
+def test_velocity_loss_charges_errors_that_change_between_frames_not_shared_ones():
+    from trainer.stages import velocity_loss
+
+    noise = torch.randn(2, 6, 3, 4, 4)
+    shared = noise + torch.randn(2, 1, 3, 4, 4)  # the same error in every frame
+    jitter = noise + torch.randn(2, 6, 3, 4, 4)  # a new error in each frame
+    assert float(velocity_loss(noise, noise)) == 0.0
+    assert float(velocity_loss(shared, noise)) < 1e-10
+    assert float(velocity_loss(jitter, noise)) == pytest.approx(2.0, rel=0.5)  # the difference of two errors
+    assert float(velocity_loss(noise[:, :1], noise[:, :1])) == 0.0  # one frame: nothing to compare

@@ -106,6 +106,14 @@ def test_motion_loss_weight_trains_stage_2_and_is_refused_for_stage_1(base, tmp_
         tiny_config(1, base, tmp_path / "s1", motion_loss_weight=1.0).validate()
 
 
+def test_velocity_loss_weight_trains_stage_2_and_is_refused_for_stage_1(base, tmp_path):
+    plain = trained(base, tmp_path / "plain", stage=2, steps=2)
+    weighted = trained(base, tmp_path / "weighted", stage=2, steps=2, velocity_loss_weight=4.0)
+    assert any(not torch.equal(a, b) for a, b in zip(weights(plain).values(), weights(weighted).values()))
+    with pytest.raises(ValueError, match="velocity_loss_weight must be >= 0 and is for stage 2"):
+        tiny_config(1, base, tmp_path / "s1", velocity_loss_weight=1.0).validate()
+
+
 def phase_config(stage: int, base, output, bins, **train):
     overrides = {"model.base": str(base), "output": str(output), "model.beat_phase_bins": bins}
     overrides.update({f"train.{k}": v for k, v in train.items()})

@@ -85,6 +85,11 @@ class RunConfig:
     # distance from the clip's mean over frames, relative to the clip's mean distance); 0 is the plain
     # epsilon MSE. Puts the loss where the music has to act when the motion is a small part of the frame.
     motion_loss_weight: float = 0.0
+    # Stage 2: weight of a second epsilon MSE taken on the differences between consecutive frames (the
+    # velocity loss of motion diffusion, MDM's L_vel, in epsilon terms: the predicted clean clip's frame
+    # differences against the true ones, at the plain loss's weighting over timesteps). Errors that change
+    # from frame to frame (jitter) then cost up to (1 + 2w) times what errors shared by the frames cost.
+    velocity_loss_weight: float = 0.0
     log_every: int = 10
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
@@ -132,6 +137,9 @@ class TrainConfig:
         if self.train.motion_loss_weight < 0 or (self.train.motion_loss_weight and self.stage != 2):
             raise ValueError(f"train.motion_loss_weight must be >= 0 and is for stage 2 (single frames do not move), "
                              f"got {self.train.motion_loss_weight} in stage {self.stage}.")
+        if not self.train.velocity_loss_weight >= 0 or (self.train.velocity_loss_weight and self.stage != 2):
+            raise ValueError(f"train.velocity_loss_weight must be >= 0 and is for stage 2 (it compares consecutive "
+                             f"frames), got {self.train.velocity_loss_weight} in stage {self.stage}.")
         if not 0.0 <= self.train.uncond_rate <= 1.0:
             raise ValueError(f"train.uncond_rate must be in [0, 1], got {self.train.uncond_rate}.")
         if not 0.0 <= self.train.beat_drop_rate <= 1.0 or (self.train.beat_drop_rate and self.stage != 2):

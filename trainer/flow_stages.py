@@ -7,7 +7,7 @@ visible, the decoder's picture elsewhere: what the sampler shows), so the flow l
 well as latents. The paper's perceptual loss needs VGG-19 weights, which nothing here may download.
 Stage 2 (section 3.2): the flow denoiser on clips of K frames with the auto-encoder frozen: the target
 is the volume of flows and occlusion maps from the reference to each frame (its flow predictor's), the
-loss the epsilon MSE; the rows are MuseDance's stage-2 rows (K frames, the M true frames before them as
+loss the epsilon MSE (plus, with train.velocity_loss_weight, the same on frame differences); the rows are MuseDance's stage-2 rows (K frames, the M true frames before them as
 motion context, music tokens and beat ids, unconditional rows with zero music and unknown beats).
 """
 
@@ -26,7 +26,7 @@ from musedance_core.models.flow import compose
 from musedance_core.sampling.conditioning import DTYPES, condition_rows, eval_mode, training_scheduler
 from musedance_core.sampling.flow_pipeline import FlowDancePipeline, flows_to_volume
 
-from .stages import Row
+from .stages import Row, velocity_loss
 from .train import Trainer
 
 
@@ -38,9 +38,10 @@ def to_pixels(frames: torch.Tensor) -> torch.Tensor:
 class FlowStageModel(nn.Module):
     """The flow family's networks and the loss of one batch; stage 1 trains the auto-encoder, stage 2 the denoiser."""
 
-    def __init__(self, pipe: FlowDancePipeline, stage: int) -> None:
+    def __init__(self, pipe: FlowDancePipeline, stage: int, velocity_loss_weight: float = 0.0) -> None:
         super().__init__()
         self.stage = stage
+        self.velocity_loss_weight = velocity_loss_weight
         self.autoencoder = pipe.autoencoder
         self.unet = pipe.unet
         self.flow_scale = pipe.config.flow_scale
@@ -86,7 +87,10 @@ class FlowStageModel(nn.Module):
         noise, t = batch["noise"], batch["timesteps"]
         noisy = self.noise_scheduler.add_noise(target, noise, t)
         pred = self.unet(noisy, t, latent, batch["music"], batch["windows"], motion_context=context)
-        return F.mse_loss(pred.float(), noise.float())
+        loss = F.mse_loss(pred.float(), noise.float())
+        if self.velocity_loss_weight:
+            loss = loss + self.velocity_loss_weight * velocity_loss(pred, noise)
+        return loss
 
 
 class FlowTrainer(Trainer):
@@ -109,7 +113,7 @@ class FlowTrainer(Trainer):
         self.motion_frames = mc.motion_frames if config.data.motion_frames is None else config.data.motion_frames
         if self.clip_length + self.motion_frames > mc.unet.max_seq_length:
             raise ValueError(f"data.clip_length + motion_frames exceed the flow denoiser's {mc.unet.max_seq_length} frames.")
-        return FlowStageModel(self.pipe, config.stage)
+        return FlowStageModel(self.pipe, config.stage, run.velocity_loss_weight)
 
     @torch.no_grad()
     def batch(self, rows: list[Row]) -> dict[str, torch.Tensor]:

@@ -159,6 +159,17 @@ def motion_weights(latents: torch.Tensor, weight: float) -> torch.Tensor:
     return w / w.mean(dim=dims, keepdim=True)
 
 
+def velocity_loss(pred: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """MSE between the frame-to-frame differences of predicted and true noise, clips [B, F, ...].
+
+    The predicted clean clip is x0 = (x_t - sqrt(1 - a) eps) / sqrt(a) at every frame alike, so its frame
+    differences are off by sqrt((1 - a) / a) times these: the velocity error, weighted over timesteps as
+    the plain epsilon loss weights the clean clip's error."""
+    if pred.shape[1] < 2:
+        return pred.float().sum() * 0.0
+    return F.mse_loss(pred.float().diff(dim=1), noise.float().diff(dim=1))
+
+
 class StageModel(nn.Module):
     """The trained networks of one stage and the loss of one batch; Accelerate wraps this one module.
 
@@ -168,9 +179,11 @@ class StageModel(nn.Module):
     """
 
     def __init__(self, pipe: MuseDancePipeline, stage: int,
-                 temporal_modules: tuple[str, ...] = tuple(TEMPORAL_GROUPS), motion_loss_weight: float = 0.0) -> None:
+                 temporal_modules: tuple[str, ...] = tuple(TEMPORAL_GROUPS), motion_loss_weight: float = 0.0,
+                 velocity_loss_weight: float = 0.0) -> None:
         super().__init__()
         self.motion_loss_weight = motion_loss_weight
+        self.velocity_loss_weight = velocity_loss_weight
         self.stage = stage
         unknown = set(temporal_modules) - set(TEMPORAL_GROUPS)
         if unknown:
@@ -227,5 +240,10 @@ class StageModel(nn.Module):
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         pred = self.unet(noisy, t, batch["text"], batch["music"], batch["windows"], motion_context=context)
         if self.stage == 1 or not self.motion_loss_weight:
-            return F.mse_loss(pred.float(), noise.float())
-        return F.mse_loss(pred.float(), noise.float(), reduction="none").mul(motion_weights(latents, self.motion_loss_weight)).mean()
+            loss = F.mse_loss(pred.float(), noise.float())
+        else:
+            loss = F.mse_loss(pred.float(), noise.float(), reduction="none").mul(
+                motion_weights(latents, self.motion_loss_weight)).mean()
+        if self.stage == 2 and self.velocity_loss_weight:
+            loss = loss + self.velocity_loss_weight * velocity_loss(pred, noise)
+        return loss

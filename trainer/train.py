@@ -101,7 +101,8 @@ class Trainer:
         if self.clip_length + self.motion_frames > mc.unet.temporal_max_seq_length:
             raise ValueError(f"data.clip_length + motion_frames exceed the model's temporal length "
                              f"{mc.unet.temporal_max_seq_length}.")
-        model = StageModel(self.pipe, config.stage, tuple(run.temporal_modules), run.motion_loss_weight)
+        model = StageModel(self.pipe, config.stage, tuple(run.temporal_modules), run.motion_loss_weight,
+                           run.velocity_loss_weight)
         if run.gradient_checkpointing:
             model.unet.gradient_checkpointing = True
             if config.stage == 1:
