@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # trainer/ and the core from a checkout
+
 from musedance_core.audio.beats import analyze_beats
 from musedance_core.audio.music import load_music
 from musedance_core.config import DEFAULT_AST_NAME, DEFAULT_FLOW_CHECKPOINT_NAME
