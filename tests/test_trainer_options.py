@@ -98,20 +98,13 @@ def test_motion_weights_put_the_loss_where_the_clip_moves():
     assert torch.equal(motion_weights(latents, 0.0), torch.ones_like(latents))
 
 
-def test_motion_loss_weight_trains_stage_2_and_is_refused_for_stage_1(base, tmp_path):
+@pytest.mark.parametrize("option", ["motion_loss_weight", "velocity_loss_weight"])
+def test_loss_weight_trains_stage_2_and_is_refused_for_stage_1(option, base, tmp_path):
     plain = trained(base, tmp_path / "plain", stage=2, steps=2)
-    weighted = trained(base, tmp_path / "weighted", stage=2, steps=2, motion_loss_weight=4.0)
+    weighted = trained(base, tmp_path / "weighted", stage=2, steps=2, **{option: 4.0})
     assert any(not torch.equal(a, b) for a, b in zip(weights(plain).values(), weights(weighted).values()))
-    with pytest.raises(ValueError, match="motion_loss_weight must be >= 0 and is for stage 2"):
-        tiny_config(1, base, tmp_path / "s1", motion_loss_weight=1.0).validate()
-
-
-def test_velocity_loss_weight_trains_stage_2_and_is_refused_for_stage_1(base, tmp_path):
-    plain = trained(base, tmp_path / "plain", stage=2, steps=2)
-    weighted = trained(base, tmp_path / "weighted", stage=2, steps=2, velocity_loss_weight=4.0)
-    assert any(not torch.equal(a, b) for a, b in zip(weights(plain).values(), weights(weighted).values()))
-    with pytest.raises(ValueError, match="velocity_loss_weight must be >= 0 and is for stage 2"):
-        tiny_config(1, base, tmp_path / "s1", velocity_loss_weight=1.0).validate()
+    with pytest.raises(ValueError, match=f"{option} must be >= 0 and is for stage 2"):
+        tiny_config(1, base, tmp_path / "s1", **{option: 1.0}).validate()
 
 
 def phase_config(stage: int, base, output, bins, **train):

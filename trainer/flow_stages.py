@@ -7,8 +7,9 @@ visible, the decoder's picture elsewhere: what the sampler shows), so the flow l
 well as latents. The paper's perceptual loss needs VGG-19 weights, which nothing here may download.
 Stage 2 (section 3.2): the flow denoiser on clips of K frames with the auto-encoder frozen: the target
 is the volume of flows and occlusion maps from the reference to each frame (its flow predictor's), the
-loss the epsilon MSE (plus, with train.velocity_loss_weight, the same on frame differences); the rows are MuseDance's stage-2 rows (K frames, the M true frames before them as
-motion context, music tokens and beat ids, unconditional rows with zero music and unknown beats).
+loss the epsilon MSE (plus, with train.velocity_loss_weight, the same on frame differences); the rows
+are MuseDance's stage-2 rows (K frames, the M true frames before them as motion context, music tokens
+and beat ids, unconditional rows with zero music and unknown beats).
 """
 
 from __future__ import annotations
