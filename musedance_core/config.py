@@ -184,9 +184,16 @@ class FlowUNetConfig:
     beat_phase_bins: int = 0
     num_attention_heads: int = 4
     max_seq_length: int = 64  # frames (context included) the temporal positions cover
+    # A residual convolution over neighbouring frames at every pixel, first in every temporal stack (the
+    # temporal layers of DabFusion's 3D UNet; attention alone leaves each frame's flow free to jitter).
+    # 0: none (files written without this field); otherwise its odd kernel size in frames.
+    temporal_kernel: int = 0
 
     def __post_init__(self) -> None:
         self.block_out_channels = tuple(self.block_out_channels)
+        if self.temporal_kernel < 0 or (self.temporal_kernel and self.temporal_kernel % 2 == 0):
+            raise ValueError(f"FlowUNetConfig: temporal_kernel must be 0 (none) or an odd number of frames, "
+                             f"got {self.temporal_kernel}.")
         for width in self.block_out_channels:
             if width % self.norm_num_groups or width % self.num_attention_heads:
                 raise ValueError(f"FlowUNetConfig: width {width} must divide by norm_num_groups "

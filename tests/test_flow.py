@@ -150,6 +150,63 @@ def test_the_flow_unet_continues_from_a_motion_context():
         unet(sample, 500, latent, music, beats, motion_context=last_two[:-1])
 
 
+def test_the_frame_convolution_starts_as_the_identity_reaches_its_neighbours_and_continues_across_the_seam():
+    from musedance_core.config import FlowUNetConfig
+    from musedance_core.models.flow_unet import TemporalConv
+
+    conv = TemporalConv(8, kernel=3, norm_num_groups=2)
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(2 * 6, 8, 4, 4, generator=g)
+    context = torch.randn(2 * 2, 8, 4, 4, generator=g)
+    assert torch.equal(conv(h, 6), h) and torch.equal(conv(h, 6, context), h)
+    torch.nn.init.normal_(conv.conv.weight, std=0.1, generator=g)
+
+    def frames(x, n):
+        return x.reshape(2, n, 8, 4, 4)
+
+    with torch.no_grad():
+        out = frames(conv(h, 6, context), 6)
+        moved = h.clone()
+        frames(moved, 6)[:, 3] += torch.randn(2, 8, 4, 4, generator=g)
+        changed = (frames(conv(moved, 6, context), 6) - out).abs().amax(dim=(0, 2, 3, 4))
+        assert (changed[[2, 3, 4]] > 1e-3).all() and torch.equal(changed[[0, 1, 5]], torch.zeros(3))
+        # The first frame's left neighbour is the context's last frame; earlier context frames are out of reach.
+        last, first = context.clone(), context.clone()
+        frames(last, 2)[:, 1] += torch.randn(2, 8, 4, 4, generator=g)
+        frames(first, 2)[:, 0] += torch.randn(2, 8, 4, 4, generator=g)
+        after_last = frames(conv(h, 6, last), 6) - out
+        assert after_last[:, 0].abs().amax() > 1e-3 and torch.equal(after_last[:, 1:], torch.zeros_like(after_last[:, 1:]))
+        assert torch.equal(frames(conv(h, 6, first), 6), out)
+        # Without a context the edge frame stands in for the one before it.
+        alone = frames(conv(h, 6), 6)
+        edge = frames(conv(h, 6, torch.cat([frames(h, 6)[:, :1]] * 2, dim=1).flatten(0, 1)), 6)
+        assert torch.allclose(alone, edge)
+    with pytest.raises(ValueError, match="temporal_kernel must be 0 .none. or an odd number"):
+        FlowUNetConfig(temporal_kernel=2)
+
+
+def test_a_flow_unet_with_the_frame_convolution_round_trips_and_continues_a_clip(tmp_path):
+    from musedance_core.config import FlowDanceConfig
+    from musedance_core.loading.flow_checkpoint import load_flow_pipeline, save_flow_checkpoint
+    from musedance_core.sampling.flow_pipeline import FlowDancePipeline
+
+    config = FlowDanceConfig.tiny()
+    config.unet.temporal_kernel = 3
+    pipe = FlowDancePipeline.from_config(config)
+    assert all(stack.conv is not None for stack in pipe.unet.stacks())
+    for stack in pipe.unet.stacks():
+        torch.nn.init.normal_(stack.conv.conv.weight, std=0.02)
+    loaded = load_flow_pipeline(save_flow_checkpoint(tmp_path / "conv.safetensors", pipe))
+    assert loaded.config.unet.temporal_kernel == 3
+    reference = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0))
+    music, beats = torch.randn(12, 4, 32), (torch.arange(12) % 4 == 0).float()
+    made = [torch.cat(list(p.iter_clips(p.encode_reference(reference), music, beats, num_inference_steps=2)))
+            for p in (pipe, loaded)]
+    assert made[0].shape == (12, 32, 32, 3) and torch.equal(made[0], made[1])
+    assert _flow_pipeline().config.unet.temporal_kernel == 0 and all(
+        stack.conv is None for stack in _flow_pipeline().unet.stacks())
+
+
 def _flow_pipeline():
     from musedance_core.config import FlowDanceConfig
     from musedance_core.sampling.flow_pipeline import FlowDancePipeline
