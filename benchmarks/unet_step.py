@@ -72,7 +72,7 @@ class MuseDanceStep:
             reference_net(torch.randn(1, 4, h, w, **kw), 0, encoder_hidden_states=torch.randn(1, TEXT_TOKENS,
                           config.cross_attention_dim, **kw))
         tokens = dict(self.bank.tokens)
-        self.bank.fill(tokens, rows, keep=self.guide.reference_keep(device))
+        self.bank.fill(tokens, rows, keep=self.guide.reference_keep())
         self.text = self.guide.text_rows(torch.randn(1, TEXT_TOKENS, config.cross_attention_dim, **kw))
         beats = (torch.arange(size.context + size.frames, device=device) % 6 == 0).float()[None]
         music = torch.randn(1, size.context + size.frames, MUSIC_TOKENS, config.music_dim, **kw)
@@ -85,10 +85,12 @@ class MuseDanceStep:
             latents = torch.randn(rows, size.context, 4, h, w, **kw)
             self.context = motion_context(self.unet, latents, self.text, ctx_music, ctx_windows)
         self.latents = torch.randn(1, size.frames, 4, h, w, **kw)
+        with torch.no_grad():  # once per clip, as the sampler does
+            self.conditions = self.guide.clip_conditions(self.text, self.music, self.windows)
 
     @torch.no_grad()
     def step(self, t: int = 500) -> torch.Tensor:
-        return self.guide(self.latents, torch.tensor(t), self.text, self.music, self.windows, context=self.context)
+        return self.guide(self.latents, torch.tensor(t), self.conditions, context=self.context)
 
 
 class AnimateDiffStep:

@@ -404,15 +404,24 @@ def test_beat_guidance_adds_a_row_with_the_beats_unknown_and_scales_what_the_bea
     # Fresh temporal modules (the identity): the beats change nothing, so no beat scale changes the video.
     torch.testing.assert_close(pipe(**inputs, seed=1, beat_guidance_scale=6.0, **FAST), plain, atol=1e-5, rtol=0)
     randomize_temporal_outputs(pipe.unet, seed=0)
-    calls = []
+    calls, clips = [], []
     _count_calls(pipe.unet, calls)
+    clip_conditions = pipe.unet.clip_conditions
+
+    def record_clip(*args, **kwargs):  # a clip's conditions, not the motion context's made inside the UNet's forward
+        if kwargs.get("find_uniform", True):
+            clips.append(args)
+        return clip_conditions(*args, **kwargs)
+
+    pipe.unet.clip_conditions = record_clip
     plain = pipe(**inputs, seed=1, **FAST)
     calls.clear()
+    clips.clear()
     strong = pipe(**inputs, seed=1, beat_guidance_scale=6.0, **FAST)
     assert (strong - plain).abs().max() > 1e-3
-    steps = [args for args, kwargs in calls if not kwargs.get("return_motion_context")]
-    assert steps and all(args[0].shape[0] == 3 for args in steps)
-    for _, _, text, music, windows in steps:  # rows: unconditional, beats unknown, conditional
+    steps = [args for args, kwargs in calls if "conditions" in kwargs]
+    assert steps and all(args[0].shape[0] == 3 for args in steps) and len(clips) == 2
+    for text, music, windows in clips:  # rows: unconditional, beats unknown, conditional
         assert (windows[:2] == UNKNOWN_BEAT).all() and (windows[2] != UNKNOWN_BEAT).any()
         assert torch.equal(music[1], music[2]) and music[2].abs().sum() > 0 and not music[0].any()
         assert torch.equal(text[1], text[2])

@@ -1,24 +1,29 @@
-"""Fixed-seed videos of a tiny model are bit-identical to the ones recorded before the sampler was
-split into conditioning, guidance and stepping (two clips with motion context, every guidance layout)."""
+"""Fixed-seed videos of a tiny model match the ones the sampler made before its work per step was cut
+(two clips with motion context, every guidance layout, a negative prompt and beat phases).
+
+tests/data/sampler_golden_frames.safetensors holds each case's frames as the sampler of commit ad2a3a3
+made them: before the reference's, text's, music's and beats' keys and values were projected once per
+video or clip, before the unconditional row skipped its reference and music attention and before the
+motion modules skipped their work on the context frames' outputs. Those changes reorder floating-point
+sums only, and no two machines' kernels sum alike, so the frames are compared within TOLERANCE (in units
+of the [0, 1] pixel range; the largest difference seen was 3e-6, and a real change of the arithmetic,
+such as the unconditional row seeing the reference, moves frames by 0.1 or more).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from helpers import randomize_temporal_outputs
 from musedance_core import MuseDanceConfig, MuseDancePipeline
 
-# sha256 of the float32 frames' bytes, first 16 hex digits; recorded at commit 7aae423 (torch 2.x, CPU).
-RECORDED = {
-    "plain": "b7ef40ecb6eaed11",
-    "cfg": "b80b2029fca416ad",
-    "cfg_beats": "721ca1fae905f1fa",
-    "beats_only": "a5466fc6dc50fe9f",
-}
+RECORDED = Path(__file__).resolve().parent / "data" / "sampler_golden_frames.safetensors"
+TOLERANCE = 1e-4
 CASES = {
     "plain": dict(guidance_scale=1.0),
     "cfg": dict(guidance_scale=3.0),
@@ -51,8 +56,10 @@ def golden_setup():
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_fixed_seed_video_is_bit_identical_to_the_recorded_one(golden_setup, case):
+def test_fixed_seed_video_matches_the_recorded_one(golden_setup, case):
     pipe, inputs = golden_setup
     video = pipe(**inputs, seed=3, num_inference_steps=3, **CASES[case])
     assert video.shape == (11, 32, 32, 3) and video.dtype == torch.float32
-    assert hashlib.sha256(video.numpy().tobytes()).hexdigest()[:16] == RECORDED[case]
+    recorded = load_file(str(RECORDED))[case]
+    assert recorded.std() > 0.05  # frames with content, so a difference would show
+    torch.testing.assert_close(video, recorded, atol=TOLERANCE, rtol=0)

@@ -14,10 +14,10 @@ run unchanged. The hot path was checked with `torch.compile(fullgraph=True)` (te
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
+from .attention import KeysValues, attend_projected, project_keys_values, runs
 from .unet import is_temporal_parameter
 
 
@@ -28,15 +28,31 @@ class ReferenceBank:
     row sees the reference) or a bool tensor [B]: rows set to False attend only to their own tokens,
     which is how classifier-free guidance drops the reference in its unconditional half inside one
     batched forward.
+
+    Without gradients (sampling), each layer's keys and values of the reference are projected once and
+    reused until the bank is filled or cleared again: the reference is the same for every frame, step and
+    clip of a video.
     """
 
     def __init__(self) -> None:
         self.tokens: dict[str, torch.Tensor] = {}
-        self.keep: torch.Tensor | None = None
+        self.keep = None
+        self._projected: dict[str, KeysValues] = {}
+
+    @property
+    def keep(self) -> torch.Tensor | None:
+        return self._keep
+
+    @keep.setter
+    def keep(self, keep: torch.Tensor | None) -> None:
+        # Read once here, not in every layer's forward, which then stays free of data-dependent control flow.
+        self._keep = keep
+        self._keep_rows = None if keep is None else tuple(bool(k) for k in keep.tolist())
 
     def clear(self) -> None:
         self.tokens.clear()
         self.keep = None
+        self._projected.clear()
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -49,23 +65,32 @@ class ReferenceBank:
         """
         self.tokens = {name: t.repeat(repeats, 1, 1) for name, t in tokens.items()}
         self.keep = keep
+        self._projected.clear()
 
+    def store(self, name: str, tokens: torch.Tensor) -> None:
+        """Set one layer's tokens (the ReferenceNet writing); overwrites, so a re-run never grows the bank."""
+        self.tokens[name] = tokens
+        self._projected.pop(name, None)
 
-def _attend(attn: Attention, query_input: torch.Tensor, kv_input: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Multi-head scaled dot-product attention with `attn`'s projections; inputs are [B, N, C]."""
-    batch = query_input.shape[0]
-    heads = attn.heads
-    q = attn.to_q(query_input)
-    k = attn.to_k(kv_input)
-    v = attn.to_v(kv_input)
-    head_dim = q.shape[-1] // heads
-    q = q.view(batch, -1, heads, head_dim).transpose(1, 2)
-    k = k.view(batch, -1, heads, head_dim).transpose(1, 2)
-    v = v.view(batch, -1, heads, head_dim).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
-    out = out.transpose(1, 2).reshape(batch, -1, heads * head_dim).to(q.dtype)
-    out = attn.to_out[1](attn.to_out[0](out))
-    return out / attn.rescale_output_factor
+    def keys_values(self, name: str, attn: Attention, dtype: torch.dtype) -> KeysValues:
+        """The keys and values `attn` makes of layer `name`'s reference tokens [B, heads, N, d]; kept for
+        reuse when gradients are off."""
+        cached = self._projected.get(name)
+        if cached is not None and cached.keys.dtype == dtype:
+            return cached
+        projected = project_keys_values(attn, self.tokens[name].to(dtype))
+        if not torch.is_grad_enabled():
+            self._projected[name] = projected
+        return projected
+
+    def row_runs(self, batch: int) -> list[tuple[int, int, bool]]:
+        """(first row, end row, sees the reference) for each run of neighbouring rows alike, over `batch` rows."""
+        keep = self._keep_rows
+        if keep is None:
+            return [(0, batch, True)]
+        if len(keep) != batch:
+            raise ValueError(f"the reference bank's keep mask has {len(keep)} rows but the batch has {batch} videos.")
+        return runs(keep)
 
 
 def _check_self_attention(attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states) -> None:
@@ -90,6 +115,10 @@ class _ReferenceProcessor:
         self.bank = bank
 
 
+def _self_attention(attn: Attention, hidden_states: torch.Tensor) -> torch.Tensor:
+    return attend_projected(attn, hidden_states, project_keys_values(attn, hidden_states))
+
+
 class ReferenceWriteProcessor(_ReferenceProcessor):
     """On the ReferenceNet: store this layer's input tokens, then do ordinary self-attention."""
 
@@ -102,18 +131,17 @@ class ReferenceWriteProcessor(_ReferenceProcessor):
         temb: torch.Tensor | None = None,
     ) -> torch.Tensor:
         _check_self_attention(attn, hidden_states, encoder_hidden_states)
-        # Overwrite, never append: re-running the ReferenceNet (gradient checkpointing, a new video)
-        # must not grow the bank.
-        self.bank.tokens[self.name] = hidden_states
-        return _attend(attn, hidden_states, hidden_states, None)
+        self.bank.store(self.name, hidden_states)
+        return _self_attention(attn, hidden_states)
 
 
 class ReferenceReadProcessor(_ReferenceProcessor):
     """On the denoising UNet: self-attention whose keys and values also include the reference tokens.
 
-    Frames are folded into the batch ([B*F, N, C], b outer), so each video's reference tokens are
-    repeated over its F frames. With an empty bank this is plain self-attention, so a UNet without a
-    reference behaves exactly like Stable Diffusion.
+    Frames are folded into the batch ([B*F, N, C], b outer), so each video's reference keys and values
+    are repeated over its F frames. Rows the bank's keep mask drops attend to their own tokens only,
+    computed without the reference at all. With an empty bank this is plain self-attention, so a UNet
+    without a reference behaves exactly like Stable Diffusion.
     """
 
     def __call__(
@@ -125,26 +153,36 @@ class ReferenceReadProcessor(_ReferenceProcessor):
         temb: torch.Tensor | None = None,
     ) -> torch.Tensor:
         _check_self_attention(attn, hidden_states, encoder_hidden_states)
-        ref = self.bank.tokens.get(self.name)
-        if ref is None:
-            return _attend(attn, hidden_states, hidden_states, None)
+        if self.name not in self.bank.tokens:
+            return _self_attention(attn, hidden_states)
+        videos = self.bank.tokens[self.name].shape[0]
         batch_frames = hidden_states.shape[0]
-        if batch_frames % ref.shape[0]:
+        if batch_frames % videos:
             raise ValueError(
-                f"reference bank for {self.name} holds {ref.shape[0]} videos but the UNet got "
+                f"reference bank for {self.name} holds {videos} videos but the UNet got "
                 f"{batch_frames} frames; the batch must be videos x frames."
             )
-        frames = batch_frames // ref.shape[0]
-        ref = ref.to(hidden_states.dtype).repeat_interleave(frames, dim=0)
-        kv = torch.cat([hidden_states, ref], dim=1)
-        mask = None
-        if self.bank.keep is not None:
-            # [B*F, 1, 1, N + Nr]: own tokens always visible, reference tokens only where kept.
-            n_own, n_ref = hidden_states.shape[1], ref.shape[1]
-            keep = self.bank.keep.repeat_interleave(frames).view(batch_frames, 1, 1, 1)
-            own = torch.ones(batch_frames, 1, 1, n_own, dtype=torch.bool, device=hidden_states.device)
-            mask = torch.cat([own, keep.expand(batch_frames, 1, 1, n_ref)], dim=-1)
-        return _attend(attn, hidden_states, kv, mask)
+        frames = batch_frames // videos
+        own = project_keys_values(attn, hidden_states)
+        reference = self.bank.keys_values(self.name, attn, hidden_states.dtype)
+        outputs = []
+        for first, end, sees in self.bank.row_runs(videos):
+            rows = slice(first * frames, end * frames)
+            keys, values = own.keys[rows], own.values[rows]
+            if sees:
+                keys = _join_frames(keys, reference.keys[first:end], frames)
+                values = _join_frames(values, reference.values[first:end], frames)
+            outputs.append(attend_projected(attn, hidden_states[rows], KeysValues(keys, values)))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+def _join_frames(own: torch.Tensor, reference: torch.Tensor, frames: int) -> torch.Tensor:
+    """Each frame's own keys (or values) [V*F, heads, N, d] followed by its video's reference ones [V, heads, Nr, d]:
+    [V*F, heads, N + Nr, d], the reference read once per frame into the result without a repeated copy first."""
+    videos, heads, _, dim = reference.shape
+    own = own.view(videos, frames, heads, -1, dim)
+    shared = reference[:, None].expand(videos, frames, heads, -1, dim)
+    return torch.cat([own, shared], dim=3).view(videos * frames, heads, -1, dim)
 
 
 def spatial_self_attention_layers(model: nn.Module) -> dict[str, Attention]:

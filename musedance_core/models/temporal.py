@@ -21,11 +21,13 @@ Every path here was checked to trace without graph breaks under `torch.compile(f
 from __future__ import annotations
 
 import torch
-from diffusers.models.attention import FeedForward
+from diffusers.models.attention import BasicTransformerBlock, FeedForward
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
+
+from .attention import KeysValues, attend_projected, check_plain, project_keys_values
 
 # Beat token ids: 0 = no beat on that frame, 1 = beat, 2 = unknown (outside the music, or dropped for
 # classifier-free guidance). The optional phase column (see `beat_phase_ids`) holds ids from PHASE_OFFSET
@@ -135,6 +137,10 @@ class BeatEncoder(nn.Module):
         return tokens.flatten(0, 1)
 
 
+def _self_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    return attend_projected(attn, x, project_keys_values(attn, x))
+
+
 class ConditionedTemporalModule(nn.Module):
     """Per-frame cross-attention to condition tokens, then self-attention across frames (music and beat modules)."""
 
@@ -168,6 +174,8 @@ class ConditionedTemporalModule(nn.Module):
         self.ff_norm = nn.LayerNorm(channels)
         self.ff = FeedForward(channels, dropout=dropout, activation_fn="geglu")
         self.proj_out = nn.Linear(channels, channels)
+        check_plain(self.cross_attn)
+        check_plain(self.temporal_attn)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -175,7 +183,13 @@ class ConditionedTemporalModule(nn.Module):
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, hidden_states: torch.Tensor, condition: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def project(self, condition: torch.Tensor) -> KeysValues:
+        """The cross-attention's keys and values of condition tokens [B*F, L, D]: project once, reuse for every
+        step that attends to the same tokens."""
+        return project_keys_values(self.cross_attn, condition)
+
+    def forward(self, hidden_states: torch.Tensor, condition: torch.Tensor | KeysValues, num_frames: int) -> torch.Tensor:
+        """hidden_states [B*F, C, H, W]; condition: the tokens [B*F, L, D], or their projection by `project`."""
         batch_frames, channels, height, width = hidden_states.shape
         batch = batch_frames // num_frames
         residual = hidden_states
@@ -183,16 +197,18 @@ class ConditionedTemporalModule(nn.Module):
         h = h.permute(0, 2, 3, 1).reshape(batch_frames, height * width, channels)
         h = self.proj_in(h)
         # Each frame's tokens attend to that frame's condition tokens: [B*F, HW, C] x [B*F, L, D].
-        h = h + self.cross_attn(self.cross_norm(h), encoder_hidden_states=condition)
+        if not isinstance(condition, KeysValues):
+            condition = self.project(condition)
+        h = h + attend_projected(self.cross_attn, self.cross_norm(h), condition)
         # (b f) n c -> (b n) f c: every spatial position attends across the frames.
         h = h.reshape(batch, num_frames, height * width, channels).transpose(1, 2)
         h = h.reshape(batch * height * width, num_frames, channels)
-        h = h + self.temporal_attn(self.pos_embed(self.temporal_norm(h)))
+        h = h + _self_attention(self.temporal_attn, self.pos_embed(self.temporal_norm(h)))
         h = h + self.ff(self.ff_norm(h))
         h = self.proj_out(h)
-        h = h.reshape(batch, height * width, num_frames, channels).transpose(1, 2)
-        h = h.reshape(batch_frames, height, width, channels).permute(0, 3, 1, 2)
-        return residual + h
+        # (b n) f c -> (b f) c h w, one copy.
+        h = h.reshape(batch, height * width, num_frames, channels).permute(0, 2, 3, 1)
+        return residual + h.reshape(batch_frames, channels, height, width)
 
 
 class MotionModule(AnimateDiffTransformer3D):
@@ -248,5 +264,35 @@ class MotionModule(AnimateDiffTransformer3D):
         joined = torch.cat(
             [context.reshape(batch, context_frames, *spatial), hidden_states.reshape(batch, num_frames, *spatial)], dim=1
         )
-        out = super().forward(joined.reshape(batch * total, *spatial), num_frames=total)
-        return out.reshape(batch, total, *spatial)[:, context_frames:].reshape(batch * num_frames, *spatial)
+        return self._forward_current(joined, context_frames)
+
+    def _forward_current(self, joined: torch.Tensor, context_frames: int) -> torch.Tensor:
+        """AnimateDiffTransformer3D's forward over joined [B, M + F, C, H, W], computed for the last F frames only.
+
+        The context frames give keys and values: they go through the norm, the input projection and every
+        layer but the last; in the last layer only the current frames' queries, feed-forward and output
+        projection are computed, which is all the output keeps.
+        """
+        batch, total, channels, height, width = joined.shape
+        h = self.norm(joined.transpose(1, 2))  # GroupNorm over [B, C, M + F, H, W]: statistics span all frames
+        h = h.permute(0, 3, 4, 2, 1).reshape(batch * height * width, total, channels)
+        h = self.proj_in(h)
+        *earlier, last = self.transformer_blocks
+        for block in earlier:
+            h = block(h)
+        h = _last_layer(last, h, context_frames)
+        h = self.proj_out(h)
+        frames = total - context_frames
+        h = h.reshape(batch, height, width, frames, channels).permute(0, 3, 4, 1, 2)
+        return (h + joined[:, context_frames:]).reshape(batch * frames, channels, height, width)
+
+
+def _last_layer(block: BasicTransformerBlock, h: torch.Tensor, context_frames: int) -> torch.Tensor:
+    """A motion module's transformer layer (layer norms, sinusoidal positions, two self-attentions, feed-forward)
+    on h [N, M + F, C], returning only the last F positions; the first M serve as keys and values."""
+    if block.norm_type != "layer_norm" or block.only_cross_attention or block.attn2 is None or block.pos_embed is None:
+        raise ValueError("MotionModule: expected AnimateDiff's layer (layer norms, positions, two self-attentions).")
+    h = h + block.attn1(block.pos_embed(block.norm1(h)))
+    keys_values = block.pos_embed(block.norm2(h))
+    h = h[:, context_frames:] + block.attn2(keys_values[:, context_frames:], encoder_hidden_states=keys_values)
+    return h + block.ff(block.norm3(h))

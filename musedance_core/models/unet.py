@@ -13,9 +13,11 @@ images (b outer). The forward has no data-dependent Python control flow and was 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
@@ -23,10 +25,26 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import UNetConfig
+from .attention import KeysValues, SharedKeysValuesProcessor, check_plain, project_keys_values, uniform_rows
 from .temporal import BeatEncoder, ConditionedTemporalModule, MotionModule
 
 MotionContext = dict[str, torch.Tensor]
 """Hidden states that entered each motion module for the M context frames, keyed by module name."""
+
+
+@dataclass
+class ClipConditions:
+    """A clip's conditions in the form every UNet step uses them, made once by `MuseDanceUNet.clip_conditions`.
+
+    keys_values: the keys and values of every cross-attention, by layer name: the spatial layers' of the
+    text, one set per video (`down_blocks.0.attentions.0.transformer_blocks.0.attn2`), and the music and
+    beat modules' per frame (`down_blocks.0.music_modules.0`, `...beat_modules.0`); frames: F. The
+    denoising steps of a clip all see the same text, music and beats, so their projections are made once
+    per clip.
+    """
+
+    keys_values: dict[str, KeysValues]
+    frames: int
 
 
 class _Slots(nn.Module):
@@ -151,6 +169,9 @@ class MuseDanceUNet(nn.Module):
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(channels[0], config.out_channels, kernel_size=3, padding=1)
         self.gradient_checkpointing = False
+        for layer in self.text_attention_layers().values():
+            check_plain(layer)
+            layer.set_processor(SharedKeysValuesProcessor())
 
     # -- forward ----------------------------------------------------------------------------------
     def _run(self, fn: Callable[..., torch.Tensor], *args) -> torch.Tensor:
@@ -158,33 +179,68 @@ class MuseDanceUNet(nn.Module):
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
-    def _slot(self, block: _Slots, prefix: str, i: int, h: torch.Tensor, cond: dict, frames: int,
+    def _slot(self, block: _Slots, prefix: str, i: int, h: torch.Tensor, cond: ClipConditions, frames: int,
               context: MotionContext | None, record: MotionContext | None) -> torch.Tensor:
         """Spatial transformer (if any) then music, beat and motion modules of slot `i`."""
         if block.has_attention:
-            h = self._run(lambda x: block.attentions[i](x, encoder_hidden_states=cond["text"], return_dict=False)[0], h)
-        h = self._run(block.music_modules[i], h, cond["music"], frames)
-        h = self._run(block.beat_modules[i], h, cond["beat"], frames)
+            text = cond.keys_values[f"{prefix}.attentions.{i}.transformer_blocks.0.attn2"]
+            h = self._run(lambda x: block.attentions[i](x, encoder_hidden_states=text, return_dict=False)[0], h)
+        h = self._run(block.music_modules[i], h, cond.keys_values[f"{prefix}.music_modules.{i}"], frames)
+        h = self._run(block.beat_modules[i], h, cond.keys_values[f"{prefix}.beat_modules.{i}"], frames)
         key = f"{prefix}.motion_modules.{i}"
         if record is not None:
             record[key] = h
         ctx = context.get(key) if context is not None else None
         return self._run(block.motion_modules[i], h, frames, ctx)
 
+    def conditioned_modules(self) -> dict[str, ConditionedTemporalModule]:
+        """The music and beat modules by name (`down_blocks.0.music_modules.0`, ...)."""
+        return {name: module for name, module in self.named_modules() if isinstance(module, ConditionedTemporalModule)}
+
+    def text_attention_layers(self) -> dict[str, Attention]:
+        """The spatial transformers' cross-attention layers (`...transformer_blocks.0.attn2`) by name."""
+        return {name: module for name, module in self.named_modules()
+                if isinstance(module, Attention) and name.endswith(".attn2") and not is_temporal_parameter(name)}
+
+    def clip_conditions(self, encoder_hidden_states: torch.Tensor, music_tokens: torch.Tensor,
+                        beat_windows: torch.Tensor, dtype: torch.dtype | None = None,
+                        find_uniform: bool = True) -> ClipConditions:
+        """The conditions of a clip as `forward` uses them (its arguments of the same names), in `dtype` (default:
+        the UNet's).
+
+        Pass the result as `conditions=` to every step of the clip: the keys and values of every cross-attention
+        are then projected once, not once per step. find_uniform (without gradients only): mark the rows of
+        all-zero music tokens (guidance's unconditional row), whose music attention then does not run.
+        """
+        dtype = dtype or self.conv_in.weight.dtype
+        frames = music_tokens.shape[1]
+        music = music_tokens.to(dtype).flatten(0, 1)
+        beat = self.beat_encoder(beat_windows).to(dtype)
+        text = encoder_hidden_states.to(dtype)
+        keys_values = {name: project_keys_values(layer, text) for name, layer in self.text_attention_layers().items()}
+        music_uniform = uniform_rows(music) if find_uniform and not torch.is_grad_enabled() else None
+        for name, module in self.conditioned_modules().items():
+            keys_values[name] = module.project(music if ".music_modules." in name else beat)
+            if ".music_modules." in name:
+                keys_values[name].uniform = music_uniform
+        return ClipConditions(keys_values, frames)
+
     def forward(
         self,
         sample: torch.Tensor,
         timestep: torch.Tensor | float | int,
-        encoder_hidden_states: torch.Tensor,
-        music_tokens: torch.Tensor,
-        beat_windows: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        music_tokens: torch.Tensor | None = None,
+        beat_windows: torch.Tensor | None = None,
         motion_context: MotionContext | None = None,
         return_motion_context: bool = False,
+        conditions: ClipConditions | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, MotionContext]:
         """Predict noise for a clip.
 
         sample [B, F, C, h, w]; timestep scalar or [B]; encoder_hidden_states (text) [B, T, D];
         music_tokens [B, F, L, music_dim]; beat_windows [B, F, 2w+1 (+1)] from `temporal.beat_windows`;
+        or, instead of those three, `conditions` from `clip_conditions` (the same for every step of a clip);
         motion_context from an earlier call with `return_motion_context=True` on the M previous frames.
         Returns the prediction [B, F, C, h, w], and with `return_motion_context` also the hidden states
         that entered each motion module (the context for the next clip).
@@ -196,11 +252,15 @@ class MuseDanceUNet(nn.Module):
         if timestep.ndim == 0:
             timestep = timestep.expand(batch)
         temb = self.time_embedding(self.time_proj(timestep).to(dtype)).repeat_interleave(frames, dim=0)
-        cond = {
-            "text": encoder_hidden_states.to(dtype).repeat_interleave(frames, dim=0),
-            "music": music_tokens.to(dtype).flatten(0, 1),
-            "beat": self.beat_encoder(beat_windows).to(dtype),
-        }
+        raw = (encoder_hidden_states, music_tokens, beat_windows)
+        if conditions is None:
+            if any(arg is None for arg in raw):
+                raise ValueError("MuseDanceUNet: give encoder_hidden_states, music_tokens and beat_windows, or conditions.")
+            conditions = self.clip_conditions(*raw, dtype=dtype, find_uniform=False)
+        elif any(arg is not None for arg in raw) or conditions.frames != frames:
+            raise ValueError(f"MuseDanceUNet: conditions made for {conditions.frames} frames replace the text, music "
+                             f"and beats of a clip of {frames}; give one or the other.")
+        cond = conditions
         record: MotionContext | None = {} if return_motion_context else None
 
         h = self.conv_in(x)

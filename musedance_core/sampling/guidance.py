@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models.unet import MotionContext
+from ..models.unet import ClipConditions, MotionContext
 from .conditioning import condition_rows
 
 
@@ -64,14 +64,16 @@ class GuidedDenoiser:
         return condition_rows(expand(text), expand(music), expand(windows), unconditional=self.unconditional,
                               beats_unknown=self.beats_unknown, null_text=null_text)
 
-    def __call__(
-        self, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor, music: torch.Tensor, windows: torch.Tensor,
-        context: MotionContext | None = None,
-    ) -> torch.Tensor:
+    def clip_conditions(self, text: torch.Tensor, music: torch.Tensor, windows: torch.Tensor) -> ClipConditions:
+        """A clip's rows (text, music and windows as `text_rows` and `music_rows` made them) as every step uses them."""
+        return self.unet.clip_conditions(text, music, windows)
+
+    def __call__(self, latents: torch.Tensor, t: torch.Tensor, conditions: ClipConditions,
+                 context: MotionContext | None = None) -> torch.Tensor:
         """The guided noise prediction (float32) for one video's latents [1, F, C, h, w] (already in the UNet's
-        dtype); text, music and windows as `text_rows` and `music_rows` made them."""
+        dtype) with the clip's `clip_conditions`."""
         rows = latents.expand(self.rows, *latents.shape[1:])
-        return self.combine(self.unet(rows, t, text, music, windows, motion_context=context).float())
+        return self.combine(self.unet(rows, t, motion_context=context, conditions=conditions).float())
 
     def combine(self, prediction: torch.Tensor) -> torch.Tensor:
         g, g_b = self.guidance_scale, self.beat_guidance_scale

@@ -545,9 +545,10 @@ class MuseDancePipeline:
         else:  # q(x_t0 | z_ref): the reference, noised to the first timestep
             start = start_latent.to(device=noise.device, dtype=torch.float32)[:, None].expand_as(noise)
             latents = scheduler.add_noise(start, noise, scheduler.timesteps[:1])
+        clip = guide.clip_conditions(*conditions)
         for step, t in enumerate(scheduler.timesteps):
             model_in = scheduler.scale_model_input(latents, t).to(self.dtype)
-            noise_pred = guide(model_in, t, *conditions, context=context)
+            noise_pred = guide(model_in, t, clip, context=context)
             latents = scheduler.step(noise_pred, t, latents, eta=eta, generator=generator).prev_sample
             step_done(step, latents)
         return latents

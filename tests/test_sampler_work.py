@@ -1,0 +1,111 @@
+"""Each cut in the sampler's work per step gives what the computation it replaced gave (the whole video's
+check against frames recorded before the cuts is test_sampler_golden.py)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+
+from helpers import randomize_temporal_outputs
+from musedance_core.models.attention import SharedKeysValuesProcessor, project_keys_values
+from musedance_core.models.reference import ReferenceBank, ReferenceReadProcessor
+from musedance_core.models.temporal import MotionModule, beat_windows
+
+
+def _masked_reference_attention(attn: Attention, hidden: torch.Tensor, ref: torch.Tensor, keep: torch.Tensor):
+    """The reference attention as it was computed before: keys and values of [frame tokens, reference tokens]
+    projected for every frame, the reference masked out of the rows that do not keep it."""
+    videos, frames = ref.shape[0], hidden.shape[0] // ref.shape[0]
+    kv = torch.cat([hidden, ref.repeat_interleave(frames, dim=0)], dim=1)
+    own = torch.ones(hidden.shape[0], 1, 1, hidden.shape[1], dtype=torch.bool)
+    mask = torch.cat([own, keep.repeat_interleave(frames).view(-1, 1, 1, 1).expand(-1, 1, 1, ref.shape[1])], -1)
+    q, k, v = (t.view(t.shape[0], -1, attn.heads, t.shape[-1] // attn.heads).transpose(1, 2)
+               for t in (attn.to_q(hidden), attn.to_k(kv), attn.to_v(kv)))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).flatten(2)
+    return attn.to_out[0](out)
+
+
+def test_reference_keys_values_are_projected_once_and_dropped_rows_skip_the_reference():
+    torch.manual_seed(0)
+    attn = Attention(query_dim=32, heads=4, dim_head=8).eval()
+    bank = ReferenceBank()
+    attn.set_processor(ReferenceReadProcessor("layer", bank))
+    ref = torch.randn(1, 7, 32)
+    projected = []
+    attn.to_k.register_forward_hook(lambda module, args, out: projected.append(args[0].shape[1]))
+    for keep in (torch.tensor([False, True]), torch.tensor([False, True, True]), torch.tensor([True, False, True])):
+        bank.fill({"layer": ref}, len(keep), keep=keep)
+        hidden = torch.randn(len(keep) * 3, 5, 32)  # three frames per row
+        expected = _masked_reference_attention(attn, hidden, bank.tokens["layer"], keep)
+        projected.clear()
+        with torch.no_grad():
+            first = attn(hidden)
+            second = attn(hidden + 1)
+        torch.testing.assert_close(first, expected, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(first, second)
+        # The reference's 7 tokens once for the video, the frames' own 5 in every call.
+        assert projected == [5, 7, 5], projected
+    with torch.enable_grad():  # training: nothing is kept between calls, the graph stays whole
+        bank.fill({"layer": ref.requires_grad_()}, 2, keep=torch.tensor([True, True]))
+        attn(torch.randn(4, 5, 32)).sum().backward()
+        assert ref.grad is not None and not bank._projected
+
+
+def test_frames_share_one_projection_of_the_text():
+    torch.manual_seed(0)
+    attn = Attention(query_dim=32, cross_attention_dim=16, heads=4, dim_head=8).eval()
+    text, hidden = torch.randn(2, 9, 16), torch.randn(2 * 3, 5, 32)
+    with torch.no_grad():
+        expected = AttnProcessor2_0()(attn, hidden, encoder_hidden_states=text.repeat_interleave(3, dim=0))
+        shared = SharedKeysValuesProcessor()(attn, hidden, encoder_hidden_states=project_keys_values(attn, text))
+        plain = SharedKeysValuesProcessor()(attn, hidden, encoder_hidden_states=text.repeat_interleave(3, dim=0))
+    torch.testing.assert_close(shared, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(plain, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_motion_module_with_context_equals_animatediff_over_the_joined_frames():
+    torch.manual_seed(0)
+    module = MotionModule(32, num_heads=4, norm_num_groups=8, max_seq_length=16).eval()
+    randomize_temporal_outputs(module)
+    batch, frames, context_frames = 2, 5, 2
+    hidden = torch.randn(batch * frames, 32, 3, 4)
+    context = torch.randn(batch * context_frames, 32, 3, 4)
+    joined = torch.cat([context.view(batch, context_frames, 32, 3, 4), hidden.view(batch, frames, 32, 3, 4)], 1)
+    with torch.no_grad():
+        everything = AnimateDiffTransformer3D.forward(module, joined.flatten(0, 1), num_frames=frames + context_frames)
+        expected = everything.view(batch, -1, 32, 3, 4)[:, context_frames:].flatten(0, 1)
+        out = module(hidden, frames, context)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert (expected - hidden).abs().max() > 1e-2  # the module does something the check can see
+
+
+def test_a_clips_conditions_made_once_give_the_steps_what_the_raw_inputs_give(tiny_pipe):
+    """clip_conditions projects the text, music and beat keys and values once; a step given them equals a step
+    given the raw inputs, also for a row whose music tokens are all alike (guidance's unconditional row has
+    zeros), whose music attention is skipped, and the music modules project nothing in the steps."""
+    unet = tiny_pipe.unet
+    randomize_temporal_outputs(unet)
+    cfg = tiny_pipe.config.unet
+    torch.manual_seed(0)
+    sample, text = torch.randn(2, 4, 4, 4, 4), torch.randn(2, 77, cfg.cross_attention_dim)
+    music = torch.randn(2, 4, 6, cfg.music_dim)
+    music[0] = torch.randn(cfg.music_dim)  # every token alike (zero in guidance; not here, so values are not 0)
+    windows = beat_windows(torch.tensor([[1.0, 0, 0, 1, 0, 0]]).expand(2, -1), 1, 4, cfg.beat_window)
+    music_projections = []
+    for name, module in unet.conditioned_modules().items():
+        if ".music_modules." in name:
+            module.cross_attn.to_k.register_forward_hook(lambda *args: music_projections.append(1))
+    with torch.no_grad():
+        expected = unet(sample, 300, text, music, windows)
+        conditions = unet.clip_conditions(text, music, windows)
+        assert all(kv.uniform == (True,) * 4 + (False,) * 4 for name, kv in conditions.keys_values.items()
+                   if ".music_modules." in name)
+        music_projections.clear()
+        first = unet(sample, 300, conditions=conditions)
+        second = unet(sample * 0.5, 700, conditions=conditions)
+    assert not music_projections
+    torch.testing.assert_close(first, expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(second, unet(sample * 0.5, 700, text, music, windows), atol=1e-5, rtol=1e-5)
