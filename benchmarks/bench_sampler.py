@@ -39,13 +39,29 @@ BF16_PEAK_TFLOPS = {"H100 SXM": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H
                     "A100": 312.0, "L40S": 362.0, "4090": 165.0}  # dense, from the vendors' data sheets
 
 
-def config_of(name: str) -> UNetConfig:
-    return reduced_config() if name == "reduced" else UNetConfig()
+def config_of(name: str, ff_mult: int = 4) -> UNetConfig:
+    return reduced_config(ff_mult) if name == "reduced" else UNetConfig(temporal_ff_mult=ff_mult)
 
 
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def reset_peak() -> float:
+    """Start this process's resident high-water mark again from now (Linux: /proc/self/clear_refs); the resident
+    memory now, in MiB."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return rss_mib()
 
 
 def rss_mib() -> float:
@@ -65,11 +81,11 @@ def peak_memory(args: argparse.Namespace, model: str) -> float:
     dtype = resolve_dtype(args.dtype)
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-        MODELS[model](config_of(args.size), size, args.device, dtype).step()
+        MODELS[model](config_of(args.size, args.ff_mult), size, args.device, dtype).step()
         sync(args.device)
         return torch.cuda.max_memory_allocated() / 2**20
-    before = rss_mib()
-    MODELS[model](config_of(args.size), size, args.device, dtype).step()
+    before = reset_peak()
+    MODELS[model](config_of(args.size, args.ff_mult), size, args.device, dtype).step()
     return rss_mib() - before
 
 
@@ -90,6 +106,7 @@ def main() -> int:
     parser.add_argument("--context", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--beat-guidance", action="store_true")
+    parser.add_argument("--ff-mult", type=int, default=4, help="the music and beat modules' feed-forward multiplier")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -102,7 +119,7 @@ def main() -> int:
         return 0
 
     size = StepSize(args.height, args.width, args.frames, args.context, args.beat_guidance)
-    config, dtype = config_of(args.size), resolve_dtype(args.dtype)
+    config, dtype = config_of(args.size, args.ff_mult), resolve_dtype(args.dtype)
     models = {name: cls(config, size, args.device, dtype) for name, cls in MODELS.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     for repeat in range(args.repeats + 1):
@@ -115,7 +132,8 @@ def main() -> int:
                 times[name].append(time.perf_counter() - started)
     ratios = [md / ad for md, ad in zip(times["musedance"], times["animatediff"])]
     result: dict = {
-        "what": f"one denoising step, {args.size} widths {config.block_out_channels}, {size.describe()}, "
+        "what": f"one denoising step, {args.size} widths {config.block_out_channels}, music and beat feed-forward "
+                f"x{config.temporal_ff_mult}, {size.describe()}, "
                 f"{args.dtype} on {args.device}, {args.threads} threads, {args.repeats} interleaved repeats",
         "machine": machine("torch", "diffusers"),
         "ms_per_frame_step": {name: 1000 * statistics.median(ts) / size.frames for name, ts in times.items()},

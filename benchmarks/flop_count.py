@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unet_step import AnimateDiffStep, MuseDanceStep, StepSize, with_rows  # noqa: E402
 
 from musedance_core.config import UNetConfig  # noqa: E402
+from musedance_core.models.unet import MuseDanceUNet  # noqa: E402
 
 TERA = 1e12
 KINDS = {  # module kind: a pattern matching the module names that make it up (counted once each)
@@ -68,6 +69,17 @@ def animatediff_row(config: UNetConfig, size: StepSize) -> dict:
     return {"total": total, "spatial": total - motion, "motion": motion}
 
 
+def temporal_parameters(config: UNetConfig) -> dict[str, int]:
+    """Parameters of the UNet and of its music, beat and motion modules (built on the meta device)."""
+    with torch.device("meta"):
+        unet = MuseDanceUNet(config)
+    out = {"unet": sum(p.numel() for p in unet.parameters())}
+    for kind in ("music", "beat", "motion"):
+        out[kind] = sum(p.numel() for name, p in unet.named_parameters()
+                        if f".{kind}_modules." in name or (kind == "beat" and name.startswith("beat_encoder.")))
+    return out
+
+
 def table(rows: dict[str, dict]) -> str:
     columns = ["total", "spatial", "reference attention", "music", "beat", "motion", "music feed-forward",
                "beat feed-forward"]
@@ -84,9 +96,10 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--context", type=int, default=2)
+    parser.add_argument("--ff-mult", type=int, default=4, help="the music and beat modules' feed-forward multiplier")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    config = UNetConfig()
+    config = UNetConfig(temporal_ff_mult=args.ff_mult)
     size = StepSize(args.height, args.width, args.frames, args.context)
     rows = {}
     for beat_guidance in (False, True):
@@ -96,11 +109,15 @@ def main() -> int:
     for rows_ in (2, 3):
         ratio = rows[f"MuseDance, {rows_} rows"]["total"] / rows[f"AnimateDiff, {rows_} rows"]["total"]
         print(f"MuseDance / AnimateDiff at {rows_} rows: {ratio:.2f}")
-    print(f"TFLOP per denoising step at SD1.5 widths, {size.describe().rsplit(',', 1)[0]}:")
+    print(f"TFLOP per denoising step at SD1.5 widths, {size.describe().rsplit(',', 1)[0]}, music and beat "
+          f"feed-forward x{args.ff_mult}:")
     print(table(rows))
+    parameters = temporal_parameters(config)
+    print("Parameters (millions): " + ", ".join(f"{k} {v / 1e6:.1f}" for k, v in parameters.items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"size": size.describe(), "flops": rows}, indent=1) + "\n")
+        args.json.write_text(json.dumps({"size": size.describe(), "ff_mult": args.ff_mult, "flops": rows,
+                                         "parameters": parameters}, indent=1) + "\n")
     return 0
 
 

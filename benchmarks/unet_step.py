@@ -43,16 +43,16 @@ class StepSize:
         return (f"{self.width}x{self.height}, K = {self.frames} + M = {self.context}, {self.rows} guidance rows")
 
 
-def reduced_config() -> UNetConfig:
+def reduced_config(ff_mult: int = 4) -> UNetConfig:
     """The CPU comparison's UNet: SD1.5's layout at widths 64/128/256/256 (8 heads, 32 groups)."""
-    return UNetConfig(block_out_channels=(64, 128, 256, 256))
+    return UNetConfig(block_out_channels=(64, 128, 256, 256), temporal_ff_mult=ff_mult)
 
 
 class MuseDanceStep:
     """MuseDance's UNet, ReferenceNet bank and guided denoiser, ready to run steps of one clip."""
 
     def __init__(self, config: UNetConfig, size: StepSize, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32, seed: int = 0) -> None:
+                 dtype: torch.dtype = torch.float32, seed: int = 0, one_row_at_a_time: bool = False) -> None:
         self.size = size
         torch.manual_seed(seed)
         with torch.device(device):
@@ -65,7 +65,8 @@ class MuseDanceStep:
         attach_reference_writer(reference_net, self.bank)
         attach_reference_reader(self.unet, self.bank)
         h, w = size.height // 8, size.width // 8
-        self.guide = GuidedDenoiser(self.unet, 3.5, 5.0 if size.beat_guidance else None)
+        self.guide = GuidedDenoiser(self.unet, 3.5, 5.0 if size.beat_guidance else None,
+                                    one_row_at_a_time=one_row_at_a_time, bank=self.bank)
         rows = self.guide.rows
         kw = dict(device=device, dtype=dtype)
         with torch.no_grad():
@@ -86,7 +87,14 @@ class MuseDanceStep:
             self.context = motion_context(self.unet, latents, self.text, ctx_music, ctx_windows)
         self.latents = torch.randn(1, size.frames, 4, h, w, **kw)
         with torch.no_grad():  # once per clip, as the sampler does
-            self.conditions = self.guide.clip_conditions(self.text, self.music, self.windows)
+            if torch.device(device).type != "meta":
+                self.conditions = self.guide.clip_conditions(self.text, self.music, self.windows)
+            else:  # no values to look at: the unconditional row's music is zero, as the sampler makes it
+                self.conditions = self.unet.clip_conditions(self.text, self.music, self.windows, find_uniform=False)
+                zero = tuple(bool(u) for u in self.guide.unconditional.tolist() for _ in range(size.frames))
+                for name, projected in self.conditions.keys_values.items():
+                    if ".music_modules." in name:
+                        projected.uniform = zero
 
     @torch.no_grad()
     def step(self, t: int = 500) -> torch.Tensor:

@@ -20,6 +20,7 @@ DEFAULT_FLOW_CHECKPOINT_NAME = "musedance_flow_default.safetensors"
 MAX_GUIDANCE = 30.0  # the sampler's guidance scales (classifier-free and the beats' own) go up to this
 AUTO = "auto"  # a sampler setting left to the model's recommendation (`SamplerSettings`)
 MAX_BEAT_PHASE_BINS = 64  # UNetConfig.beat_phase_bins
+MAX_TEMPORAL_FF_MULT = 8  # UNetConfig.temporal_ff_mult
 
 
 @dataclass
@@ -55,6 +56,10 @@ class UNetConfig:
     # interval in P bins and the beat's parity (temporal.beat_phase_ids); not in the paper.
     beat_phase_bins: int = 0
     temporal_num_attention_heads: int = 8
+    # Width of the music and beat modules' feed-forward layers, in multiples of the channels (GEGLU). The
+    # paper gives no module sizes: 4 is AnimateDiff's (the motion modules keep it, to load its weights); 2 is
+    # the lean configuration (benchmarks/flop_count.py --ff-mult 2).
+    temporal_ff_mult: int = 4
     temporal_max_seq_length: int = 64  # positional encodings cover K + M frames up to this
     temporal_dropout: float = 0.05  # the paper's dropout on the temporal modules (training only)
 
@@ -86,6 +91,10 @@ class UNetConfig:
             raise ValueError("UNetConfig: temporal_max_seq_length must be at least 2.")
         if self.beat_window < 0:
             raise ValueError(f"UNetConfig: beat_window must be 0 or more, got {self.beat_window}.")
+        if isinstance(self.temporal_ff_mult, bool) or not isinstance(self.temporal_ff_mult, int) or not (
+                1 <= self.temporal_ff_mult <= MAX_TEMPORAL_FF_MULT):
+            raise ValueError(f"UNetConfig: temporal_ff_mult must be an integer from 1 to {MAX_TEMPORAL_FF_MULT}, "
+                             f"got {self.temporal_ff_mult!r}.")
         if not 0 <= self.beat_phase_bins <= MAX_BEAT_PHASE_BINS:
             raise ValueError(f"UNetConfig: beat_phase_bins must be 0 (off) to {MAX_BEAT_PHASE_BINS}, "
                              f"got {self.beat_phase_bins}.")

@@ -140,3 +140,27 @@ def test_beat_phase_bins_give_stage_2_a_fresh_phase_encoder_and_reach_the_export
 def test_beat_phase_bins_are_checked(base, tmp_path, stage, bins):
     with pytest.raises(ValueError, match="model.beat_phase_bins is for stage 2"):
         phase_config(stage, base, tmp_path / "bad", bins)
+
+
+def test_the_lean_feed_forward_trains_in_stage_2_and_reaches_the_export(base, tmp_path):
+    from musedance_core.loading.checkpoint import read_checkpoint_info
+    from musedance_core.loading.loader import load_pipeline
+
+    overrides = {"model.base": str(base), "output": str(tmp_path / "lean"), "model.temporal_ff_mult": 2,
+                 "train.steps": 2}
+    trainer = Trainer(load_config(CONFIGS / "tiny_stage2.yaml", overrides), make_clips())
+    unet = trainer._unwrapped.unet
+    channels = unet.down_blocks[0].music_modules[0].ff_norm.weight.shape[0]
+    assert trainer.pipe.config.unet.temporal_ff_mult == 2
+    assert unet.down_blocks[0].music_modules[0].ff.net[2].in_features == 2 * channels
+    assert unet.down_blocks[0].motion_modules[0].transformer_blocks[0].ff.net[2].in_features == 4 * channels
+    before = unet.down_blocks[0].beat_modules[0].ff.net[2].weight.detach().clone()
+    trainer.train()
+    assert not torch.equal(before, unet.down_blocks[0].beat_modules[0].ff.net[2].weight.detach())
+    path = trainer.export(tmp_path / "models")
+    assert read_checkpoint_info(path).config.unet.temporal_ff_mult == 2
+    loaded = load_pipeline(path)
+    assert loaded.unet.down_blocks[0].music_modules[0].ff.net[2].in_features == 2 * channels
+    with pytest.raises(ValueError, match="model.temporal_ff_mult is for stage 2"):
+        load_config(CONFIGS / "tiny_stage1.yaml", {"model.base": str(base), "output": str(tmp_path / "bad"),
+                                                   "model.temporal_ff_mult": 2})

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from musedance_core.config import MAX_BEAT_PHASE_BINS, SamplerSettings, dataclass_from_dict
+from musedance_core.config import MAX_BEAT_PHASE_BINS, MAX_TEMPORAL_FF_MULT, SamplerSettings, dataclass_from_dict
 
 
 @dataclass
@@ -28,6 +28,9 @@ class ModelConfig:
     # Stage 2: the beat encoding to train (musedance_core.config.UNetConfig.beat_phase_bins); when it
     # differs from the base's, the beat encoder is built afresh with it. None keeps the base's.
     beat_phase_bins: int | None = None
+    # Stage 2: the music and beat modules' feed-forward multiplier (UNetConfig.temporal_ff_mult; 2 is the lean
+    # configuration); when it differs from the base's, those layers are built afresh. None keeps the base's.
+    temporal_ff_mult: int | None = None
     # "musedance", or "flow": DabFusion's flow family (trainer/flow_stages.py; stage 1 the latent flow
     # auto-encoder on frame pairs, stage 2 the flow denoiser on clips with the auto-encoder frozen).
     family: str = "musedance"
@@ -154,6 +157,11 @@ class TrainConfig:
             raise ValueError(f"model.beat_phase_bins is for stage 2 (the beat encoder trains there) and must be an "
                              f"integer from 0 (the paper's beat tokens) to {MAX_BEAT_PHASE_BINS}, got {bins!r} in "
                              f"stage {self.stage}.")
+        mult = self.model.temporal_ff_mult
+        if mult is not None and (self.stage != 2 or isinstance(mult, bool) or not isinstance(mult, int)
+                                 or not 1 <= mult <= MAX_TEMPORAL_FF_MULT):
+            raise ValueError(f"model.temporal_ff_mult is for stage 2 (the music and beat modules train there) and must "
+                             f"be an integer from 1 to {MAX_TEMPORAL_FF_MULT}, got {mult!r} in stage {self.stage}.")
         if self.model.family == "flow":
             self._check_flow()
         elif self.model.family != "musedance":
@@ -175,6 +183,7 @@ class TrainConfig:
             raise ValueError("model.base is required for the flow family's stage 2: the stage-1 flow export.")
         unsupported = {"model.motion_module": self.model.motion_module, "model.tokenizer": self.model.tokenizer,
                        "model.beat_phase_bins": self.model.beat_phase_bins,
+                       "model.temporal_ff_mult": self.model.temporal_ff_mult,
                        "train.motion_loss_weight": self.train.motion_loss_weight or None,
                        "export.temporal_only": self.export.temporal_only or None,
                        "train.gradient_checkpointing": self.train.gradient_checkpointing or None}

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.attention import FeedForward
 from torch import nn
 
 from musedance_core.models.temporal import BeatEncoder, beat_windows, unknown_beats
@@ -125,6 +126,25 @@ def set_beat_phase_bins(pipe: MuseDancePipeline, bins: int) -> bool:
     weight = pipe.unet.beat_encoder.embedding.weight
     pipe.unet.beat_encoder = BeatEncoder(unet_config.beat_dim, unet_config.beat_window, bins).to(
         weight.device, weight.dtype)
+    pipe.config.unet = unet_config
+    return True
+
+
+def set_temporal_ff_mult(pipe: MuseDancePipeline, mult: int) -> bool:
+    """Give the music and beat modules feed-forward layers `mult` times their width (UNetConfig.temporal_ff_mult);
+    True when that changed them.
+
+    Like `set_beat_phase_bins`: a stage-1 export can start stage 2 with the lean configuration; the new layers
+    are fresh (drawn from torch's global generator), on the old ones' device and dtype, and the modules stay the
+    identity they are built as until stage 2 trains them. The same multiplier as the base's keeps its layers.
+    """
+    if pipe.config.unet.temporal_ff_mult == mult:
+        return False
+    unet_config = dataclasses.replace(pipe.config.unet, temporal_ff_mult=mult)  # checked like any config
+    for module in pipe.unet.conditioned_modules().values():
+        weight = module.ff_norm.weight
+        module.ff = FeedForward(weight.shape[0], mult=mult, dropout=unet_config.temporal_dropout,
+                                activation_fn="geglu").to(weight.device, weight.dtype)
     pipe.config.unet = unet_config
     return True
 

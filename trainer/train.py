@@ -35,7 +35,7 @@ from musedance_core.sampling.conditioning import DTYPES, condition_rows, encode_
 
 from .clips import ClipSource
 from .config import TrainConfig, load_config
-from .stages import Row, StageModel, row_generator, sample_row, set_beat_phase_bins
+from .stages import Row, StageModel, row_generator, sample_row, set_beat_phase_bins, set_temporal_ff_mult
 
 STATE_FILE = "trainer_state.json"
 
@@ -95,6 +95,12 @@ class Trainer:
             if set_beat_phase_bins(self.pipe, bins):
                 acc.print(f"model.beat_phase_bins={bins}: the base's beat encoder (phase bins {before}) is replaced "
                           f"by a fresh one; stage 2 trains it.")
+        mult = config.model.temporal_ff_mult
+        if mult is not None:
+            before = self.pipe.config.unet.temporal_ff_mult
+            if set_temporal_ff_mult(self.pipe, mult):
+                acc.print(f"model.temporal_ff_mult={mult}: the music and beat modules' feed-forward layers (x{before}) "
+                          f"are replaced by fresh ones; stage 2 trains them.")
         mc = self.pipe.config
         self.clip_length = config.data.clip_length or mc.clip_length
         self.motion_frames = mc.motion_frames if config.data.motion_frames is None else config.data.motion_frames

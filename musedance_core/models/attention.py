@@ -29,7 +29,8 @@ class KeysValues:
     uniform: tuple[bool, ...] | None = None
 
     def rows(self, first: int, end: int) -> "KeysValues":
-        return KeysValues(self.keys[first:end], self.values[first:end])
+        uniform = None if self.uniform is None else self.uniform[first:end]
+        return KeysValues(self.keys[first:end], self.values[first:end], uniform)
 
 
 def uniform_rows(states: torch.Tensor) -> tuple[bool, ...]:

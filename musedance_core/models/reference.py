@@ -13,6 +13,9 @@ run unchanged. The hot path was checked with `torch.compile(fullgraph=True)` (te
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from diffusers.models.attention_processor import Attention
 from torch import nn
@@ -38,6 +41,7 @@ class ReferenceBank:
         self.tokens: dict[str, torch.Tensor] = {}
         self.keep = None
         self._projected: dict[str, KeysValues] = {}
+        self._window: tuple[int, int] | None = None  # the rows a forward over part of the batch sees (`rows`)
 
     @property
     def keep(self) -> torch.Tensor | None:
@@ -53,6 +57,21 @@ class ReferenceBank:
         self.tokens.clear()
         self.keep = None
         self._projected.clear()
+        self._window = None
+
+    @contextlib.contextmanager
+    def rows(self, first: int, end: int) -> Iterator[None]:
+        """Serve only rows first..end-1 of the filled batch, for a forward over those rows alone (guidance rows
+        one at a time); the reference's projected keys and values stay shared by all rows."""
+        self._window = (first, end)
+        try:
+            yield
+        finally:
+            self._window = None
+
+    def videos(self, name: str) -> int:
+        """How many rows (videos) layer `name` serves now."""
+        return self.tokens[name].shape[0] if self._window is None else self._window[1] - self._window[0]
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -75,17 +94,18 @@ class ReferenceBank:
     def keys_values(self, name: str, attn: Attention, dtype: torch.dtype) -> KeysValues:
         """The keys and values `attn` makes of layer `name`'s reference tokens [B, heads, N, d]; kept for
         reuse when gradients are off."""
-        cached = self._projected.get(name)
-        if cached is not None and cached.keys.dtype == dtype:
-            return cached
-        projected = project_keys_values(attn, self.tokens[name].to(dtype))
-        if not torch.is_grad_enabled():
-            self._projected[name] = projected
-        return projected
+        projected = self._projected.get(name)
+        if projected is None or projected.keys.dtype != dtype:
+            projected = project_keys_values(attn, self.tokens[name].to(dtype))
+            if not torch.is_grad_enabled():
+                self._projected[name] = projected
+        return projected if self._window is None else projected.rows(*self._window)
 
     def row_runs(self, batch: int) -> list[tuple[int, int, bool]]:
         """(first row, end row, sees the reference) for each run of neighbouring rows alike, over `batch` rows."""
         keep = self._keep_rows
+        if keep is not None and self._window is not None:
+            keep = keep[self._window[0] : self._window[1]]
         if keep is None:
             return [(0, batch, True)]
         if len(keep) != batch:
@@ -155,7 +175,7 @@ class ReferenceReadProcessor(_ReferenceProcessor):
         _check_self_attention(attn, hidden_states, encoder_hidden_states)
         if self.name not in self.bank.tokens:
             return _self_attention(attn, hidden_states)
-        videos = self.bank.tokens[self.name].shape[0]
+        videos = self.bank.videos(self.name)
         batch_frames = hidden_states.shape[0]
         if batch_frames % videos:
             raise ValueError(

@@ -152,6 +152,7 @@ class ConditionedTemporalModule(nn.Module):
         norm_num_groups: int,
         max_seq_length: int,
         dropout: float = 0.0,
+        ff_mult: int = 4,
     ) -> None:
         super().__init__()
         head_dim = channels // num_heads
@@ -172,7 +173,7 @@ class ConditionedTemporalModule(nn.Module):
             query_dim=channels, heads=num_heads, dim_head=head_dim, dropout=dropout, processor=AttnProcessor2_0()
         )
         self.ff_norm = nn.LayerNorm(channels)
-        self.ff = FeedForward(channels, dropout=dropout, activation_fn="geglu")
+        self.ff = FeedForward(channels, mult=ff_mult, dropout=dropout, activation_fn="geglu")
         self.proj_out = nn.Linear(channels, channels)
         check_plain(self.cross_attn)
         check_plain(self.temporal_attn)

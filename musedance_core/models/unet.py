@@ -46,6 +46,14 @@ class ClipConditions:
     keys_values: dict[str, KeysValues]
     frames: int
 
+    def rows(self, first: int, end: int) -> "ClipConditions":
+        """The conditions of videos first..end-1 of the batch."""
+        def part(name: str, projected: KeysValues) -> KeysValues:
+            per_frame = ".music_modules." in name or ".beat_modules." in name
+            return projected.rows(first * self.frames, end * self.frames) if per_frame else projected.rows(first, end)
+
+        return ClipConditions({name: part(name, kv) for name, kv in self.keys_values.items()}, self.frames)
+
 
 class _Slots(nn.Module):
     """Resnets, spatial transformers and the three temporal module lists of one down/mid/up block."""
@@ -73,11 +81,12 @@ class _Slots(nn.Module):
             max_seq_length=config.temporal_max_seq_length,
             dropout=config.temporal_dropout,
         )
+        ff_mult = config.temporal_ff_mult
         self.music_modules = nn.ModuleList(
-            ConditionedTemporalModule(channels, config.music_dim, **temporal) for _ in range(num_slots)
+            ConditionedTemporalModule(channels, config.music_dim, **temporal, ff_mult=ff_mult) for _ in range(num_slots)
         )
         self.beat_modules = nn.ModuleList(
-            ConditionedTemporalModule(channels, config.beat_dim, **temporal) for _ in range(num_slots)
+            ConditionedTemporalModule(channels, config.beat_dim, **temporal, ff_mult=ff_mult) for _ in range(num_slots)
         )
         self.motion_modules = nn.ModuleList(MotionModule(channels, **temporal) for _ in range(num_slots))
 

@@ -58,14 +58,36 @@ def encode_frames(vae: nn.Module, frames: torch.Tensor, scaling_factor: float, c
     ])
 
 
-def decode_latents(vae: nn.Module, latents: torch.Tensor, scaling_factor: float, chunk_size: int = 8) -> torch.Tensor:
-    """VAE-decode latents [F, C, h, w] a chunk of frames at a time -> float frames [F, H, W, 3] in [0, 1] on the CPU."""
+def decode_latents(vae: nn.Module, latents: torch.Tensor, scaling_factor: float, chunk_size: int = 8,
+                   tile: int | None = None) -> torch.Tensor:
+    """VAE-decode latents [F, C, h, w] a chunk of frames at a time -> float frames [F, H, W, 3] in [0, 1] on the CPU.
+
+    tile: decode each frame in overlapping tiles of this many pixels, blended (diffusers' tiled decode), when the
+    frame is larger; None decodes whole frames."""
     dtype = next(vae.parameters()).dtype
     frames = []
-    for chunk in latents.split(chunk_size):
-        pixels = vae.decode(chunk.to(dtype) / scaling_factor).sample
-        frames.append((pixels.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu())
+    with _tiles(vae, tile):
+        for chunk in latents.split(chunk_size):
+            pixels = vae.decode(chunk.to(dtype) / scaling_factor).sample
+            frames.append((pixels.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu())
     return torch.cat(frames)
+
+
+@contextlib.contextmanager
+def _tiles(vae: nn.Module, tile: int | None) -> Iterator[None]:
+    """diffusers' AutoencoderKL tiling with tiles of `tile` pixels, for the calls inside; restored after."""
+    if tile is None:
+        yield
+        return
+    names = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size")
+    saved = {name: getattr(vae, name) for name in names}
+    downscale = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = True, tile, tile // downscale
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(vae, name, value)
 
 
 # -- the reference --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..models.reference import ReferenceBank
 from ..models.unet import ClipConditions, MotionContext
 from .conditioning import condition_rows
 
@@ -28,8 +29,16 @@ def guidance_rows(guidance_scale: float, beat_guidance_scale: float | None) -> t
 class GuidedDenoiser:
     """The UNet with classifier-free guidance: owns the row layout and the combine of the predictions."""
 
-    def __init__(self, unet: nn.Module, guidance_scale: float, beat_guidance_scale: float | None = None) -> None:
+    def __init__(self, unet: nn.Module, guidance_scale: float, beat_guidance_scale: float | None = None,
+                 one_row_at_a_time: bool = False, bank: ReferenceBank | None = None) -> None:
+        """one_row_at_a_time: run the rows through the UNet one after another instead of as one batch (the
+        activations of one row at a time: less memory, somewhat slower); `bank` is the reference bank the
+        UNet reads, which then serves each row its own part."""
+        if one_row_at_a_time and bank is None:
+            raise ValueError("GuidedDenoiser: one_row_at_a_time needs the reference bank the UNet reads.")
         self.unet = unet
+        self.one_row_at_a_time = one_row_at_a_time
+        self.bank = bank
         self.guidance_scale = float(guidance_scale)
         self.unconditional_row, self.beat_row = guidance_rows(guidance_scale, beat_guidance_scale)
         self.beat_guidance_scale = float(beat_guidance_scale) if self.beat_row else None
@@ -72,8 +81,17 @@ class GuidedDenoiser:
                  context: MotionContext | None = None) -> torch.Tensor:
         """The guided noise prediction (float32) for one video's latents [1, F, C, h, w] (already in the UNet's
         dtype) with the clip's `clip_conditions`."""
-        rows = latents.expand(self.rows, *latents.shape[1:])
-        return self.combine(self.unet(rows, t, motion_context=context, conditions=conditions).float())
+        if not self.one_row_at_a_time or self.rows == 1:
+            rows = latents.expand(self.rows, *latents.shape[1:])
+            return self.combine(self.unet(rows, t, motion_context=context, conditions=conditions).float())
+        predictions = []
+        for row in range(self.rows):
+            with self.bank.rows(row, row + 1):
+                row_context = None if context is None else {
+                    name: states.chunk(self.rows)[row] for name, states in context.items()}
+                predictions.append(self.unet(latents, t, motion_context=row_context,
+                                             conditions=conditions.rows(row, row + 1)).float())
+        return self.combine(torch.cat(predictions))
 
     def combine(self, prediction: torch.Tensor) -> torch.Tensor:
         g, g_b = self.guidance_scale, self.beat_guidance_scale

@@ -313,6 +313,8 @@ class MuseDancePipeline:
         interrupt: Callable[[], None] | None = None,
         bar_frames: Sequence[int] = (),
         guidance_schedule: Sequence[tuple[int, dict]] = (),
+        one_row_at_a_time: bool = False,
+        vae_tile_size: int = 0,
     ) -> Iterator[torch.Tensor]:
         """Yield the video clip by clip, each as float frames [K, H, W, 3] in [0, 1] on the CPU.
 
@@ -362,6 +364,11 @@ class MuseDancePipeline:
         last M (VAE-encoded) are the motion context of the first new clip, and clips are yielded from
         start_frame on. The random stream is first advanced past the clips of the grid 0, K, 2K, ... that lie
         before start_frame, so a video continued on that grid draws the noise an unbroken run would have.
+        Low-memory options: one_row_at_a_time runs guidance's rows through the UNet one after another (the
+        same frames; each step's activations for one row instead of two or three, a little slower);
+        decode_chunk_size frames are VAE-decoded at a time; vae_tile_size > 0 decodes frames larger than that
+        in overlapping tiles of that many pixels a side, blended at the seams (the frames then differ slightly
+        from an untiled decode).
         """
         if beat_guidance_scale == AUTO:
             beat_guidance_scale = self.recommended.beat_guidance_scale
@@ -372,7 +379,8 @@ class MuseDancePipeline:
         k = self.config.clip_length if clip_length is None else clip_length
         m = self.config.motion_frames if motion_frames is None else motion_frames
         num_frames = self._check_sampling_args(
-            music_tokens, beats, num_inference_steps, guidance_scale, eta, k, m, decode_chunk_size, noise_share
+            music_tokens, beats, num_inference_steps, guidance_scale, eta, k, m, decode_chunk_size, noise_share,
+            vae_tile_size,
         )
         if isinstance(start_frame, bool) or not isinstance(start_frame, int) or not 0 <= start_frame < num_frames:
             raise ValueError(f"start_frame must be a frame of the music, 0 to {num_frames - 1}, got {start_frame!r}.")
@@ -423,7 +431,7 @@ class MuseDancePipeline:
             chosen = [pair for first, pair in settings if first <= start][-1]  # sorted: the latest wins
             key = (chosen.get("guidance_scale", guidance_scale), chosen.get("beat_guidance_scale", beat_guidance_scale))
             if key not in guides:
-                guides[key] = GuidedDenoiser(self.unet, *key)
+                guides[key] = GuidedDenoiser(self.unet, *key, one_row_at_a_time=one_row_at_a_time, bank=self.bank)
             return guides[key]
 
         guide = guide_at(0)
@@ -525,7 +533,7 @@ class MuseDancePipeline:
                 for chunk in latents[0].split(decode_chunk_size):
                     if interrupt is not None:
                         interrupt()
-                    frames.append(self.decode(chunk, decode_chunk_size))
+                    frames.append(self.decode(chunk, decode_chunk_size, tile_size=vae_tile_size))
                 yield torch.cat(frames)
         finally:
             for hook in hooks:
@@ -554,9 +562,10 @@ class MuseDancePipeline:
         return latents
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
-        """VAE-decode latents [F, C, h, w] a chunk of frames at a time -> float frames [F, H, W, 3] in [0, 1] on the CPU."""
-        return decode_latents(self.vae, latents, self.config.vae.scaling_factor, chunk_size)
+    def decode(self, latents: torch.Tensor, chunk_size: int = 8, tile_size: int = 0) -> torch.Tensor:
+        """VAE-decode latents [F, C, h, w] a chunk of frames at a time -> float frames [F, H, W, 3] in [0, 1] on the CPU;
+        tile_size > 0: frames larger than that in blended tiles of that side (less memory)."""
+        return decode_latents(self.vae, latents, self.config.vae.scaling_factor, chunk_size, tile=tile_size or None)
 
     # -- input checks -----------------------------------------------------------------------------
     def _check_image(self, image: torch.Tensor) -> torch.Tensor:
@@ -599,7 +608,7 @@ class MuseDancePipeline:
 
     def _check_sampling_args(
         self, music_tokens: torch.Tensor | "FrameTokens", beats: torch.Tensor, steps: int, guidance: float, eta: float,
-        clip_length: int, motion_frames: int, decode_chunk_size: int, noise_share: float,
+        clip_length: int, motion_frames: int, decode_chunk_size: int, noise_share: float, vae_tile_size: int = 0,
     ) -> int:
         _check_finite("beats", beats)
         if isinstance(music_tokens, torch.Tensor):  # lazy tokens (FrameTokens) are checked clip by clip
@@ -640,4 +649,8 @@ class MuseDancePipeline:
             )
         if decode_chunk_size < 1:
             raise ValueError(f"decode_chunk_size must be >= 1, got {decode_chunk_size}.")
+        if isinstance(vae_tile_size, bool) or not isinstance(vae_tile_size, int) or (
+                vae_tile_size and (vae_tile_size < 64 or vae_tile_size % self.config.vae.downscale)):
+            raise ValueError(f"vae_tile_size must be 0 (no tiles) or a side of at least 64 pixels that is a multiple of "
+                             f"{self.config.vae.downscale}, got {vae_tile_size!r}.")
         return num_frames
