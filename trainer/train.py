@@ -89,18 +89,13 @@ class Trainer:
         if self.pipe.tokenizer is None or self.pipe.text_encoder is None:
             raise ValueError("training needs the CLIP text encoder and tokenizer: use a base that carries them or set "
                              "model.tokenizer to a folder with vocab.json and merges.txt.")
-        bins = config.model.beat_phase_bins
-        if bins is not None:
-            before = self.pipe.config.unet.beat_phase_bins
-            if set_beat_phase_bins(self.pipe, bins):
-                acc.print(f"model.beat_phase_bins={bins}: the base's beat encoder (phase bins {before}) is replaced "
-                          f"by a fresh one; stage 2 trains it.")
-        mult = config.model.temporal_ff_mult
-        if mult is not None:
-            before = self.pipe.config.unet.temporal_ff_mult
-            if set_temporal_ff_mult(self.pipe, mult):
-                acc.print(f"model.temporal_ff_mult={mult}: the music and beat modules' feed-forward layers (x{before}) "
-                          f"are replaced by fresh ones; stage 2 trains them.")
+        rebuilt = {"beat_phase_bins": (set_beat_phase_bins, "beat encoder"),
+                   "temporal_ff_mult": (set_temporal_ff_mult, "music and beat modules' feed-forward layers")}
+        for option, (rebuild, what) in rebuilt.items():
+            value, before = getattr(config.model, option), getattr(self.pipe.config.unet, option)
+            if value is not None and rebuild(self.pipe, value):
+                acc.print(f"model.{option}={value}: the base's {what} ({option} {before}) are built afresh; "
+                          "stage 2 trains them.")
         mc = self.pipe.config
         self.clip_length = config.data.clip_length or mc.clip_length
         self.motion_frames = mc.motion_frames if config.data.motion_frames is None else config.data.motion_frames

@@ -65,6 +65,11 @@ def project_keys_values(attn: Attention, states: torch.Tensor) -> KeysValues:
     return KeysValues(_heads(attn, attn.to_k(states)), _heads(attn, attn.to_v(states)))
 
 
+def self_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    """`attn` as plain self-attention over x [B, N, C]."""
+    return attend_projected(attn, x, project_keys_values(attn, x))
+
+
 def attend_projected(attn: Attention, query_input: torch.Tensor, keys_values: KeysValues,
                      mask: torch.Tensor | None = None) -> torch.Tensor:
     """`attn`'s output for queries from `query_input` [B, N, C] over projected keys and values [B, heads, L, d]."""

@@ -20,7 +20,7 @@ import torch
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
-from .attention import KeysValues, attend_projected, project_keys_values, runs
+from .attention import KeysValues, attend_projected, project_keys_values, runs, self_attention
 from .unet import is_temporal_parameter
 
 
@@ -135,10 +135,6 @@ class _ReferenceProcessor:
         self.bank = bank
 
 
-def _self_attention(attn: Attention, hidden_states: torch.Tensor) -> torch.Tensor:
-    return attend_projected(attn, hidden_states, project_keys_values(attn, hidden_states))
-
-
 class ReferenceWriteProcessor(_ReferenceProcessor):
     """On the ReferenceNet: store this layer's input tokens, then do ordinary self-attention."""
 
@@ -152,7 +148,7 @@ class ReferenceWriteProcessor(_ReferenceProcessor):
     ) -> torch.Tensor:
         _check_self_attention(attn, hidden_states, encoder_hidden_states)
         self.bank.store(self.name, hidden_states)
-        return _self_attention(attn, hidden_states)
+        return self_attention(attn, hidden_states)
 
 
 class ReferenceReadProcessor(_ReferenceProcessor):
@@ -174,7 +170,7 @@ class ReferenceReadProcessor(_ReferenceProcessor):
     ) -> torch.Tensor:
         _check_self_attention(attn, hidden_states, encoder_hidden_states)
         if self.name not in self.bank.tokens:
-            return _self_attention(attn, hidden_states)
+            return self_attention(attn, hidden_states)
         videos = self.bank.videos(self.name)
         batch_frames = hidden_states.shape[0]
         if batch_frames % videos:

@@ -27,7 +27,7 @@ from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
 
-from .attention import KeysValues, attend_projected, check_plain, project_keys_values
+from .attention import KeysValues, attend_projected, check_plain, project_keys_values, self_attention
 
 # Beat token ids: 0 = no beat on that frame, 1 = beat, 2 = unknown (outside the music, or dropped for
 # classifier-free guidance). The optional phase column (see `beat_phase_ids`) holds ids from PHASE_OFFSET
@@ -137,10 +137,6 @@ class BeatEncoder(nn.Module):
         return tokens.flatten(0, 1)
 
 
-def _self_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:
-    return attend_projected(attn, x, project_keys_values(attn, x))
-
-
 class ConditionedTemporalModule(nn.Module):
     """Per-frame cross-attention to condition tokens, then self-attention across frames (music and beat modules)."""
 
@@ -204,7 +200,7 @@ class ConditionedTemporalModule(nn.Module):
         # (b f) n c -> (b n) f c: every spatial position attends across the frames.
         h = h.reshape(batch, num_frames, height * width, channels).transpose(1, 2)
         h = h.reshape(batch * height * width, num_frames, channels)
-        h = h + _self_attention(self.temporal_attn, self.pos_embed(self.temporal_norm(h)))
+        h = h + self_attention(self.temporal_attn, self.pos_embed(self.temporal_norm(h)))
         h = h + self.ff(self.ff_norm(h))
         h = self.proj_out(h)
         # (b n) f c -> (b f) c h w, one copy.
