@@ -140,18 +140,27 @@ def test_trainer_conditions_the_unet_as_the_sampler_does(base, tmp_path):
     row = next(r for r in rows if torch.equal(r.frames, clip.frames[k : 2 * k]))  # the clip at frame K
     batch = trainer.batch([dataclasses.replace(row, uncond=True), dataclasses.replace(row, beats_dropped=True), row])
 
-    calls = []
+    calls, clips = [], []
     trainer.pipe.unet.register_forward_pre_hook(lambda mod, args, kwargs: calls.append((args, kwargs)), with_kwargs=True)
+    clip_conditions = trainer.pipe.unet.clip_conditions
+
+    def record_clip(*args, **kwargs):  # a clip's conditions, made once for all of its steps
+        if kwargs.get("find_uniform", True):
+            clips.append(args)
+        return clip_conditions(*args, **kwargs)
+
+    trainer.pipe.unet.clip_conditions = record_clip
     keeps = []
     fill = trainer.pipe.bank.fill
     trainer.pipe.bank.fill = lambda tokens, repeats=1, keep=None: (keeps.append(keep), fill(tokens, repeats, keep))
     trainer.pipe(reference_image=row.reference.float() / 255, mask=row.mask, text_embeds=trainer._text(row.caption),
                  music_tokens=clip.music[: 2 * k].float(), beats=clip.beats[: 2 * k].float(), num_inference_steps=1,
                  guidance_scale=2.0, beat_guidance_scale=4.0)
-    context_call, step_call = [args for args, kwargs in calls][-2:]  # the second clip: context, then its step
+    context_call = [args for args, kwargs in calls][-2]  # the second clip: context, then its step
     assert [kwargs.get("return_motion_context", False) for _, kwargs in calls][-2:] == [True, False]
-    for name, index in (("text", 2), ("music", 3), ("windows", 4)):
-        assert torch.equal(step_call[index], batch[name]), name
+    assert "conditions" in calls[-1][1] and len(clips) == 2
+    for name, index in (("text", 0), ("music", 1), ("windows", 2)):
+        assert torch.equal(clips[-1][index], batch[name]), name
     assert torch.equal(keeps[-1].cpu(), batch["keep"].cpu())
     assert torch.equal(context_call[3], batch["context_music"]) and torch.equal(context_call[4], batch["context_windows"])
     assert torch.equal(context_call[2], batch["text"])
