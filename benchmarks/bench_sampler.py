@@ -48,6 +48,17 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _status_mib(field: str) -> float | None:
+    """A memory line of /proc/self/status (VmRSS, VmHWM) in MiB; None where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def reset_peak() -> float:
     """Start this process's resident high-water mark again from now (Linux: /proc/self/clear_refs); the resident
     memory now, in MiB."""
@@ -55,24 +66,14 @@ def reset_peak() -> float:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return rss_mib()
+    now = _status_mib("VmRSS")
+    return rss_mib() if now is None else now
 
 
 def rss_mib() -> float:
     """This process's resident high-water mark in MiB (VmHWM: unlike ru_maxrss, not inherited from a parent)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _status_mib("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak is None else peak  # KiB on Linux
 
 
 def peak_memory(args: argparse.Namespace, model: str) -> float:

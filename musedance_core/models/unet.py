@@ -178,7 +178,13 @@ class MuseDanceUNet(nn.Module):
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(channels[0], config.out_channels, kernel_size=3, padding=1)
         self.gradient_checkpointing = False
-        for layer in self.text_attention_layers().values():
+        # Every clip_conditions call (each training step, each motion context) reads these: found once here.
+        self._text_layers = {name: module for name, module in self.named_modules()
+                             if isinstance(module, Attention) and name.endswith(".attn2")
+                             and not is_temporal_parameter(name)}
+        self._conditioned = {name: module for name, module in self.named_modules()
+                             if isinstance(module, ConditionedTemporalModule)}
+        for layer in self._text_layers.values():
             check_plain(layer)
             layer.set_processor(SharedKeysValuesProcessor())
 
@@ -204,12 +210,11 @@ class MuseDanceUNet(nn.Module):
 
     def conditioned_modules(self) -> dict[str, ConditionedTemporalModule]:
         """The music and beat modules by name (`down_blocks.0.music_modules.0`, ...)."""
-        return {name: module for name, module in self.named_modules() if isinstance(module, ConditionedTemporalModule)}
+        return dict(self._conditioned)
 
     def text_attention_layers(self) -> dict[str, Attention]:
         """The spatial transformers' cross-attention layers (`...transformer_blocks.0.attn2`) by name."""
-        return {name: module for name, module in self.named_modules()
-                if isinstance(module, Attention) and name.endswith(".attn2") and not is_temporal_parameter(name)}
+        return dict(self._text_layers)
 
     def clip_conditions(self, encoder_hidden_states: torch.Tensor, music_tokens: torch.Tensor,
                         beat_windows: torch.Tensor, dtype: torch.dtype | None = None,
@@ -226,9 +231,9 @@ class MuseDanceUNet(nn.Module):
         music = music_tokens.to(dtype).flatten(0, 1)
         beat = self.beat_encoder(beat_windows).to(dtype)
         text = encoder_hidden_states.to(dtype)
-        keys_values = {name: project_keys_values(layer, text) for name, layer in self.text_attention_layers().items()}
+        keys_values = {name: project_keys_values(layer, text) for name, layer in self._text_layers.items()}
         music_uniform = uniform_rows(music) if find_uniform and not torch.is_grad_enabled() else None
-        for name, module in self.conditioned_modules().items():
+        for name, module in self._conditioned.items():
             keys_values[name] = module.project(music if ".music_modules." in name else beat)
             if ".music_modules." in name:
                 keys_values[name].uniform = music_uniform
