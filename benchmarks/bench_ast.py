@@ -1,13 +1,18 @@
 """Time AST music encoding of a synthetic song with a full-size AST, split into fbank and model time.
 
-    python benchmarks/bench_ast.py [--seconds 180] [--hop 5] [--batch-size 4] [--dtype float32]
-                                   [--max-windows N] [--output benchmarks/results/ast.json]
+    python benchmarks/bench_ast.py [--seconds 180] [--hop 5] [--batch-size 4] [--dtype float32] [--int8]
+                                   [--max-windows N] [--tolerance] [--output benchmarks/results/ast.json]
 
 The AST has the default ASTConfig (12 layers, hidden 768, 1214 tokens per 10.24 s window) with
 random weights: speed does not depend on the weights, and nothing is downloaded. Features use the
 feature extractor's numpy fbank path (no torchaudio). By default every window of the song is
 run; --max-windows measures only the first N windows and extrapolates the model time, which the
-output then says. Prints a summary and writes it, with the machine, to a JSON file.
+output then says. --int8 runs the Linear layers in int8 (MusicEncoder.quantized, the AST Music Encode
+node's "fast" speed on the CPU, with --hop 10). --tolerance then also encodes the song as the node's
+"accurate" speed does (windows every 5 s, float32) and compares the tokens the sampler sees (every
+frame's, at --fps): cosine similarity per token and the largest error relative to the tokens' RMS.
+The position embeddings are drawn at random too (ASTModel starts them at zero), so that tokens differ
+by position as a trained AST's do. Prints a summary and writes it, with the machine, to a JSON file.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import torch
 from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
 from machine_info import machine  # benchmarks/ is on sys.path when a script here runs
-from musedance_core.audio.ast_encoder import FBANK_HOP, SAMPLE_RATE, MusicEncoder, patch_grid, window_starts
+from musedance_core.audio.ast_encoder import (FBANK_HOP, HOP_SECONDS, SAMPLE_RATE, MusicEncoder, patch_grid,
+                                              window_starts)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from sample_media import synth_music  # noqa: E402 - the tests' synthetic song
@@ -41,10 +47,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--fps", type=float, default=12.0, help="frame rate for the per-frame token gather")
     parser.add_argument("--max-windows", type=int, default=0, help="measure only N windows and extrapolate (0: all)")
+    parser.add_argument("--int8", action="store_true", help="int8 Linear layers (MusicEncoder.quantized)")
+    parser.add_argument("--tolerance", action="store_true",
+                        help="compare the frame tokens with an encoding every 5 s in float32")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "ast.json")
     args = parser.parse_args(argv)
     if args.seconds <= 0.2 or args.batch_size < 1 or args.max_windows < 0 or args.fps <= 0:
         parser.error("--seconds must exceed 0.2, --batch-size and --fps must be positive, --max-windows >= 0.")
+    if args.int8 and args.dtype != "float32":
+        parser.error("--int8 quantises a float32 model; leave --dtype at float32.")
+    if args.tolerance and args.max_windows:
+        parser.error("--tolerance compares every frame's tokens; leave out --max-windows.")
     return args
 
 
@@ -61,9 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     torch.manual_seed(0)
     model = ASTModel(config).to(DTYPES[args.dtype])
+    with torch.no_grad():
+        model.embeddings.position_embeddings.normal_(0.0, 0.02)
     with warnings.catch_warnings():  # the numpy Kaldi mel bank has empty filters at 257 FFT bins, harmlessly
         warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
-        encoder = MusicEncoder(model, ASTFeatureExtractor())
+        accurate = MusicEncoder(model, ASTFeatureExtractor())
+    encoder = accurate.quantized() if args.int8 else accurate
     build_s = time.perf_counter() - started
     params = sum(p.numel() for p in model.parameters())
     f_dim, t_dim = patch_grid(config)
@@ -103,12 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     tokens = encoding.frame_tokens(args.fps, num_frames)
     gather_s = time.perf_counter() - started
 
+    tolerance = None
+    if args.tolerance:
+        reference = accurate.encode_fbank(features, duration, hop_seconds=HOP_SECONDS, batch_size=args.batch_size)
+        tolerance = token_differences(tokens, reference.frame_tokens(args.fps, num_frames))
+
     result = {
         "benchmark": "AST music encoding (MusicEncoder), full-size ASTConfig with random weights, CPU",
         "machine": info,
         "song_seconds": args.seconds,
         "model": {"layers": config.num_hidden_layers, "hidden": config.hidden_size, "parameters": params,
-                  "tokens_per_window": 2 + f_dim * t_dim, "dtype": args.dtype, "build_s": round(build_s, 2)},
+                  "tokens_per_window": 2 + f_dim * t_dim, "dtype": args.dtype, "int8_linear": args.int8,
+                  "build_s": round(build_s, 2)},
         "hop_seconds": args.hop,
         "batch_size": args.batch_size,
         "windows": all_windows,
@@ -124,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         "frame_tokens": {
             "fps": args.fps, "frames": num_frames, "shape": list(tokens.shape), "gather_s": round(gather_s, 3)
         },
+        "against_5s_float32": tolerance,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
@@ -136,8 +159,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {model_s:.1f} s for {all_windows} windows, {per_window_s:.2f} s per window{note}")
     print(f"total: {fbank_s + model_s:.1f} s, {100 * (fbank_s + model_s) / args.seconds:.1f}% of the song's duration")
     print(f"frame tokens at {args.fps:g} fps: {tuple(tokens.shape)} gathered in {gather_s * 1000:.0f} ms")
+    if tolerance:
+        print(f"against windows every {HOP_SECONDS:g} s in float32: token cosine mean {tolerance['cosine_mean']:.4f}, "
+              f"1st percentile {tolerance['cosine_p01']:.4f}, min {tolerance['cosine_min']:.4f}; largest error "
+              f"{tolerance['max_error_over_rms']:.3f} x the tokens' RMS")
     print(f"wrote {args.output}")
     return 0
+
+
+def token_differences(tokens: torch.Tensor, reference: torch.Tensor) -> dict:
+    """How far each token [frames, L, d] lies from the reference's: cosine and error over the tokens' RMS."""
+    cosine = torch.nn.functional.cosine_similarity(tokens.float(), reference.float(), dim=-1).flatten()
+    rms = reference.float().pow(2).mean().sqrt()
+    return {
+        "cosine_mean": round(float(cosine.mean()), 5),
+        "cosine_p01": round(float(torch.quantile(cosine[:: max(1, cosine.numel() // 100_000)], 0.01)), 5),
+        "cosine_min": round(float(cosine.min()), 5),
+        "mean_error_over_rms": round(float((tokens.float() - reference.float()).abs().mean() / rms), 5),
+        "max_error_over_rms": round(float((tokens.float() - reference.float()).abs().max() / rms), 4),
+    }
 
 
 if __name__ == "__main__":

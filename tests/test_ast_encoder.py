@@ -15,8 +15,11 @@ from safetensors.torch import load_file, save_file
 from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
 from musedance_core.audio.ast_encoder import (
+    FAST_HOP_SECONDS,
     FrameTokens,
+    Int8Linear,
     MusicEncoder,
+    int8_available,
     patch_grid,
     random_ast,
     save_random_ast,
@@ -261,6 +264,55 @@ def test_bfloat16_runs_in_the_model_dtype_and_stays_close(ast_folder):
     bf16 = MusicEncoder.from_folder(ast_folder, device="cpu", dtype=torch.bfloat16).encode(wave, fps=12, num_frames=120)
     assert bf16.dtype == torch.bfloat16 and fp32.dtype == torch.float32
     assert (bf16.float() - fp32).abs().mean() < 0.05 * fp32.abs().mean()
+
+
+needs_int8 = pytest.mark.skipif(not int8_available(), reason="this torch build has no int8 CPU Linear kernel")
+
+
+@needs_int8
+def test_int8_linear_matches_the_float_layer_within_its_quantisation_step():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 32)
+    x = torch.randn(50, 7, 64)
+    exact = linear(x).detach()
+    int8 = Int8Linear(linear)(x)
+    assert int8.shape == exact.shape and int8.dtype == torch.float32
+    # Weight steps (per output channel) and 7-bit input steps bound the error; a wrong scale or a
+    # transposed weight would be off by the size of the outputs themselves.
+    assert (int8 - exact).abs().max() < 0.05 * exact.abs().max()
+    assert torch.nn.functional.cosine_similarity(int8.flatten(), exact.flatten(), dim=0) > 0.999
+
+
+@needs_int8
+def test_quantized_encoder_keeps_the_float_one_and_gives_close_tokens():
+    float_encoder = MusicEncoder(*random_ast(64, seed=4))
+    quantized = float_encoder.quantized()
+    assert quantized is float_encoder.quantized()  # made once, kept
+    assert all(type(m) is not Int8Linear for m in float_encoder.model.modules())
+    assert sum(type(m) is Int8Linear for m in quantized.model.modules()) == 2 * 6  # q, k, v, out, two MLP per layer
+    wave = noise(12.0, seed=10)
+    exact = float_encoder.encode(wave, fps=12, num_frames=120)
+    close = quantized.encode(wave, fps=12, num_frames=120)
+    cosine = torch.nn.functional.cosine_similarity(close, exact, dim=-1)
+    assert cosine.min() > 0.99, cosine.min()
+
+
+def test_quantized_is_refused_off_the_cpu():
+    model, extractor = random_ast(D, seed=0)
+    with pytest.raises(ValueError, match="CPU only.*on meta"):
+        MusicEncoder(model.to("meta"), extractor).quantized()
+
+
+def test_the_fast_hop_takes_half_the_windows(encoder):
+    wave = noise(60.0, seed=11, level=0.05)
+    windows = {}
+    for hop in (5.0, FAST_HOP_SECONDS):
+        seen = []
+        encoding = encoder.encode_fbank(encoder.fbank(wave), 60.0, hop_seconds=hop,
+                                        callback=lambda done, total: seen.append(total))
+        windows[hop] = seen[-1]
+        assert encoding.columns.shape[0] == 599  # the same columns, from other windows
+    assert windows == {5.0: 11, FAST_HOP_SECONDS: 6}
 
 
 # --- loading from a folder ----------------------------------------------------------------------

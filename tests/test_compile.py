@@ -43,3 +43,30 @@ def test_reference_net_writer_compiles_without_graph_breaks(tiny_pipe):
     with torch.no_grad():
         compiled(latent, 0, encoder_hidden_states=text)
     assert set(tiny_pipe.bank.tokens) == set(spatial_self_attention_layers(tiny_pipe.reference_net))
+
+
+def test_sampler_compiles_the_unet_once_and_reuses_it(tiny_pipe, sample_inputs):
+    torch._dynamo.reset()
+    pipe = tiny_pipe
+    randomize_temporal_outputs(pipe.unet)
+    k = pipe.config.clip_length
+    inputs = sample_inputs(frames=2 * k)  # two clips of the same shape
+    settings = dict(num_inference_steps=2, guidance_scale=2.0, beat_guidance_scale=3.0)
+    eager = pipe(**inputs, **settings)
+    graphs = []
+
+    def counting_backend(graph, example_inputs):
+        graphs.append(graph)
+        return graph.forward  # runs the traced graph as it is
+
+    compiled = pipe.compile_unet(backend=counting_backend)
+    assert pipe.compile_unet(backend=counting_backend) is compiled
+    stops = []
+    first = pipe(**inputs, **settings, compile_unet=True, interrupt=lambda: stops.append(1))
+    assert len(graphs) == 1  # one graph for every step of both clips: no graph breaks, no recompiles
+    second = pipe(**inputs, **settings, compile_unet=True)
+    assert len(graphs) == 1  # the next video reuses it
+    torch.testing.assert_close(first, eager, rtol=0, atol=1e-5)
+    torch.testing.assert_close(second, eager, rtol=0, atol=1e-5)
+    # After every step (and before each clip's decode), not from hooks inside the traced UNet.
+    assert len(stops) == 2 * (settings["num_inference_steps"] + -(-k // 8)), len(stops)

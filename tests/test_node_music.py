@@ -67,6 +67,36 @@ def test_ast_encode_gives_tokens_for_the_same_frames(pack, tmp_path):
         check(other, music)
 
 
+def test_ast_encode_fast_speed_uses_the_long_hop_and_int8_on_the_cpu(pack, tmp_path, monkeypatch):
+    from musedance_core.audio import ast_encoder
+    from musedance_core.audio.ast_encoder import MusicEncoder, save_random_ast
+
+    encoder = MusicEncoder.from_folder(save_random_ast(tmp_path / "ast", hidden_size=32))
+    wave = np.random.default_rng(3).standard_normal(16_000 * 40).astype(np.float32) * 0.1
+    hops, encoders = [], []
+    encode_music = MusicEncoder.encode_music
+
+    def spy(self, waveform, **kwargs):
+        hops.append(kwargs["hop_seconds"])
+        encoders.append(self)
+        return encode_music(self, waveform, **kwargs)
+
+    monkeypatch.setattr(MusicEncoder, "encode_music", spy)
+    node = pack.NODE_CLASS_MAPPINGS["MuseDanceASTEncode"]()
+    accurate = node.run(encoder, _audio(wave), 12.0, 0.0, 40.0)[0].tokens.tensor()
+    fast = node.run(encoder, _audio(wave), 12.0, 0.0, 40.0, speed="fast")[0].tokens.tensor()
+    assert hops[:2] == [ast_encoder.HOP_SECONDS, ast_encoder.FAST_HOP_SECONDS]
+    assert encoders[0] is encoder
+    assert encoders[1] is (encoder.quantized() if ast_encoder.int8_available() else encoder)
+    assert fast.shape == accurate.shape == (480, 62, 32)
+    # Close to accurate's tokens for this song: far closer than another song's are.
+    other_wave = np.random.default_rng(4).standard_normal(16_000 * 40).astype(np.float32) * 0.1
+    other = node.run(encoder, _audio(other_wave), 12.0, 0.0, 40.0)[0].tokens.tensor()
+    assert (fast - accurate).abs().mean() < 0.3 * (other - accurate).abs().mean()
+    with pytest.raises(ValueError, match="speed must be one of accurate, fast"):
+        node.run(encoder, _audio(wave), 12.0, 0.0, 40.0, speed="fastest")
+
+
 def test_load_music_reads_inside_the_input_folder_only(pack, tmp_path, monkeypatch):
     import av
 

@@ -110,14 +110,20 @@ def test_every_ui_workflow_has_an_api_twin_and_every_api_workflow_a_ui_one():
     assert all({"version", "nodes", "links"} <= set(read(p)) for p in UI_FILES)
 
 
+WIDGETS_ADDED_SINCE_BEFORE_TIMING = {
+    "MuseDanceSampler": {"clip_ends": "every clip_length frames"},
+    "MuseDanceASTEncode": {"speed": "accurate"},
+}
+
+
 def sent_for(path: Path) -> dict:
-    """What the frontend sends for a UI workflow: its API twin. The one saved before the sampler had clip_ends
-    (its twin is that day's API file) is completed with that widget's default, as the frontend does."""
+    """What the frontend sends for a UI workflow: its API twin. The one saved before Dance Timing (its twin is
+    that day's API file) is completed with the defaults of the widgets added since, as the frontend does."""
     api = read(api_twin(path))
     if path == BEFORE_TIMING:
         for node in api.values():
-            if node["class_type"] == "MuseDanceSampler":
-                node["inputs"].setdefault("clip_ends", "every clip_length frames")
+            for name, default in WIDGETS_ADDED_SINCE_BEFORE_TIMING.get(node["class_type"], {}).items():
+                node["inputs"].setdefault(name, default)
     return api
 
 

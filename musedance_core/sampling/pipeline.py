@@ -174,6 +174,8 @@ class MuseDancePipeline:
         self.bank = ReferenceBank()
         attach_reference_writer(self.reference_net, self.bank)
         attach_reference_reader(self.unet, self.bank)
+        self._compiled_unet: nn.Module | None = None
+        self._compiled_settings: tuple = ()
 
     @staticmethod
     def default_scheduler(config: MuseDanceConfig) -> DDIMScheduler:
@@ -279,6 +281,19 @@ class MuseDancePipeline:
         return ReferenceEncoding(latent=latent, tokens=tokens, height=height, width=width)
 
     # -- sampling ---------------------------------------------------------------------------------
+    def compile_unet(self, backend: str | Callable = "inductor", mode: str | None = None) -> nn.Module:
+        """The UNet under `torch.compile`, as `iter_clips(compile_unet=True)` runs its denoising steps.
+
+        Made on the first call and kept with the pipeline, so each frame size and clip length is compiled
+        once (on its first step) and reused by every later clip and video; shapes are static
+        (`dynamic=False`), as a clip's are. A later call with other settings compiles anew.
+        """
+        settings = (backend, mode)
+        if self._compiled_unet is None or self._compiled_settings != settings:
+            self._compiled_unet = torch.compile(self.unet, backend=backend, mode=mode, dynamic=False)
+            self._compiled_settings = settings
+        return self._compiled_unet
+
     def __call__(self, **kwargs) -> torch.Tensor:
         """Generate the whole video: float frames [F, H, W, 3] in [0, 1] on the CPU. Arguments as `iter_clips`."""
         return torch.cat(list(self.iter_clips(**kwargs)), dim=0)
@@ -315,6 +330,7 @@ class MuseDancePipeline:
         guidance_schedule: Sequence[tuple[int, dict]] = (),
         one_row_at_a_time: bool = False,
         vae_tile_size: int = 0,
+        compile_unet: bool = False,
     ) -> Iterator[torch.Tensor]:
         """Yield the video clip by clip, each as float frames [K, H, W, 3] in [0, 1] on the CPU.
 
@@ -369,7 +385,11 @@ class MuseDancePipeline:
         decode_chunk_size frames are VAE-decoded at a time; vae_tile_size > 0 decodes frames larger than that
         in overlapping tiles of that many pixels a side, blended at the seams (the frames then differ slightly
         from an untiled decode).
+        compile_unet: run the denoising steps through `compile_unet()` (made with its defaults on first use);
+        interrupt is then called after every step instead of inside the UNet's blocks.
         """
+        if not isinstance(compile_unet, bool):
+            raise ValueError(f"compile_unet must be True or False, got {compile_unet!r}.")
         if beat_guidance_scale == AUTO:
             beat_guidance_scale = self.recommended.beat_guidance_scale
         num_inference_steps = self.recommended.steps if num_inference_steps is None else num_inference_steps
@@ -425,13 +445,16 @@ class MuseDancePipeline:
                                  f"{MAX_GUIDANCE:g}] and beat_guidance_scale None or in [0, {MAX_GUIDANCE:g}], nothing else.")
             settings.append((first, dict(chosen)))
         guides: dict[tuple, GuidedDenoiser] = {}
+        if compile_unet and self._compiled_unet is None:
+            self.compile_unet()
+        step_unet = self._compiled_unet if compile_unet else self.unet
 
         def guide_at(start: int) -> GuidedDenoiser:
             """The guided denoiser of the settings in force at frame `start`."""
             chosen = [pair for first, pair in settings if first <= start][-1]  # sorted: the latest wins
             key = (chosen.get("guidance_scale", guidance_scale), chosen.get("beat_guidance_scale", beat_guidance_scale))
             if key not in guides:
-                guides[key] = GuidedDenoiser(self.unet, *key, one_row_at_a_time=one_row_at_a_time, bank=self.bank)
+                guides[key] = GuidedDenoiser(step_unet, *key, one_row_at_a_time=one_row_at_a_time, bank=self.bank)
             return guides[key]
 
         guide = guide_at(0)
@@ -483,7 +506,8 @@ class MuseDancePipeline:
         tokens = {name: t.to(device=device, dtype=dtype) for name, t in reference.tokens.items()}
         self.bank.fill(tokens, guide.rows, keep=guide.reference_keep(device))
         bank_rows = (guide.rows, guide.unconditional_row)
-        hooks = add_stop_points(self.unet, interrupt)
+        # Hooks inside a compiled UNet would be traced into its graphs: it is interrupted between steps instead.
+        hooks = add_stop_points(self.unet, None if compile_unet else interrupt)
         try:
             # First clip: the motion context is M copies of the reference latent, or a continued video's last M frames.
             context_latents = reference.latent.to(device=device, dtype=torch.float32)[:, None].expand(1, m, *latent_shape)
@@ -514,6 +538,8 @@ class MuseDancePipeline:
                     noise = mix_frame_noise(noise, shared, noise_share)
 
                 def step_done(step: int, latents: torch.Tensor) -> None:
+                    if compile_unet and interrupt is not None:
+                        interrupt()
                     if callback is not None and callback(
                         StepInfo(clip_index, first_index + len(todo), step, num_inference_steps, start, latents,
                                  context_latents)
