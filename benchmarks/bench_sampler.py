@@ -1,7 +1,7 @@
 """Time per frame-step and peak memory of MuseDance's denoising step against diffusers' AnimateDiff.
 
     python benchmarks/bench_sampler.py [--size reduced|full] [--height 128 --width 128 --frames 16]
-        [--repeats 5] [--beat-guidance] [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--json PATH]
+        [--repeats 5] [--beat-guidance] [--compile] [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--json PATH]
 
 Both UNets at the same spatial layout (`--size reduced`: SD1.5's at widths 64/128/256/256, the CPU
 comparison; `full`: SD1.5's), the same rows (two guidance rows, three with `--beat-guidance`) and frames
@@ -9,7 +9,8 @@ comparison; `full`: SD1.5's), the same rows (two guidance rows, three with `--be
 after one warm-up step each; the ratio is the median of the ratios of neighbouring pairs, so load from
 other work on a shared machine cancels. Peak memory is measured for each model in a process of its own:
 the process's resident high-water mark above what it held after the imports on a CPU,
-`torch.cuda.max_memory_allocated` on a GPU. On a GPU the share of the card's bf16 dense peak implied by
+`torch.cuda.max_memory_allocated` on a GPU. `--compile` runs both UNets through torch.compile (inductor; the
+warm-up round compiles). On a GPU the share of the card's bf16 dense peak implied by
 the step's FLOP count (flop_count.py) is reported too.
 """
 
@@ -108,6 +109,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--beat-guidance", action="store_true")
     parser.add_argument("--ff-mult", type=int, default=4, help="the music and beat modules' feed-forward multiplier")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both UNets (inductor)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -122,6 +124,9 @@ def main() -> int:
     size = StepSize(args.height, args.width, args.frames, args.context, args.beat_guidance)
     config, dtype = config_of(args.size, args.ff_mult), resolve_dtype(args.dtype)
     models = {name: cls(config, size, args.device, dtype) for name, cls in MODELS.items()}
+    if args.compile:
+        for model in models.values():
+            model.compile()
     times: dict[str, list[float]] = {name: [] for name in models}
     for repeat in range(args.repeats + 1):
         for name, model in models.items():
@@ -135,7 +140,8 @@ def main() -> int:
     result: dict = {
         "what": f"one denoising step, {args.size} widths {config.block_out_channels}, music and beat feed-forward "
                 f"x{config.temporal_ff_mult}, {size.describe()}, "
-                f"{args.dtype} on {args.device}, {args.threads} threads, {args.repeats} interleaved repeats",
+                f"{args.dtype} on {args.device}, {args.threads} threads, {args.repeats} interleaved repeats"
+                + (", both compiled (torch.compile, inductor)" if args.compile else ""),
         "machine": machine("torch", "diffusers"),
         "ms_per_frame_step": {name: 1000 * statistics.median(ts) / size.frames for name, ts in times.items()},
         "step_seconds": {name: [round(t, 4) for t in ts] for name, ts in times.items()},
@@ -143,7 +149,7 @@ def main() -> int:
         "ratio_spread": [min(ratios), max(ratios)],
     }
     result["peak_memory_mib"] = {}
-    for name in models:
+    for name in models if not args.compile else ():  # measured uncompiled only
         child = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--peak-memory-of", name],
                                capture_output=True, text=True, check=True)
         result["peak_memory_mib"][name] = round(json.loads(child.stdout.strip().splitlines()[-1])["peak_mib"], 1)

@@ -96,6 +96,10 @@ class MuseDanceStep:
                     if ".music_modules." in name:
                         projected.uniform = zero
 
+    def compile(self) -> None:
+        """Run the steps' UNet through torch.compile (inductor), as the sampler's compile_unet option does."""
+        self.guide.unet = torch.compile(self.unet, dynamic=False)
+
     @torch.no_grad()
     def step(self, t: int = 500) -> torch.Tensor:
         return self.guide(self.latents, torch.tensor(t), self.conditions, context=self.context)
@@ -126,6 +130,9 @@ class AnimateDiffStep:
         # UNetMotionModel takes the text per frame (AnimateDiffPipeline repeats it so).
         text = torch.randn(rows, TEXT_TOKENS, config.cross_attention_dim, **kw)
         self.text = text.repeat_interleave(size.frames, dim=0)
+
+    def compile(self) -> None:
+        self.unet = torch.compile(self.unet, dynamic=False)
 
     @torch.no_grad()
     def step(self, t: int = 500) -> torch.Tensor:

@@ -405,7 +405,8 @@ class Int8Linear(torch.nn.Module):
             warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
             qweight = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8)
         bias = None if linear.bias is None else linear.bias.detach().float()
-        self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+        with _packing_engine():
+            self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -413,6 +414,23 @@ class Int8Linear(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+PACKING_ENGINES = ("onednn", "fbgemm", "x86", "qnnpack")  # fastest first (onednn measured on x86: BENCHMARKS.md)
+
+
+@contextlib.contextmanager
+def _packing_engine() -> Iterator[None]:
+    """Pack weights for the first of PACKING_ENGINES this torch has; the packed weights keep their engine,
+    so torch's global setting goes back to what it was."""
+    chosen = next((e for e in PACKING_ENGINES if e in torch.backends.quantized.supported_engines), None)
+    before = torch.backends.quantized.engine
+    if chosen is not None:
+        torch.backends.quantized.engine = chosen
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
 
 
 @functools.cache
