@@ -24,8 +24,8 @@ from ..config import MuseDanceConfig
 
 STEP_FACTOR = 32.0  # traced: 27-30 for three UNet widths, two sizes, K 8 and 16, one to three rows
 DECODE_FACTOR = 6.5  # traced: 5-6 for two VAE widths
-# A tiled decode holds its decoded tiles, which overlap by a quarter: 3 numbers a pixel over (3/4)^2 of the frame;
-# once all are decoded, also the blended rows and the joined frame.
+# A tiled decode holds its decoded tiles, which overlap by a quarter: 3 numbers a pixel over (4/3)^2 the frame's
+# area; once all are decoded, also the blended rows and the joined frame (3 numbers a pixel each).
 TILES_HELD = 3 / 0.75**2
 TILES_BLENDED = TILES_HELD + 2 * 3
 SONG_BYTES_PER_SECOND = 1_000_000  # a song decoded, resampled for the music nodes and beat-analysed (measured: an
@@ -192,11 +192,11 @@ def flow_working_memory(config, *, height: int, width: int, rows: int, clip_leng
                         element_size: int = 4) -> tuple[str, int]:
     """As `working_memory` for the flow family: one denoising step or composing a clip's frames."""
     k = clip_length
-    step = FLOW_STEP_FACTOR * rows * k * config.unet.block_out_channels[0] * config.latent_size**2 * element_size
-    frames = COMPOSE_FACTOR * k * height * width * 3 * 4  # composed in float32 whatever the model's precision
+    step = int(FLOW_STEP_FACTOR * rows * k * config.unet.block_out_channels[0] * config.latent_size**2 * element_size)
+    frames = int(COMPOSE_FACTOR * k * height * width * 3 * 4)  # composed in float32 whatever the model's precision
     if step >= frames:
-        return f"one denoising step ({k} frames, {rows} guidance row{'s' if rows != 1 else ''})", int(step)
-    return f"composing {k} frames at {width}x{height}", int(frames)
+        return f"one denoising step ({k} frames, {rows} guidance row{'s' if rows != 1 else ''})", step
+    return f"composing {k} frames at {width}x{height}", frames
 
 
 def held_frames_bytes(frames: int, height: int, width: int) -> int:
