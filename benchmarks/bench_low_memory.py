@@ -1,6 +1,10 @@
 """What the sampler's low-memory options save, measured as the process's peak resident memory on a CPU.
 
     python benchmarks/bench_low_memory.py [--json PATH]
+    python benchmarks/bench_low_memory.py --idle-weights
+
+--idle-weights prints instead the weights that `offload_idle` (and the nodes' separate groups) take off the
+device while sampling, at the paper's size (SD1.5 widths, with the text encoder), counted on the meta device.
 
 Each case runs in a process of its own and reports how far its resident memory rose above what it held
 before the measured call (the high-water mark restarted there; weights and set-up excluded): one denoising
@@ -62,11 +66,34 @@ def run_case(kind: str, options: dict) -> dict:
     return {"peak_mib_above_set_up": round(rss_mib() - before, 1), "seconds": round(time.perf_counter() - started, 2)}
 
 
+def idle_weights() -> dict[str, dict[str, int]]:
+    """Parameters of each module idle while sampling and of those used, at SD1.5 size: {group: {module: count}}."""
+    from musedance_core import MuseDanceConfig, MuseDancePipeline
+
+    with torch.device("meta"):  # shapes only
+        pipe = MuseDancePipeline.from_config(MuseDanceConfig.sd15(), text_encoder=True)
+    return {group: {name: sum(p.numel() for p in module.parameters()) for name, module in modules.items()}
+            for group, modules in (("idle", pipe.idle_while_sampling()), ("used", pipe.used_while_sampling()))}
+
+
+def print_idle_weights() -> None:
+    counts = idle_weights()
+    every = sum(sum(group.values()) for group in counts.values())
+    for group, modules in counts.items():
+        for name, count in [*modules.items(), ("all " + group, sum(modules.values()))]:
+            print(f"{group:4s} {name:20s} {count:>13,d} parameters  bf16 {count * 2 / 2**30:6.3f} GiB  "
+                  f"fp32 {count * 4 / 2**30:6.3f} GiB  {count / every:6.1%}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--idle-weights", action="store_true", help="print the weights offload_idle moves, and stop")
     parser.add_argument("--case", choices=sorted(CASES), help=argparse.SUPPRESS)  # a child's one case
     args = parser.parse_args()
+    if args.idle_weights:
+        print_idle_weights()
+        return 0
     if args.case:
         print(json.dumps(run_case(*CASES[args.case])))
         return 0

@@ -193,20 +193,29 @@ class ManagedModules:
             if patcher_module is not None and model_management() is not None else None
         )
 
-    def load(self) -> torch.device:
-        """Put every module on the load device (making room first); returns that device."""
-        mm = model_management()
-        if self.patcher is not None and mm is not None:
-            import inspect
-
-            # All of the model must be on the device: our layers are plain torch layers, which
-            # ComfyUI's low-VRAM partial loading would leave on the CPU.
-            full = {"force_full_load": True} if "force_full_load" in inspect.signature(mm.load_models_gpu).parameters else {}
-            mm.load_models_gpu([self.patcher], **full)
-        self.container.to(self.load_device)  # a no-op when ComfyUI loaded everything
-        return self.load_device
+    def load(self, memory_required: int = 0) -> torch.device:
+        """Put every module on the load device (making room first); returns that device. See `load_together`."""
+        return load_together([self], memory_required)
 
     def offload(self) -> None:
         """Move the modules to the offload device now (outside ComfyUI; inside, ComfyUI decides when)."""
         if self.patcher is None:
             self.container.to(self.offload_device)
+
+
+def load_together(groups: list[ManagedModules], memory_required: int = 0) -> torch.device:
+    """Put every module of `groups` on their load device; returns that device. Inside ComfyUI one
+    `load_models_gpu` call loads them, first unloading other models (those loaded earlier and idle now,
+    least recently used first) until `memory_required` bytes of working memory are free besides."""
+    mm = model_management()
+    patchers = [group.patcher for group in groups if group.patcher is not None]
+    if patchers and mm is not None:
+        import inspect
+
+        # All of the model must be on the device: our layers are plain torch layers, which
+        # ComfyUI's low-VRAM partial loading would leave on the CPU.
+        full = {"force_full_load": True} if "force_full_load" in inspect.signature(mm.load_models_gpu).parameters else {}
+        mm.load_models_gpu(patchers, memory_required=int(memory_required), **full)
+    for group in groups:
+        group.container.to(group.load_device)  # a no-op when ComfyUI loaded everything
+    return groups[0].load_device

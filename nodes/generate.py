@@ -111,7 +111,7 @@ class ReferenceNetEncode:
         comfy.throw_if_interrupted()
         if is_flow(model):
             return self._encode_flow(model, framed, mask, prompt, height, width)
-        device = model.load()
+        device = model.load_encoders()
         try:
             with torch.no_grad():
                 text = pipe.encode_prompt(prompt)
@@ -140,7 +140,7 @@ class ReferenceNetEncode:
                      height: int, width: int) -> dict:
         """The flow family's reference: the framed picture at its size (the video keeps it) and its latent."""
         pipe = model.pipeline
-        device = model.load()
+        device = model.load_encoders()
         try:
             encoding = pipe.encode_reference(framed[0].to(device), None if mask is None else mask.to(device))
         finally:
@@ -159,6 +159,45 @@ def is_flow(model: MuseDanceModel) -> bool:
     from ..musedance_core.sampling.flow_pipeline import FlowDancePipeline
 
     return isinstance(model.pipeline, FlowDancePipeline)
+
+
+GUIDANCE_ROWS = ("together", "one at a time")
+DECODE_CHUNK_SIZE = 8  # iter_clips' own default
+MAX_DECODE_CHUNK_SIZE = 256
+MAX_VAE_TILE_SIZE = 4096
+MIN_VAE_TILE_SIZE = 64  # iter_clips' own floor
+LOW_MEMORY_INPUTS = {
+    "guidance_rows": (list(GUIDANCE_ROWS), {"default": GUIDANCE_ROWS[0], "tooltip": (
+        "How each step runs guidance's model rows (the conditional one, the unconditional one when guidance is "
+        "above 1, the beats' own with beat_guidance): together as one batch, or one at a time: the same frames, "
+        "with a step's working memory for one row instead of two or three, for somewhat more time.")}),
+    "decode_chunk_size": ("INT", {"default": DECODE_CHUNK_SIZE, "min": 1, "max": MAX_DECODE_CHUNK_SIZE, "tooltip": (
+        "Frames the VAE decodes at once: the decode's memory grows with it; fewer save memory for a little more "
+        "time. The same frames whatever the number.")}),
+    "vae_tile_size": ("INT", {"default": 0, "min": 0, "max": MAX_VAE_TILE_SIZE, "step": 8, "tooltip": (
+        "0: the VAE decodes whole frames. A side in pixels (a multiple of 8, at least 64; e.g. 256): larger "
+        "frames are decoded in overlapping tiles of that size, blended at the seams, so the decode needs the "
+        "memory of one tile instead of a whole frame; it takes more time and the frames differ slightly near "
+        "the seams.")}),
+}
+
+
+def low_memory_problem(guidance_rows=None, decode_chunk_size=None, vae_tile_size=None) -> str | None:
+    """What is wrong with the low-memory inputs given (None: not given, or from a link), or None."""
+    def whole(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if guidance_rows is not None and guidance_rows not in GUIDANCE_ROWS:
+        return f"guidance_rows must be one of {GUIDANCE_ROWS}, got {guidance_rows!r}."
+    if decode_chunk_size is not None and not (whole(decode_chunk_size) and 1 <= decode_chunk_size <= MAX_DECODE_CHUNK_SIZE):
+        return (f"decode_chunk_size {decode_chunk_size!r}: give the number of frames the VAE decodes at once, "
+                f"1 to {MAX_DECODE_CHUNK_SIZE} ({DECODE_CHUNK_SIZE} is the usual).")
+    if vae_tile_size is not None and vae_tile_size != 0 and not (
+            whole(vae_tile_size) and MIN_VAE_TILE_SIZE <= vae_tile_size <= MAX_VAE_TILE_SIZE and vae_tile_size % 8 == 0):
+        near = min(max(MIN_VAE_TILE_SIZE, round(vae_tile_size / 8) * 8), MAX_VAE_TILE_SIZE) if whole(vae_tile_size) else 256
+        return (f"vae_tile_size {vae_tile_size!r}: give 0 to decode whole frames, or a tile side in pixels that is a "
+                f"multiple of 8 from {MIN_VAE_TILE_SIZE} to {MAX_VAE_TILE_SIZE}, e.g. {near}.")
+    return None
 
 
 class MuseDanceSampler:
@@ -221,12 +260,14 @@ class MuseDanceSampler:
                     "Where one clip ends and the next continues from its last frames: every clip_length frames, "
                     "or on the last bar line (Beat Extract's) in a clip's second half, so the seams fall where "
                     "the dance's phrases change. A prompt change in a schedule always starts a clip.")}),
+                **LOW_MEMORY_INPUTS,  # last: widgets added later go after the old ones
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, guidance: float = 0.0, reference_start: str = "auto", unique_id=None) -> bool | str:
+    def VALIDATE_INPUTS(cls, guidance: float = 0.0, reference_start: str = "auto", decode_chunk_size: int | None = None,
+                        vae_tile_size: int | None = None, unique_id=None) -> bool | str:
         if found := refusal(unique_id):
             return found[0].upper() + found[1:]
         if 0.0 < guidance < 1.0:
@@ -234,15 +275,17 @@ class MuseDanceSampler:
                     "recommendation.")
         if reference_start not in ("auto", "on", "off", True, False):
             return f"reference_start must be auto, on or off, got {reference_start!r}."
-        return True
+        return low_memory_problem(decode_chunk_size=decode_chunk_size, vae_tile_size=vae_tile_size) or True
 
     def run(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
             seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
             eta: float = 0.0, noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto",
-            schedule=None, clip_ends: str = "every clip_length frames", unique_id=None):
+            schedule=None, clip_ends: str = "every clip_length frames", guidance_rows: str = GUIDANCE_ROWS[0],
+            decode_chunk_size: int = DECODE_CHUNK_SIZE, vae_tile_size: int = 0, unique_id=None):
         job = Generation(model, reference, music, beats, seed, steps, guidance, frame_count, clip_length,
                          motion_frames, eta, noise_share, beat_guidance, reference_start, schedule,
-                         holds_every_frame=True, clip_ends=clip_ends)
+                         holds_every_frame=True, clip_ends=clip_ends, guidance_rows=guidance_rows,
+                         decode_chunk_size=decode_chunk_size, vae_tile_size=vae_tile_size)
         height, width = reference.image.shape[1:3]
         video = torch.empty((job.frames, height, width, 3))  # filled clip by clip: no second copy
         done = 0
@@ -283,13 +326,19 @@ class Generation:
     def __init__(self, model: MuseDanceModel, reference: MuseDanceReference, music: FrameMusic, beats: FrameBeats,
                  seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
                  eta: float, noise_share: float, beat_guidance: float, reference_start: str, schedule=None, *,
-                 holds_every_frame: bool, clip_ends: str = "every clip_length frames") -> None:
+                 holds_every_frame: bool, clip_ends: str = "every clip_length frames",
+                 guidance_rows: str = GUIDANCE_ROWS[0], decode_chunk_size: int = DECODE_CHUNK_SIZE,
+                 vae_tile_size: int = 0, continuing: bool = False) -> None:
+        """continuing: the clips go on from a video's last frames (`clips(start_frame, context_frames)`), which the
+        VAE's encoder encodes: the encoders then stay loaded with the sampling modules."""
         if reference.model is not model:
             raise ValueError("the reference was encoded by another MuseDance model than this sampler's; connect "
                              "the same Load MuseDance Model node to ReferenceNet Encode and to the sampler.")
         if 0.0 < guidance < 1.0:
             raise ValueError(f"guidance {guidance:g}: give 1 (no guidance) to {MAX_GUIDANCE:g}, or 0 for the "
                              "model's recommendation.")
+        if problem := low_memory_problem(guidance_rows, decode_chunk_size, vae_tile_size):
+            raise ValueError(problem)
         self.span = span = check_same_frames(beats, music)
         self.frames = span.num_frames if frame_count == 0 else frame_count
         if self.frames > span.num_frames:
@@ -305,16 +354,20 @@ class Generation:
         if self.flow and schedule is not None:
             raise ValueError("Motion Schedule sets prompts, and the flow-family model follows the music alone: "
                              "disconnect the schedule, or load a MuseDance model.")
-        from ..musedance_core.sampling.guidance import guidance_rows
+        from ..musedance_core.sampling.guidance import guidance_rows as rows_of
 
         self.guidance_schedule = [(first, chosen) for first, chosen in guidance_schedule(schedule) if first < self.frames]
         rows = 1
         for _, chosen in self.guidance_schedule or [(0, {})]:  # the most model rows any clip takes
             scales = (chosen.get("guidance_scale", self.settings.guidance_scale),
                       chosen.get("beat_guidance_scale", self.settings.beat_guidance_scale))
-            rows = max(rows, 1 + sum(guidance_rows(*scales)))
+            rows = max(rows, 1 + sum(rows_of(*scales)))
+        self.one_row_at_a_time = guidance_rows == GUIDANCE_ROWS[1]
+        self.decode_chunk_size, self.vae_tile_size, self.continuing = decode_chunk_size, vae_tile_size, continuing
         self.memory = job_from_run(model, reference, self.frames, self.clip_length, rows, holds_every_frame,
-                                   span.duration)
+                                   span.duration, one_row_at_a_time=self.one_row_at_a_time,
+                                   decode_chunk_size=decode_chunk_size, vae_tile_size=vae_tile_size,
+                                   offload_idle=not continuing)
         if problem := self.memory.problem():
             raise ValueError(problem[0].upper() + problem[1:])
         pairs = [] if self.flow else text_schedule(schedule, model, span, reference.text_embeds)
@@ -323,6 +376,10 @@ class Generation:
             raise ValueError(f"clip_ends must be one of {CLIP_ENDS}, got {clip_ends!r}.")
         self.bars: list[int] = []
         self.notes: list[str] = []
+        if self.flow and (self.one_row_at_a_time, decode_chunk_size, vae_tile_size) != (False, DECODE_CHUNK_SIZE, 0):
+            self.notes.append("The flow-family model has no VAE and runs its guidance rows together: guidance_rows, "
+                              "decode_chunk_size and vae_tile_size do not apply to it.")
+            log.warning("MuseDance: %s", self.notes[-1])
         if clip_ends == CLIP_ENDS[1]:
             if beats.downbeats is not None:
                 self.bars = [int(f) for f in torch.nonzero(beats.downbeats[: self.frames]).flatten()]
@@ -347,13 +404,13 @@ class Generation:
         def on_step(info) -> bool:
             preview = None
             if info.step + 1 == info.num_steps:  # a clip is done: show its last frame while the next one runs
-                preview = pipe.decode(info.latents[0, -1:])[0]
+                preview = pipe.decode(info.latents[0, -1:], tile_size=self.vae_tile_size)[0]
             progress.set((info.clip_index - len(done)) * info.num_steps + info.step + 1, preview)
             comfy.throw_if_interrupted()  # Cancel: ComfyUI's exception stops the run between two steps
             return False
 
         comfy.throw_if_interrupted()
-        self.model.load()
+        self.model.load(self.memory.working_bytes(), with_encoders=self.continuing)
         try:
             yield from pipe.iter_clips(
                 reference=self.reference.encoding, text_embeds=self.reference.text_embeds,
@@ -365,6 +422,8 @@ class Generation:
                 motion_frames=self.motion_frames, callback=on_step, start_frame=start_frame,
                 context_frames=context_frames, text_schedule=self.text_schedule, interrupt=comfy.check_interrupt,
                 bar_frames=self.bars, guidance_schedule=self.guidance_schedule,
+                one_row_at_a_time=self.one_row_at_a_time, decode_chunk_size=self.decode_chunk_size,
+                vae_tile_size=self.vae_tile_size,
             )
         finally:
             self.model.done()
@@ -385,7 +444,7 @@ class Generation:
             comfy.throw_if_interrupted()
 
         comfy.throw_if_interrupted()
-        self.model.load()
+        self.model.load(self.memory.working_bytes())
         try:
             for index, clip in enumerate(pipe.iter_clips(
                 self.reference.encoding, self.music.tokens[: self.frames], self.beats.vector[: self.frames].float(),

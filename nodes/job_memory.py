@@ -49,15 +49,33 @@ class JobSize:
     holds_every_frame: bool  # MuseDance Sampler's IMAGE; Render Dance Video holds one clip
     frames: int | None = None
     song_seconds: float | None = None
+    # The sampler's low-memory inputs; offload_idle: the encoders may leave the device while it samples (they
+    # stay for a render continued from a video, whose last frames the VAE's encoder encodes).
+    one_row_at_a_time: bool = False
+    decode_chunk_size: int = 8
+    vae_tile_size: int = 0
+    offload_idle: bool = True
+
+    @property
+    def flow(self) -> bool:
+        from ..musedance_core.config import FlowDanceConfig
+
+        return isinstance(self.config, FlowDanceConfig)
 
     def estimate(self) -> MemoryEstimate:
-        from ..musedance_core.config import FlowDanceConfig
         from ..musedance_core.sampling.memory import flow_sampling_memory
 
-        family = flow_sampling_memory if isinstance(self.config, FlowDanceConfig) else sampling_memory
-        estimate = family(self.config, height=self.height, width=self.width, rows=self.rows,
-                          clip_length=self.clip_length, element_size=self.element_size,
-                          on_cpu=self.device.type == "cpu")
+        on_cpu = self.device.type == "cpu"
+        if self.flow:
+            estimate = flow_sampling_memory(self.config, height=self.height, width=self.width, rows=self.rows,
+                                            clip_length=self.clip_length, element_size=self.element_size,
+                                            on_cpu=on_cpu)
+        else:
+            estimate = sampling_memory(self.config, height=self.height, width=self.width, rows=self.rows,
+                                       clip_length=self.clip_length, element_size=self.element_size,
+                                       decode_chunk_size=self.decode_chunk_size,
+                                       one_row_at_a_time=self.one_row_at_a_time, vae_tile_size=self.vae_tile_size,
+                                       offload_idle=self.offload_idle, on_cpu=on_cpu)
         if self.holds_every_frame and self.frames is not None:
             estimate.add(f"{self.frames} frames held as one IMAGE",
                          held_frames_bytes(self.frames, self.height, self.width), HOST)
@@ -67,6 +85,22 @@ class JobSize:
         if self.song_seconds is not None:
             estimate.add(f"the song ({self.song_seconds:.0f} s) and its analysis", song_bytes(self.song_seconds), HOST)
         return estimate
+
+    def working(self) -> tuple[str, int]:
+        """(what, bytes) of the device memory sampling needs besides the weights: a step's or a decode's."""
+        from ..musedance_core.sampling.memory import flow_working_memory, working_memory
+
+        if self.flow:
+            return flow_working_memory(self.config, height=self.height, width=self.width, rows=self.rows,
+                                       clip_length=self.clip_length, element_size=self.element_size)
+        return working_memory(self.config, height=self.height, width=self.width, rows=self.rows,
+                              clip_length=self.clip_length, element_size=self.element_size,
+                              decode_chunk_size=self.decode_chunk_size, one_row_at_a_time=self.one_row_at_a_time,
+                              vae_tile_size=self.vae_tile_size)
+
+    def working_bytes(self) -> int:
+        """What ComfyUI must leave free on the device besides the weights it loads."""
+        return self.working()[1]
 
     def problem(self) -> str | None:
         """Why this job cannot run here (its estimate, the budget and how to lower it), or None."""
@@ -94,9 +128,17 @@ class JobSize:
             ways.append("make a shorter stretch (Dance Timing's duration, or the sampler's frame_count)")
         ways.append("a smaller size (ReferenceNet Encode's width and height)")
         ways.append(f"fewer frames per clip (clip_length, now {self.clip_length})")
+        decoding = self.working()[0].startswith("one VAE decode")  # the larger working peak: the options that lower it
+        if self.rows > 1 and not self.one_row_at_a_time and not self.flow and not decoding:
+            ways.append(f"guidance_rows \"one at a time\" (a step's working memory for one row instead of {self.rows})")
         if self.rows > 1:
             ways.append("guidance 1 and beat_guidance 0, one model pass per step instead of "
                         f"{self.rows}")
+        if decoding and (where == DEVICE or self.device.type == "cpu"):
+            if self.decode_chunk_size > 1:
+                ways.append(f"a smaller decode_chunk_size (now {self.decode_chunk_size})")
+            if not self.vae_tile_size and max(self.height, self.width) > 256:
+                ways.append("vae_tile_size 256 (the VAE decodes tiles instead of whole frames)")
         return "; ".join(ways)
 
 
@@ -169,8 +211,17 @@ def job_from_prompt(prompt: dict, node_id: str) -> JobSize | None:
     schedule = _source(prompt, inputs.get("schedule"), "MuseDanceSchedule")
     if schedule is not None and isinstance(schedule.get("schedule"), str):
         rows = max([rows, *_schedule_rows(schedule["schedule"], recommended, guidance, beat_guidance)])
+    from .generate import DECODE_CHUNK_SIZE, GUIDANCE_ROWS, low_memory_problem
+
+    options = {name: _constant(prompt, inputs, name, default) for name, default in
+               (("guidance_rows", GUIDANCE_ROWS[0]), ("decode_chunk_size", DECODE_CHUNK_SIZE), ("vae_tile_size", 0))}
+    if low_memory_problem(**options):
+        return None  # the node's own VALIDATE_INPUTS refuses it
     return JobSize(config, height, width, rows, clip_length, element_size, device,
-                   HOLDS_EVERY_FRAME[node["class_type"]], frames, song_seconds)
+                   HOLDS_EVERY_FRAME[node["class_type"]], frames, song_seconds,
+                   one_row_at_a_time=options["guidance_rows"] == GUIDANCE_ROWS[1],
+                   decode_chunk_size=options["decode_chunk_size"], vae_tile_size=options["vae_tile_size"],
+                   offload_idle=not _constant(prompt, inputs, "continue_from", ""))
 
 
 def _schedule_rows(text: str, recommended: SamplerSettings, guidance: float, beat_guidance: float) -> list[int]:
@@ -296,11 +347,12 @@ def _song_seconds(prompt: dict, link) -> float | None:
 
 
 def job_from_run(model, reference, frames: int, clip_length: int, rows: int, holds_every_frame: bool,
-                 song_seconds: float) -> JobSize:
-    """The JobSize of a sampler or renderer that is about to run, from its real inputs."""
+                 song_seconds: float, **options) -> JobSize:
+    """The JobSize of a sampler or renderer that is about to run, from its real inputs (`options`: JobSize's
+    low-memory fields)."""
     pipe = model.pipeline
     height, width = reference.image.shape[1:3]
     element_size = torch.empty((), dtype=pipe.dtype).element_size()
     return JobSize(pipe.config, int(height), int(width), rows, clip_length, element_size,
-                   model.managed.load_device, holds_every_frame, frames, song_seconds)
+                   model.managed.load_device, holds_every_frame, frames, song_seconds, **options)
 

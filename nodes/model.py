@@ -34,19 +34,35 @@ FILE_INPUTS = {
 
 @dataclass(eq=False)
 class MuseDanceModel:
-    """What flows along a MUSEDANCE_MODEL link: the pipeline and how its memory is managed."""
+    """What flows along a MUSEDANCE_MODEL link: the pipeline and how its memory is managed.
+
+    A MuseDance model's modules are two groups that ComfyUI loads and unloads apart: `managed`, what sampling
+    uses (the UNet, the VAE's decoder), and `encoders`, what only ReferenceNet Encode and Motion Schedule use
+    (the ReferenceNet, F_m, the text encoder, the VAE's encoder). While the sampler runs, the encoders are
+    idle models to ComfyUI, which unloads them when the sampling needs their room. A flow-family model is
+    one group (`encoders` None).
+    """
 
     pipeline: Any  # musedance_core.sampling.pipeline.MuseDancePipeline
     managed: comfy.ManagedModules
     name: str  # for messages: the files it came from
     report: str = ""
+    encoders: comfy.ManagedModules | None = None
 
-    def load(self) -> torch.device:
-        """Bring the models onto the compute device (ComfyUI makes room first); returns it."""
-        return self.managed.load()
+    def load(self, memory_required: int = 0, with_encoders: bool = False) -> torch.device:
+        """Bring the sampling modules onto the compute device, with `memory_required` bytes of working memory free
+        besides (ComfyUI unloads idle models to make it); with_encoders: the encoders too. Returns the device."""
+        groups = [self.managed] + ([self.encoders] if with_encoders and self.encoders is not None else [])
+        return comfy.load_together(groups, memory_required)
+
+    def load_encoders(self) -> torch.device:
+        """Bring the encoding modules onto the compute device (a flow-family model: all of it); returns it."""
+        return (self.encoders or self.managed).load()
 
     def done(self) -> None:
-        self.managed.offload()
+        for group in (self.managed, self.encoders):
+            if group is not None:
+                group.offload()
         comfy.soft_empty_cache()
 
 
@@ -182,8 +198,9 @@ class LoadMuseDanceModel:
         name = " + ".join(p.name for p in paths.values() if p is not None)
         report = pipe.load_report.summary() if pipe.load_report is not None else ""
         log.info("MuseDance: loaded %s (%s, runs on %s)\n%s", name, dtype, load_device, report)
-        managed = comfy.ManagedModules(pipe.modules(), load_device, offload_device)
-        return (MuseDanceModel(pipe, managed, name, report),)
+        managed = comfy.ManagedModules(pipe.used_while_sampling(), load_device, offload_device)
+        encoders = comfy.ManagedModules(pipe.idle_while_sampling(), load_device, offload_device)
+        return (MuseDanceModel(pipe, managed, name, report, encoders),)
 
 
 def is_flow_checkpoint(path: Path) -> bool:

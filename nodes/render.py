@@ -12,7 +12,15 @@ import logging
 import math
 
 from . import comfy
-from .generate import CLIP_ENDS, Generation, MuseDanceSampler
+from .generate import (
+    CLIP_ENDS,
+    DECODE_CHUNK_SIZE,
+    GUIDANCE_ROWS,
+    LOW_MEMORY_INPUTS,
+    Generation,
+    MuseDanceSampler,
+    low_memory_problem,
+)
 from .job_memory import refusal
 from .video import (
     PARTIAL_FILE_AGE,
@@ -47,7 +55,8 @@ class RenderDanceVideo:
         sampler, video = MuseDanceSampler.INPUT_TYPES(), SaveDanceVideo.INPUT_TYPES()
         required = dict(sampler["required"])
         required.update((name, video["required"][name]) for name in ("filename_prefix", "format", "crf"))
-        optional = {name: spec for name, spec in sampler["optional"].items() if name != "clip_ends"}
+        later = ("clip_ends", *LOW_MEMORY_INPUTS)  # the sampler's widgets added after these nodes' own
+        optional = {name: spec for name, spec in sampler["optional"].items() if name not in later}
         optional["save_workflow"] = video["optional"]["save_workflow"]
         optional["on_cancel"] = (list(ON_CANCEL), {"default": ON_CANCEL[0], "tooltip": (
             "What Cancel leaves: the frames made so far as a playable video (its music cut to them), or nothing.")})
@@ -55,14 +64,18 @@ class RenderDanceVideo:
             "A video this node wrote, as a path in the output folder (e.g. MuseDance/render_00001.mp4): a render "
             "that was cancelled, or one to extend with more music (a longer duration in Dance Timing). The new "
             "video holds its frames and goes on from its last ones. Empty: a new video.")})
-        optional["clip_ends"] = sampler["optional"]["clip_ends"]  # last: widgets added later go after the old ones
+        for name in later:  # last, in the order they were added: widgets added later go after the old ones
+            optional[name] = sampler["optional"][name]
         return {"required": required, "optional": optional, "hidden": {**video["hidden"], "unique_id": "UNIQUE_ID"}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, filename_prefix: str | None = None, format: str | None = None, crf: int | None = None,
-                        continue_from: str | None = None, unique_id=None):
+                        continue_from: str | None = None, decode_chunk_size: int | None = None,
+                        vae_tile_size: int | None = None, unique_id=None):
         if found := refusal(unique_id):
             return found[0].upper() + found[1:]
+        if problem := low_memory_problem(decode_chunk_size=decode_chunk_size, vae_tile_size=vae_tile_size):
+            return problem
         if continue_from:
             try:
                 earlier_render(continue_from)
@@ -74,7 +87,8 @@ class RenderDanceVideo:
             clip_length: int, motion_frames: int, filename_prefix: str, format: str, crf: int, eta: float = 0.0,
             noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto",
             save_workflow: bool = True, on_cancel: str = ON_CANCEL[0], continue_from: str = "", schedule=None,
-            clip_ends: str = CLIP_ENDS[0],
+            clip_ends: str = CLIP_ENDS[0], guidance_rows: str = GUIDANCE_ROWS[0],
+            decode_chunk_size: int = DECODE_CHUNK_SIZE, vae_tile_size: int = 0,
             prompt: dict | None = None, extra_pnginfo: dict | None = None, unique_id=None):
         from ..musedance_core.sampling.render import write_clips
         from ..musedance_core.video import video_format
@@ -83,7 +97,9 @@ class RenderDanceVideo:
             raise ValueError(f"on_cancel must be one of {ON_CANCEL}, got {on_cancel!r}.")
         job = Generation(model, reference, music, beats, seed, steps, guidance, frame_count, clip_length,
                          motion_frames, eta, noise_share, beat_guidance, reference_start, schedule,
-                         holds_every_frame=False, clip_ends=clip_ends)
+                         holds_every_frame=False, clip_ends=clip_ends, guidance_rows=guidance_rows,
+                         decode_chunk_size=decode_chunk_size, vae_tile_size=vae_tile_size,
+                         continuing=bool(continue_from))
         metadata = workflow_metadata(save_workflow, prompt, extra_pnginfo)
         height, width = reference.image.shape[1:3]
         metadata[RENDER_TAG] = json.dumps({"fps": job.span.fps, "start_time": job.span.start, "width": width,

@@ -143,7 +143,7 @@ class MotionScheduleNode:
         changes = prompt_changes(default, rules, span.num_frames)  # default None: the reference's own prompt
         settings = tuple(settings_changes(rules, span.num_frames))
         pipe = model.pipeline
-        model.load()
+        model.load_encoders()
         try:
             with torch.no_grad():
                 encoded = tuple((first, text, None if text is None else pipe.encode_prompt(text).float().cpu())

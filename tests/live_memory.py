@@ -56,9 +56,11 @@ def wider_config():
     return config
 
 
-def traced_peaks(pipe, size: int, clip_length: int, guidance: float, beat_guidance) -> dict[str, int]:
+def traced_peaks(pipe, size: int, clip_length: int, guidance: float, beat_guidance, decode_chunk_size: int = 8,
+                 **options) -> dict[str, int]:
     """The largest TensorMemory peaks of the UNet's forward calls ("step") and of the VAE decodes ("decode")
-    while one clip of `clip_length` frames at size x size is sampled (one step, M = 2, decode chunks of 8)."""
+    while one clip of `clip_length` frames at size x size is sampled (one step, M = 2), with `options` of
+    iter_clips (one_row_at_a_time, vae_tile_size)."""
     peaks = {"step": 0, "decode": 0}
 
     def traced(name, function):
@@ -79,6 +81,7 @@ def traced_peaks(pipe, size: int, clip_length: int, guidance: float, beat_guidan
             text_embeds=torch.randn(1, config.text_length, config.unet.cross_attention_dim, generator=generator),
             music_tokens=torch.randn(clip_length, 4, config.unet.music_dim, generator=generator),
             beats=(torch.arange(clip_length) % 4 == 0).float(), num_inference_steps=1, guidance_scale=guidance,
-            beat_guidance_scale=beat_guidance, clip_length=clip_length, motion_frames=2, decode_chunk_size=8,
+            beat_guidance_scale=beat_guidance, clip_length=clip_length, motion_frames=2,
+            decode_chunk_size=decode_chunk_size, **options,
         ))
     return peaks

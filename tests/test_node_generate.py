@@ -842,3 +842,124 @@ def test_a_flow_family_job_is_estimated_at_validation(pack, nodes, models_dir, s
     assert type(job.config).__name__ == "FlowDanceConfig" and job.rows == 3 and job.frames == 48  # beats' own row
     parts = job.estimate().describe()
     assert "model weights" in parts and "48 frames held as one IMAGE" in parts, parts
+
+
+LOW_MEMORY_WIDGETS = [("guidance_rows", ["together", "one at a time"], "together"), ("decode_chunk_size", "INT", 8),
+                      ("vae_tile_size", "INT", 0)]
+
+
+def test_the_low_memory_inputs_come_last_and_reach_the_sampler_with_the_same_frames(nodes, scene, monkeypatch):
+    """Both generating nodes end with guidance_rows, decode_chunk_size and vae_tile_size (widgets are saved by
+    position); the sampler and the renderer hand them to iter_clips, and rows one at a time or smaller decode
+    chunks make the same frames."""
+    for name in ("MuseDanceSampler", "MuseDanceRender"):
+        optional = nodes[name].INPUT_TYPES()["optional"]
+        last = list(optional.items())[-3:]
+        assert [(key, spec[0], spec[1]["default"]) for key, spec in last] == LOW_MEMORY_WIDGETS, name
+        assert all(spec[1]["tooltip"] for _, spec in last)
+    seen = []
+    pipe_type = type(scene["model"].pipeline)
+    real = pipe_type.iter_clips
+    monkeypatch.setattr(pipe_type, "iter_clips", lambda self, **kw: (seen.append(kw), real(self, **kw))[1])
+    plain = _sample(nodes, scene, frame_count=12, beat_guidance=4.0)[0]
+    lean = _sample(nodes, scene, frame_count=12, beat_guidance=4.0, guidance_rows="one at a time",
+                   decode_chunk_size=3)[0]
+    tiled = _sample(nodes, scene, frame_count=12, beat_guidance=4.0, vae_tile_size=64)[0]  # no frame larger
+    _render(nodes, scene, frame_count=12, guidance_rows="one at a time", decode_chunk_size=2, vae_tile_size=128)
+    options = [{key: kw[key] for key in ("one_row_at_a_time", "decode_chunk_size", "vae_tile_size")} for kw in seen]
+    assert options == [dict(one_row_at_a_time=False, decode_chunk_size=8, vae_tile_size=0),
+                       dict(one_row_at_a_time=True, decode_chunk_size=3, vae_tile_size=0),
+                       dict(one_row_at_a_time=False, decode_chunk_size=8, vae_tile_size=64),
+                       dict(one_row_at_a_time=True, decode_chunk_size=2, vae_tile_size=128)]
+    torch.testing.assert_close(lean, plain, atol=1e-5, rtol=0)
+    assert torch.equal(tiled, plain)
+
+
+@pytest.mark.parametrize("inputs, words", [
+    (dict(vae_tile_size=100), "vae_tile_size 100: give 0 to decode whole frames, or a tile side in pixels that is a "
+                              "multiple of 8 from 64 to 4096, e.g. 96."),
+    (dict(vae_tile_size=32), "e.g. 64."),
+    (dict(vae_tile_size=8192), "e.g. 4096."),
+    (dict(decode_chunk_size=0), "decode_chunk_size 0: give the number of frames the VAE decodes at once, 1 to 256"),
+])
+def test_bad_low_memory_inputs_are_refused_at_validation_and_when_run(nodes, scene, inputs, words):
+    for name in ("MuseDanceSampler", "MuseDanceRender"):
+        verdict = nodes[name].VALIDATE_INPUTS(**inputs)
+        assert isinstance(verdict, str) and words in verdict, (name, verdict)
+        assert nodes[name].VALIDATE_INPUTS(vae_tile_size=256, decode_chunk_size=1) is True
+    with pytest.raises(ValueError, match=words.split(":")[0]):
+        _sample(nodes, scene, frame_count=4, **inputs)
+    with pytest.raises(ValueError, match="guidance_rows must be one of"):
+        _sample(nodes, scene, frame_count=4, guidance_rows="in turn")
+
+
+def test_a_job_refused_for_memory_is_accepted_with_a_low_memory_option(pack, nodes, song_in_input_folder, monkeypatch):
+    """At 512x512 with three guidance rows a step is the larger peak: one row at a time lowers it below the
+    decode's, which fewer frames per decode or tiles lower in turn. A budget between a job's estimate with and
+    without the option refuses it at validation, naming the option, and accepts it with the option."""
+    memory = _module(pack, "job_memory")
+    basic = _api_workflow("musedance_basic")
+    sampler = _node_id(basic, "MuseDanceSampler")
+    basic[_node_id(basic, "MuseDanceReferenceEncode")]["inputs"].update(width=512, height=512)
+    inputs = basic[sampler]["inputs"]
+    inputs.update(guidance=3.0, beat_guidance=6.0, clip_length=16)
+    validate = nodes["MuseDanceSampler"].VALIDATE_INPUTS
+    request = {"prompt": basic, "client_id": "tests"}
+    for option, value, named in (("guidance_rows", "one at a time", 'guidance_rows "one at a time"'),
+                                 ("decode_chunk_size", 2, "a smaller decode_chunk_size (now 8)"),
+                                 ("vae_tile_size", 256, "vae_tile_size 256")):
+        if option != "guidance_rows":
+            inputs.update(guidance_rows="one at a time", decode_chunk_size=8, vae_tile_size=0)
+        without = memory.job_from_prompt(basic, sampler).estimate().total()
+        with_option = memory.job_from_prompt(basic | {sampler: {**basic[sampler], "inputs": {**inputs, option: value}}},
+                                             sampler).estimate().total()
+        assert with_option < without, option
+        monkeypatch.setenv("MUSEDANCE_MEMORY_BUDGET_GB", str((with_option + without) / 2 / 2**30))
+        memory.check_prompt(request)
+        message = validate(guidance=3.0, unique_id=sampler)
+        assert isinstance(message, str) and message.startswith("This job needs about") and named in message, message
+        inputs[option] = value
+        memory.check_prompt(request)
+        assert validate(guidance=3.0, unique_id=sampler) is True, option
+
+
+def test_the_sampler_loads_what_sampling_uses_and_leaves_comfyui_room_for_its_work(pack, nodes, scene, monkeypatch):
+    """Load MuseDance Model makes two groups that ComfyUI manages apart: what sampling uses (UNet, VAE decoder) and
+    the encoders, idle while the sampler runs. ReferenceNet Encode loads the encoders; the sampler loads the
+    sampling group alone (the encoders too only to continue a video), asking ComfyUI for room for its working
+    memory, so ComfyUI can unload the idle encoders to make it."""
+    comfy, generate, memory = (_module(pack, name) for name in ("comfy", "generate", "job_memory"))
+    model = scene["model"]
+    pipe = model.pipeline
+    assert list(model.managed.container) == list(pipe.used_while_sampling())
+    assert list(model.encoders.container) == list(pipe.idle_while_sampling())
+    loads, working = [], []
+
+    class ModelManagement:  # the calls of comfy.model_management the pack makes here
+        def load_models_gpu(self, models, memory_required=0, force_full_load=False):
+            loads.append((list(models), memory_required))
+
+        def soft_empty_cache(self):
+            pass
+
+        def processing_interrupted(self):
+            return False
+
+        def throw_exception_if_processing_interrupted(self):
+            pass
+
+    real_working = memory.JobSize.working_bytes
+    monkeypatch.setattr(memory.JobSize, "working_bytes", lambda self: working.append(real_working(self)) or working[-1])
+    monkeypatch.setattr(comfy, "model_management", ModelManagement)
+    monkeypatch.setattr(model.managed, "patcher", "sampling")
+    monkeypatch.setattr(model.encoders, "patcher", "encoders")
+    nodes["MuseDanceReferenceEncode"]().run(model, scene["framed"], "a person dancing", 32, 32, "crop")
+    assert loads == [(["encoders"], 0)]
+    _sample(nodes, scene, frame_count=4)
+    _sample(nodes, scene, frame_count=4, decode_chunk_size=2)
+    assert loads[1:] == [(["sampling"], working[0]), (["sampling"], working[1])] and 0 < working[1] < working[0]
+    job = generate.Generation(model, scene["reference"], scene["music"], scene["beats"], 0, 1, 1.0, 12, 4, 2, 0.0,
+                              -1.0, -1.0, "auto", holds_every_frame=False, continuing=True)
+    assert not job.memory.offload_idle
+    next(job.clips(4, torch.rand(4, 32, 32, 3)))
+    assert loads[-1] == (["sampling", "encoders"], working[-1])

@@ -143,3 +143,69 @@ def test_tiled_decode_covers_the_frame_and_stays_close_to_the_whole_decode(tiny_
     with pytest.raises(ValueError, match="vae_tile_size must be 0"):
         next(tiny_pipe.iter_clips(text_embeds=torch.zeros(1, 77, 32), music_tokens=torch.zeros(8, 6, 32),
                                   beats=torch.zeros(8), reference_image=torch.rand(32, 32, 3), vae_tile_size=30))
+
+
+def test_idle_modules_wait_on_the_offload_device_while_the_unet_runs_and_the_frames_stay_the_same(
+        tiny_pipe, sample_inputs, monkeypatch):
+    """offload_idle: the modules the loop does not use move there after their last use (the reference and a
+    continued video's frames encoded) and before the first UNet pass, none is called while away, and all come
+    back when the run ends, also when it is stopped. "cpu:0" stands for the offload device: on a CPU it holds
+    the weights where "cpu" does, and the recorded moves tell the two apart."""
+    import pytest
+
+    from musedance_core.sampling.pipeline import GenerationStopped
+
+    randomize_temporal_outputs(tiny_pipe.unet)
+    inputs = sample_inputs(frames=12)
+    settings = dict(num_inference_steps=2, guidance_scale=3.0, seed=2, clip_length=6, motion_frames=2)
+    plain = tiny_pipe(**inputs, **settings)
+    continued = tiny_pipe(**inputs, **settings, start_frame=6, context_frames=plain[:6])
+
+    idle = tiny_pipe.idle_while_sampling()
+    names = {id(module): name for name, module in idle.items()}
+    events = []
+    real_to = torch.nn.Module.to
+
+    def recorded_to(module, *args, **kwargs):
+        if id(module) in names:
+            events.append(("to", names[id(module)], str(kwargs.get("device", args[0] if args else None))))
+        return real_to(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", recorded_to)
+    for name, module in {**idle, "unet": tiny_pipe.unet}.items():
+        module.register_forward_pre_hook(lambda module, args, name=name: events.append(("call", name)))
+
+    def check(run: list) -> None:
+        away = [i for i, e in enumerate(run) if e[0] == "to" and e[2] == "cpu:0"]
+        back = [i for i, e in enumerate(run) if e[0] == "to" and e[2] == "cpu"]
+        unet = [i for i, e in enumerate(run) if e == ("call", "unet")]
+        used = [i for i, e in enumerate(run) if e[0] == "call" and e[1] != "unet"]
+        assert sorted(run[i][1] for i in away) == sorted(run[i][1] for i in back) == sorted(idle)
+        assert max(used) < min(away) and max(away) < min(unet) and max(unet or away) < min(back)
+
+    offloaded = tiny_pipe(**inputs, **settings, offload_idle="cpu:0")
+    assert {name for kind, name, *_ in events if kind == "call"} >= {"reference_net", "mask_encoder", "vae_encoder"}
+    check(events)
+    torch.testing.assert_close(offloaded, plain, atol=0, rtol=0)
+    events.clear()
+    again = tiny_pipe(**inputs, **settings, start_frame=6, context_frames=plain[:6], offload_idle="cpu:0")
+    assert ("call", "vae_encoder") in events  # the continued video's last frames, before the modules leave
+    check(events)
+    torch.testing.assert_close(again, continued, atol=0, rtol=0)
+    events.clear()
+    with pytest.raises(GenerationStopped):
+        tiny_pipe(**inputs, **settings, offload_idle="cpu:0", callback=lambda info: True)
+    check(events)
+    with pytest.raises(ValueError, match="offload_idle must be a device"):
+        tiny_pipe(**inputs, **settings, offload_idle="elsewhere")
+
+
+def test_the_modules_used_and_idle_while_sampling_are_all_the_modules_once(tiny_config):
+    from musedance_core import MuseDancePipeline
+
+    pipe = MuseDancePipeline.from_config(tiny_config, text_encoder=True)
+    groups = [pipe.used_while_sampling(), pipe.idle_while_sampling()]
+    assert "text_encoder" in groups[1] and "unet" in groups[0]
+    grouped = [id(p) for group in groups for module in group.values() for p in module.parameters()]
+    every = [id(p) for module in pipe.modules().values() for p in module.parameters()]
+    assert len(grouped) == len(set(grouped)) and set(grouped) == set(every)

@@ -111,7 +111,8 @@ def test_every_ui_workflow_has_an_api_twin_and_every_api_workflow_a_ui_one():
 
 
 WIDGETS_ADDED_SINCE_BEFORE_TIMING = {
-    "MuseDanceSampler": {"clip_ends": "every clip_length frames"},
+    "MuseDanceSampler": {"clip_ends": "every clip_length frames", "guidance_rows": "together", "decode_chunk_size": 8,
+                         "vae_tile_size": 0},
     "MuseDanceASTEncode": {"speed": "accurate"},
 }
 
@@ -177,10 +178,11 @@ def test_a_missing_widget_value_is_caught(basic, offline_info):
 
 def test_optional_widgets_missing_at_the_end_take_their_defaults(basic, offline_info):
     """A workflow saved before the sampler gained its last optional widgets: the frontend gives them defaults."""
-    del node(basic, 9)["widgets_values"][-2:]  # reference_start, clip_ends
+    del node(basic, 9)["widgets_values"][-5:]  # reference_start, clip_ends, guidance_rows, decode_chunk_size, vae_tile_size
     assert check_ui_workflow(basic, offline_info) == []
     inputs = ui_to_api(basic, offline_info)["9"]["inputs"]
-    assert (inputs["reference_start"], inputs["clip_ends"]) == ("auto", "every clip_length frames")
+    assert [inputs[name] for name in ("reference_start", "clip_ends", "guidance_rows", "decode_chunk_size",
+                                      "vae_tile_size")] == ["auto", "every clip_length frames", "together", 8, 0]
 
 
 def test_a_value_out_of_range_is_caught(basic, offline_info):

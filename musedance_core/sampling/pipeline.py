@@ -142,6 +142,11 @@ def add_stop_points(unet: nn.Module, interrupt: Callable[[], None] | None) -> li
     return [part.register_forward_pre_hook(lambda module, args: interrupt()) for part in unet_parts(unet)]
 
 
+def _move(modules: dict[str, nn.Module], device: torch.device | str) -> None:
+    for module in modules.values():
+        nn.Module.to(module, device=device)  # not diffusers' ModelMixin.to, which warns on every call
+
+
 FAR_FROM_TRAINING = 1.5  # MuseDancePipeline.size_note: a side this many times the trained one, or less by as much
 
 
@@ -205,6 +210,24 @@ class MuseDancePipeline:
             modules["text_encoder"] = self.text_encoder
         return modules
 
+    def used_while_sampling(self) -> dict[str, nn.Module]:
+        """The modules the denoising loop calls: the UNet and the VAE's decoder half (with `idle_while_sampling`,
+        every module of `modules()` once)."""
+        used = {"unet": self.unet, "vae_decoder": self.vae.decoder}
+        if getattr(self.vae, "post_quant_conv", None) is not None:  # diffusers leaves it out with use_post_quant_conv=False
+            used["vae_post_quant_conv"] = self.vae.post_quant_conv
+        return used
+
+    def idle_while_sampling(self) -> dict[str, nn.Module]:
+        """The modules the denoising loop never calls, once the reference, the prompts and a continued video's
+        last frames are encoded: the ReferenceNet, F_m, the text encoder and the VAE's encoder half."""
+        idle = {"reference_net": self.reference_net, "mask_encoder": self.mask_encoder, "vae_encoder": self.vae.encoder}
+        if getattr(self.vae, "quant_conv", None) is not None:  # diffusers leaves it out with use_quant_conv=False
+            idle["vae_quant_conv"] = self.vae.quant_conv
+        if self.text_encoder is not None:
+            idle["text_encoder"] = self.text_encoder
+        return idle
+
     def encode_prompt(self, prompt: str | list[str]) -> torch.Tensor:
         """CLIP hidden states [B, 77, D] of the motion prompt(s), ready for `text_embeds`."""
         if self.text_encoder is None:
@@ -261,7 +284,8 @@ class MuseDancePipeline:
         self, reference_image: torch.Tensor, mask: torch.Tensor | None, text_embeds: torch.Tensor,
         interrupt: Callable[[], None] | None = None,
     ) -> ReferenceEncoding:
-        """Run the VAE, F_m and the ReferenceNet once on the reference (on the pipeline's device and dtype).
+        """Run the VAE, F_m and the ReferenceNet once on the reference (on the ReferenceNet's device and dtype,
+        which need not be the UNet's: see `idle_while_sampling`).
 
         interrupt: called between the parts of the ReferenceNet's blocks; it raises to stop (see iter_clips).
         """
@@ -269,7 +293,8 @@ class MuseDancePipeline:
         height, width = image.shape[1:3]
         condition = mask_condition(mask, height, width)
         text = self._check_text("text_embeds", text_embeds)
-        device, dtype = self.device, self.dtype
+        weight = next(self.reference_net.parameters())
+        device, dtype = weight.device, weight.dtype
         hooks = add_stop_points(self.reference_net, interrupt)
         try:
             latent = encode_frames(self.vae, image, self.config.vae.scaling_factor)
@@ -331,6 +356,7 @@ class MuseDancePipeline:
         one_row_at_a_time: bool = False,
         vae_tile_size: int = 0,
         compile_unet: bool = False,
+        offload_idle: torch.device | str | None = None,
     ) -> Iterator[torch.Tensor]:
         """Yield the video clip by clip, each as float frames [K, H, W, 3] in [0, 1] on the CPU.
 
@@ -384,7 +410,11 @@ class MuseDancePipeline:
         same frames; each step's activations for one row instead of two or three, a little slower);
         decode_chunk_size frames are VAE-decoded at a time; vae_tile_size > 0 decodes frames larger than that
         in overlapping tiles of that many pixels a side, blended at the seams (the frames then differ slightly
-        from an untiled decode).
+        from an untiled decode). offload_idle: a device (e.g. "cpu" when sampling on a GPU) where the modules
+        the denoising loop does not use (`idle_while_sampling`) wait while the clips are made: they move there
+        once the reference and a continued video's last frames are encoded, before the first UNet pass, and
+        back to the pipeline's device when the run ends (also on an error or a stop); the same frames, their
+        weights off the device.
         compile_unet: run the denoising steps through `compile_unet()` (made with its defaults on first use);
         interrupt is then called after every step instead of inside the UNet's blocks.
         """
@@ -409,6 +439,11 @@ class MuseDancePipeline:
                              f"[n >= {m}, H, W, 3], got {None if context_frames is None else tuple(context_frames.shape)}.")
         if not isinstance(reference_start, bool):
             raise ValueError(f"reference_start must be True or False, got {reference_start!r}.")
+        if offload_idle is not None:
+            try:
+                offload_idle = torch.device(offload_idle)
+            except (RuntimeError, TypeError):
+                raise ValueError(f"offload_idle must be a device (e.g. \"cpu\") or None, got {offload_idle!r}.") from None
         if beat_guidance_scale is not None and (
                 isinstance(beat_guidance_scale, bool) or not isinstance(beat_guidance_scale, (int, float))
                 or not 0.0 <= float(beat_guidance_scale) <= MAX_GUIDANCE):
@@ -508,14 +543,19 @@ class MuseDancePipeline:
         bank_rows = (guide.rows, guide.unconditional_row)
         # Hooks inside a compiled UNet would be traced into its graphs: it is interrupted between steps instead.
         hooks = add_stop_points(self.unet, None if compile_unet else interrupt)
+        idle: dict[str, nn.Module] = {}
         try:
             # First clip: the motion context is M copies of the reference latent, or a continued video's last M frames.
             context_latents = reference.latent.to(device=device, dtype=torch.float32)[:, None].expand(1, m, *latent_shape)
             context_known = False
             if start_frame and m:
                 pixels = self._check_context(context_frames[-m:], reference)
-                context_latents = encode_frames(self.vae, pixels, self.config.vae.scaling_factor).float()[None]
+                context_latents = encode_frames(self.vae, pixels, self.config.vae.scaling_factor).to(
+                    device=device, dtype=torch.float32)[None]
                 context_known = True
+            if offload_idle is not None:  # the encoders' last use is behind: they wait there until the run ends
+                idle = self.idle_while_sampling()
+                _move(idle, offload_idle)
             cuts = [first for first, _ in prompts[1:]] + [first for first, _ in settings[1:]]
             done, todo = clip_plan(num_frames, k, cuts=cuts, start_frame=start_frame, bars=bar_frames)
             for skipped, length in done:  # the random draws of the clips already made
@@ -565,6 +605,8 @@ class MuseDancePipeline:
             for hook in hooks:
                 hook.remove()
             self.bank.clear()
+            if idle:
+                _move(idle, device)
 
     def _denoise_clip(
         self, guide: GuidedDenoiser, scheduler: DDIMScheduler, noise: torch.Tensor, start_latent: torch.Tensor | None,
