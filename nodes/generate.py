@@ -182,6 +182,14 @@ LOW_MEMORY_INPUTS = {
 }
 
 
+COMPILE_INPUTS = {
+    "compile": ("BOOLEAN", {"default": False, "tooltip": (
+        "Run the UNet's denoising steps through torch.compile: the first run at each frame size and clip length "
+        "compiles (minutes), later runs of that size reuse it while the model stays loaded. Needs a C++ compiler "
+        "(CPU) or Triton (NVIDIA GPU); Cancel then takes effect after the current step. Off: plain PyTorch.")}),
+}
+
+
 def low_memory_problem(guidance_rows=None, decode_chunk_size=None, vae_tile_size=None) -> str | None:
     """What is wrong with the low-memory inputs given (None: not given, or from a link), or None."""
     def whole(value) -> bool:
@@ -261,6 +269,7 @@ class MuseDanceSampler:
                     "or on the last bar line (Beat Extract's) in a clip's second half, so the seams fall where "
                     "the dance's phrases change. A prompt change in a schedule always starts a clip.")}),
                 **LOW_MEMORY_INPUTS,  # last: widgets added later go after the old ones
+                **COMPILE_INPUTS,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -281,11 +290,12 @@ class MuseDanceSampler:
             seed: int, steps: int, guidance: float, frame_count: int, clip_length: int, motion_frames: int,
             eta: float = 0.0, noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto",
             schedule=None, clip_ends: str = "every clip_length frames", guidance_rows: str = GUIDANCE_ROWS[0],
-            decode_chunk_size: int = DECODE_CHUNK_SIZE, vae_tile_size: int = 0, unique_id=None):
+            decode_chunk_size: int = DECODE_CHUNK_SIZE, vae_tile_size: int = 0, compile: bool = False,
+            unique_id=None):
         job = Generation(model, reference, music, beats, seed, steps, guidance, frame_count, clip_length,
                          motion_frames, eta, noise_share, beat_guidance, reference_start, schedule,
                          holds_every_frame=True, clip_ends=clip_ends, guidance_rows=guidance_rows,
-                         decode_chunk_size=decode_chunk_size, vae_tile_size=vae_tile_size)
+                         decode_chunk_size=decode_chunk_size, vae_tile_size=vae_tile_size, compile_unet=compile)
         height, width = reference.image.shape[1:3]
         video = torch.empty((job.frames, height, width, 3))  # filled clip by clip: no second copy
         done = 0
@@ -328,7 +338,7 @@ class Generation:
                  eta: float, noise_share: float, beat_guidance: float, reference_start: str, schedule=None, *,
                  holds_every_frame: bool, clip_ends: str = "every clip_length frames",
                  guidance_rows: str = GUIDANCE_ROWS[0], decode_chunk_size: int = DECODE_CHUNK_SIZE,
-                 vae_tile_size: int = 0, continuing: bool = False) -> None:
+                 vae_tile_size: int = 0, continuing: bool = False, compile_unet: bool = False) -> None:
         """continuing: the clips go on from a video's last frames (`clips(start_frame, context_frames)`), which the
         VAE's encoder encodes: the encoders then stay loaded with the sampling modules."""
         if reference.model is not model:
@@ -364,6 +374,9 @@ class Generation:
             rows = max(rows, 1 + sum(rows_of(*scales)))
         self.one_row_at_a_time = guidance_rows == GUIDANCE_ROWS[1]
         self.decode_chunk_size, self.vae_tile_size, self.continuing = decode_chunk_size, vae_tile_size, continuing
+        if not isinstance(compile_unet, bool):
+            raise ValueError(f"compile must be true or false, got {compile_unet!r}.")
+        self.compile_unet = compile_unet
         self.memory = job_from_run(model, reference, self.frames, self.clip_length, rows, holds_every_frame,
                                    span.duration, one_row_at_a_time=self.one_row_at_a_time,
                                    decode_chunk_size=decode_chunk_size, vae_tile_size=vae_tile_size,
@@ -379,6 +392,9 @@ class Generation:
         if self.flow and (self.one_row_at_a_time, decode_chunk_size, vae_tile_size) != (False, DECODE_CHUNK_SIZE, 0):
             self.notes.append("The flow-family model has no VAE and runs its guidance rows together: guidance_rows, "
                               "decode_chunk_size and vae_tile_size do not apply to it.")
+            log.warning("MuseDance: %s", self.notes[-1])
+        if self.flow and compile_unet:
+            self.notes.append("compile applies to MuseDance models; the flow-family model ran uncompiled.")
             log.warning("MuseDance: %s", self.notes[-1])
         if clip_ends == CLIP_ENDS[1]:
             if beats.downbeats is not None:
@@ -423,7 +439,7 @@ class Generation:
                 context_frames=context_frames, text_schedule=self.text_schedule, interrupt=comfy.check_interrupt,
                 bar_frames=self.bars, guidance_schedule=self.guidance_schedule,
                 one_row_at_a_time=self.one_row_at_a_time, decode_chunk_size=self.decode_chunk_size,
-                vae_tile_size=self.vae_tile_size,
+                vae_tile_size=self.vae_tile_size, compile_unet=self.compile_unet,
             )
         finally:
             self.model.done()

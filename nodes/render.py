@@ -14,6 +14,7 @@ import math
 from . import comfy
 from .generate import (
     CLIP_ENDS,
+    COMPILE_INPUTS,
     DECODE_CHUNK_SIZE,
     GUIDANCE_ROWS,
     LOW_MEMORY_INPUTS,
@@ -55,7 +56,7 @@ class RenderDanceVideo:
         sampler, video = MuseDanceSampler.INPUT_TYPES(), SaveDanceVideo.INPUT_TYPES()
         required = dict(sampler["required"])
         required.update((name, video["required"][name]) for name in ("filename_prefix", "format", "crf"))
-        later = ("clip_ends", *LOW_MEMORY_INPUTS)  # the sampler's widgets added after these nodes' own
+        later = ("clip_ends", *LOW_MEMORY_INPUTS, *COMPILE_INPUTS)  # the sampler's widgets added after these nodes' own
         optional = {name: spec for name, spec in sampler["optional"].items() if name not in later}
         optional["save_workflow"] = video["optional"]["save_workflow"]
         optional["on_cancel"] = (list(ON_CANCEL), {"default": ON_CANCEL[0], "tooltip": (
@@ -88,7 +89,7 @@ class RenderDanceVideo:
             noise_share: float = -1.0, beat_guidance: float = -1.0, reference_start: str = "auto",
             save_workflow: bool = True, on_cancel: str = ON_CANCEL[0], continue_from: str = "", schedule=None,
             clip_ends: str = CLIP_ENDS[0], guidance_rows: str = GUIDANCE_ROWS[0],
-            decode_chunk_size: int = DECODE_CHUNK_SIZE, vae_tile_size: int = 0,
+            decode_chunk_size: int = DECODE_CHUNK_SIZE, vae_tile_size: int = 0, compile: bool = False,
             prompt: dict | None = None, extra_pnginfo: dict | None = None, unique_id=None):
         from ..musedance_core.sampling.render import write_clips
         from ..musedance_core.video import video_format
@@ -99,7 +100,7 @@ class RenderDanceVideo:
                          motion_frames, eta, noise_share, beat_guidance, reference_start, schedule,
                          holds_every_frame=False, clip_ends=clip_ends, guidance_rows=guidance_rows,
                          decode_chunk_size=decode_chunk_size, vae_tile_size=vae_tile_size,
-                         continuing=bool(continue_from))
+                         continuing=bool(continue_from), compile_unet=compile)
         metadata = workflow_metadata(save_workflow, prompt, extra_pnginfo)
         height, width = reference.image.shape[1:3]
         metadata[RENDER_TAG] = json.dumps({"fps": job.span.fps, "start_time": job.span.start, "width": width,

@@ -854,7 +854,7 @@ def test_the_low_memory_inputs_come_last_and_reach_the_sampler_with_the_same_fra
     chunks make the same frames."""
     for name in ("MuseDanceSampler", "MuseDanceRender"):
         optional = nodes[name].INPUT_TYPES()["optional"]
-        last = list(optional.items())[-3:]
+        last = list(optional.items())[-4:-1]
         assert [(key, spec[0], spec[1]["default"]) for key, spec in last] == LOW_MEMORY_WIDGETS, name
         assert all(spec[1]["tooltip"] for _, spec in last)
     seen = []
@@ -873,6 +873,24 @@ def test_the_low_memory_inputs_come_last_and_reach_the_sampler_with_the_same_fra
                        dict(one_row_at_a_time=True, decode_chunk_size=2, vae_tile_size=128)]
     torch.testing.assert_close(lean, plain, atol=1e-5, rtol=0)
     assert torch.equal(tiled, plain)
+
+
+def test_compile_comes_last_and_reaches_the_sampler(nodes, scene, monkeypatch):
+    for name in ("MuseDanceSampler", "MuseDanceRender"):
+        key, spec = list(nodes[name].INPUT_TYPES()["optional"].items())[-1]
+        assert (key, spec[0], spec[1]["default"]) == ("compile", "BOOLEAN", False) and spec[1]["tooltip"]
+    seen = []
+    pipe_type = type(scene["model"].pipeline)
+    real = pipe_type.iter_clips
+    monkeypatch.setattr(pipe_type, "iter_clips", lambda self, **kw: (seen.append(kw["compile_unet"]), real(self, **kw))[1])
+    monkeypatch.setattr(scene["model"].pipeline, "_compiled_unet", None)  # restored after the test
+    monkeypatch.setattr(pipe_type, "compile_unet", lambda self, **kw: setattr(self, "_compiled_unet", self.unet))
+    plain = _sample(nodes, scene, frame_count=4)[0]
+    compiled = _sample(nodes, scene, frame_count=4, compile=True)[0]  # the "compiled" UNet is the plain one here
+    assert seen == [False, True]
+    assert torch.equal(compiled, plain)
+    with pytest.raises(ValueError, match="compile must be true or false"):
+        _sample(nodes, scene, frame_count=4, compile="yes")
 
 
 @pytest.mark.parametrize("inputs, words", [

@@ -112,7 +112,7 @@ def test_every_ui_workflow_has_an_api_twin_and_every_api_workflow_a_ui_one():
 
 WIDGETS_ADDED_SINCE_BEFORE_TIMING = {
     "MuseDanceSampler": {"clip_ends": "every clip_length frames", "guidance_rows": "together", "decode_chunk_size": 8,
-                         "vae_tile_size": 0},
+                         "vae_tile_size": 0, "compile": False},
     "MuseDanceASTEncode": {"speed": "accurate"},
 }
 
