@@ -190,6 +190,13 @@ COMPILE_INPUTS = {
 }
 
 
+def compile_failure(error: BaseException) -> bool:
+    """Whether torch.compile itself failed (its backend, or Dynamo's tracing), not the model it runs."""
+    exc = getattr(getattr(torch, "_dynamo", None), "exc", None)
+    kinds = tuple(getattr(exc, name) for name in ("BackendCompilerFailed", "TorchDynamoException") if hasattr(exc, name))
+    return bool(kinds) and isinstance(error, kinds)
+
+
 def low_memory_problem(guidance_rows=None, decode_chunk_size=None, vae_tile_size=None) -> str | None:
     """What is wrong with the low-memory inputs given (None: not given, or from a link), or None."""
     def whole(value) -> bool:
@@ -441,6 +448,14 @@ class Generation:
                 one_row_at_a_time=self.one_row_at_a_time, decode_chunk_size=self.decode_chunk_size,
                 vae_tile_size=self.vae_tile_size, compile_unet=self.compile_unet,
             )
+        except Exception as error:
+            if self.compile_unet and compile_failure(error):
+                cause = getattr(error, "inner_exception", None) or error.__cause__ or error
+                said = (str(cause).strip().splitlines() or [""])[0][:300]
+                raise RuntimeError(f"torch.compile could not compile the UNet on this machine ({type(cause).__name__}: "
+                                   f"{said}); turn the sampler's compile input off, or install what torch.compile "
+                                   "needs here (a C++ compiler on the CPU, Triton on an NVIDIA GPU).") from error
+            raise
         finally:
             self.model.done()
 

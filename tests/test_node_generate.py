@@ -893,6 +893,23 @@ def test_compile_comes_last_and_reaches_the_sampler(nodes, scene, monkeypatch):
         _sample(nodes, scene, frame_count=4, compile="yes")
 
 
+def test_a_failing_compile_names_the_input_to_turn_off(nodes, scene, monkeypatch):
+    def no_compiler(graph, example_inputs):
+        raise OSError("no C++ compiler found")
+
+    pipe = scene["model"].pipeline
+    monkeypatch.setattr(pipe, "_compiled_unet", None)  # restored after the test
+    monkeypatch.setattr(type(pipe), "compile_unet",
+                        lambda self, **kw: setattr(self, "_compiled_unet", torch.compile(self.unet, backend=no_compiler)))
+    torch._dynamo.reset()
+    with pytest.raises(RuntimeError, match="torch.compile could not compile the UNet on this machine "
+                                           r"\(OSError: no C\+\+ compiler found\); turn the sampler's compile input off"):
+        _sample(nodes, scene, frame_count=4, compile=True)
+    torch._dynamo.reset()
+    plain = _sample(nodes, scene, frame_count=4)[0]  # the model still samples without it
+    assert plain.shape[0] == 4
+
+
 @pytest.mark.parametrize("inputs, words", [
     (dict(vae_tile_size=100), "vae_tile_size 100: give 0 to decode whole frames, or a tile side in pixels that is a "
                               "multiple of 8 from 64 to 4096, e.g. 96."),
