@@ -362,8 +362,8 @@ class ASTMusicEncode:
                     "(cosine) of accurate's with random weights (BENCHMARKS.md).")})}}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, duration: float | None = None):
-        return duration_problem(duration) or True
+    def VALIDATE_INPUTS(cls, duration: float | None = None, speed: str | None = None):
+        return duration_problem(duration) or speed_problem(speed) or True
 
     def run(self, ast, audio: dict, fps: float, start_time: float, duration: float, speed: str = "accurate"):
         import dataclasses
@@ -371,6 +371,8 @@ class ASTMusicEncode:
         from ..musedance_core.audio.ast_encoder import FAST_HOP_SECONDS, HOP_SECONDS, FrameTokens, int8_available
         from ..musedance_core.audio.music import load_music
 
+        if problem := speed_problem(speed):
+            raise ValueError(problem)
         span = frame_span(audio, fps, start_time, duration)
         progress = comfy.Progress(PROGRESS_STEPS)  # shown from the start: a long song takes a while
         progress.set(0)
@@ -381,14 +383,9 @@ class ASTMusicEncode:
 
         comfy.throw_if_interrupted()
         music = load_music(audio)  # 16 kHz mono, the whole song: windows overlap the stretch's edges
-        if speed not in AST_SPEEDS:
-            raise ValueError(f"speed must be one of {', '.join(AST_SPEEDS)}, got {speed!r}.")
         device = comfy.compute_device()
         fast = speed == "fast"
-        if fast and device.type == "cpu" and int8_available():
-            encoder, device = ast.quantized(), torch.device("cpu")
-        else:
-            encoder = ast
+        encoder = ast.quantized() if fast and device.type == "cpu" and int8_available() else ast
         encoder.model.to(device)
         try:
             encoding = encoder.encode_music(music.waveform, callback=on_progress,
@@ -400,6 +397,12 @@ class ASTMusicEncode:
                                        global_tokens=encoding.global_tokens.float().cpu())
         tokens = FrameTokens(encoding, span.fps, span.num_frames, start_time=span.start)
         return (FrameMusic(span, tokens, span_audio(audio, span)),)
+
+
+def speed_problem(speed: str | None) -> str | None:
+    if speed is not None and speed not in AST_SPEEDS:
+        return f"speed must be one of {', '.join(AST_SPEEDS)}, got {speed!r}."
+    return None
 
 
 def check_same_frames(beats: FrameBeats, music: FrameMusic) -> FrameSpan:

@@ -95,6 +95,8 @@ def test_ast_encode_fast_speed_uses_the_long_hop_and_int8_on_the_cpu(pack, tmp_p
     assert (fast - accurate).abs().mean() < 0.3 * (other - accurate).abs().mean()
     with pytest.raises(ValueError, match="speed must be one of accurate, fast"):
         node.run(encoder, _audio(wave), 12.0, 0.0, 40.0, speed="fastest")
+    assert node.VALIDATE_INPUTS(speed="fastest") == "speed must be one of accurate, fast, got 'fastest'."
+    assert node.VALIDATE_INPUTS(speed="fast") is True
 
 
 def test_load_music_reads_inside_the_input_folder_only(pack, tmp_path, monkeypatch):
